@@ -1,0 +1,217 @@
+/**
+ * The one place that reads the environment. Every variable is parsed and
+ * validated once at start-up; a bad value stops the process with a message
+ * naming the variable.
+ */
+import path from "node:path";
+
+export const ALL_SERVICES = ["api", "auth", "wallet"] as const;
+export type ServiceName = (typeof ALL_SERVICES)[number];
+
+/** Development placeholder for AUTH_SECRET; production refuses it. */
+export const PLACEHOLDER_SECRET = "dev-only-insecure-secret-change-me";
+
+export interface Config {
+	nodeEnv: "development" | "production" | "test";
+	production: boolean;
+	nodeId?: string;
+	services: ServiceName[];
+	host: string;
+	port: number;
+	publicUrl?: string;
+	dataDir: string;
+	mongoUri?: string;
+	transporter?: string;
+	redisUrl?: string;
+	logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace";
+	currency: string;
+	requestTimeoutMs: number;
+	http: {
+		bodyLimit: string;
+		cookieSecure: boolean;
+		allowedOrigins: string[];
+		trustedProxies: string[];
+	};
+	auth: {
+		secret: string;
+		issuer: string;
+		audience: string;
+		accessTokenTtlSec: number;
+		refreshTokenTtlSec: number;
+		refreshGraceSec: number;
+		keyBits: number;
+		keyRotationDays: number;
+		verifyEmailTtlSec: number;
+		passwordResetTtlSec: number;
+		publicBaseUrl: string;
+		loginMaxFailuresPerAccount: number;
+		loginMaxFailuresPerIp: number;
+		loginWindowSec: number;
+		argon2: { memoryCost: number; timeCost: number; parallelism: number };
+	};
+	repl: { host: string };
+}
+
+export class ConfigError extends Error {
+	constructor(
+		readonly variable: string,
+		problem: string,
+	) {
+		super(`Invalid configuration: ${variable} ${problem}`);
+		this.name = "ConfigError";
+	}
+}
+
+type Env = Record<string, string | undefined>;
+
+function str(env: Env, name: string, fallback?: string): string | undefined {
+	const raw = env[name];
+	if (raw === undefined || raw.trim() === "") return fallback;
+	return raw.trim();
+}
+
+function int(env: Env, name: string, fallback: number, min: number, max: number): number {
+	const raw = str(env, name);
+	if (raw === undefined) return fallback;
+	if (!/^-?\d+$/.test(raw)) throw new ConfigError(name, `must be an integer, got "${raw}"`);
+	const value = Number(raw);
+	if (value < min || value > max) throw new ConfigError(name, `must be between ${min} and ${max}, got ${value}`);
+	return value;
+}
+
+function bool(env: Env, name: string, fallback: boolean): boolean {
+	const raw = str(env, name);
+	if (raw === undefined) return fallback;
+	if (/^(1|true|yes|on)$/i.test(raw)) return true;
+	if (/^(0|false|no|off)$/i.test(raw)) return false;
+	throw new ConfigError(name, `must be true or false, got "${raw}"`);
+}
+
+function list(env: Env, name: string): string[] {
+	return (str(env, name) ?? "")
+		.split(",")
+		.map(s => s.trim())
+		.filter(Boolean);
+}
+
+function url(env: Env, name: string, protocols: string[]): string | undefined {
+	const raw = str(env, name);
+	if (raw === undefined) return undefined;
+	let parsed: URL;
+	try {
+		parsed = new URL(raw);
+	} catch {
+		throw new ConfigError(name, "must be a URL");
+	}
+	if (!protocols.includes(parsed.protocol)) {
+		throw new ConfigError(name, `must use ${protocols.join(" or ")}, got ${parsed.protocol}`);
+	}
+	return raw;
+}
+
+function origin(name: string, value: string): string {
+	try {
+		const parsed = new URL(value);
+		if (parsed.origin === "null") throw new Error("opaque");
+		return parsed.origin;
+	} catch {
+		throw new ConfigError(name, `must list origins like https://app.example.com, got "${value}"`);
+	}
+}
+
+export function loadConfig(env: Env = process.env): Config {
+	const nodeEnv = (str(env, "NODE_ENV", "development") as string).toLowerCase();
+	if (!["development", "production", "test"].includes(nodeEnv)) {
+		throw new ConfigError("NODE_ENV", `must be development, production or test, got "${nodeEnv}"`);
+	}
+	const production = nodeEnv === "production";
+
+	const servicesRaw = list(env, "SERVICES");
+	const services = servicesRaw.length === 0 || servicesRaw.includes("all") ? [...ALL_SERVICES] : servicesRaw;
+	for (const name of services) {
+		if (!(ALL_SERVICES as readonly string[]).includes(name)) {
+			throw new ConfigError("SERVICES", `names an unknown service "${name}" (known: ${ALL_SERVICES.join(", ")})`);
+		}
+	}
+
+	const logLevel = (str(env, "LOG_LEVEL", "info") as string).toLowerCase();
+	if (!["fatal", "error", "warn", "info", "debug", "trace"].includes(logLevel)) {
+		throw new ConfigError("LOG_LEVEL", `must be one of fatal, error, warn, info, debug, trace, got "${logLevel}"`);
+	}
+
+	const currency = (str(env, "CURRENCY", "USD") as string).toUpperCase();
+	if (!/^[A-Z]{3}$/.test(currency)) throw new ConfigError("CURRENCY", `must be an ISO 4217 code like USD, got "${currency}"`);
+
+	const bodyLimit = str(env, "BODY_LIMIT", "100kb") as string;
+	if (!/^\d+(b|kb|mb)$/i.test(bodyLimit)) throw new ConfigError("BODY_LIMIT", `must look like 100kb, got "${bodyLimit}"`);
+
+	// Secure cookies are the default in production and cannot be turned off
+	// there; in development plain-HTTP localhost needs them off.
+	const cookieSecure = bool(env, "COOKIE_SECURE", production);
+	if (production && !cookieSecure) {
+		throw new ConfigError("COOKIE_SECURE", "cannot be false in production");
+	}
+
+	const secret = str(env, "AUTH_SECRET") ?? (production ? undefined : PLACEHOLDER_SECRET);
+	if (secret === undefined) throw new ConfigError("AUTH_SECRET", "must be set in production");
+	if (production && (secret === PLACEHOLDER_SECRET || /change[-_ ]?me|placeholder|secret/i.test(secret))) {
+		throw new ConfigError("AUTH_SECRET", "is a placeholder; set a random value of at least 32 characters");
+	}
+	if (secret.length < 32) throw new ConfigError("AUTH_SECRET", "must be at least 32 characters");
+
+	const replHost = str(env, "REPL_HOST", "127.0.0.1") as string;
+	if (production && !["127.0.0.1", "::1", "localhost"].includes(replHost)) {
+		throw new ConfigError("REPL_HOST", "must be a loopback address in production (the REPL is not for the network)");
+	}
+
+	const host = str(env, "HOST", "127.0.0.1") as string;
+	const port = int(env, "PORT", 3000, 0, 65535);
+	const publicUrl = url(env, "PUBLIC_URL", ["http:", "https:"]);
+	const transporter = url(env, "TRANSPORTER", ["amqp:", "amqps:"]) ?? url(env, "AMQP_URL", ["amqp:", "amqps:"]);
+
+	return {
+		nodeEnv: nodeEnv as Config["nodeEnv"],
+		production,
+		nodeId: str(env, "NODE_ID"),
+		services: services as ServiceName[],
+		host,
+		port,
+		publicUrl,
+		dataDir: path.resolve(str(env, "DATA_DIR", "./data") as string),
+		mongoUri: url(env, "MONGO_URI", ["mongodb:", "mongodb+srv:"]),
+		transporter,
+		redisUrl: url(env, "REDIS_URL", ["redis:", "rediss:"]),
+		logLevel: logLevel as Config["logLevel"],
+		currency,
+		requestTimeoutMs: int(env, "REQUEST_TIMEOUT_MS", 10_000, 100, 600_000),
+		http: {
+			bodyLimit,
+			cookieSecure,
+			allowedOrigins: list(env, "ALLOWED_ORIGINS").map(o => origin("ALLOWED_ORIGINS", o)),
+			trustedProxies: list(env, "TRUSTED_PROXIES"),
+		},
+		auth: {
+			secret,
+			issuer: str(env, "JWT_ISSUER", "mint") as string,
+			audience: str(env, "JWT_AUDIENCE", "mint-api") as string,
+			accessTokenTtlSec: int(env, "ACCESS_TOKEN_TTL_SEC", 900, 60, 86_400),
+			refreshTokenTtlSec: int(env, "REFRESH_TOKEN_TTL_SEC", 7 * 86_400, 300, 90 * 86_400),
+			refreshGraceSec: int(env, "REFRESH_GRACE_SEC", 30, 0, 300),
+			keyBits: int(env, "JWT_KEY_BITS", 3072, 2048, 8192),
+			keyRotationDays: int(env, "KEY_ROTATION_DAYS", 0, 0, 3650),
+			verifyEmailTtlSec: int(env, "VERIFY_EMAIL_TTL_SEC", 48 * 3600, 300, 30 * 86_400),
+			passwordResetTtlSec: int(env, "PASSWORD_RESET_TTL_SEC", 3600, 60, 86_400),
+			publicBaseUrl: publicUrl ?? `http://localhost:${port}`,
+			loginMaxFailuresPerAccount: int(env, "LOGIN_MAX_FAILURES_PER_ACCOUNT", 5, 1, 1000),
+			loginMaxFailuresPerIp: int(env, "LOGIN_MAX_FAILURES_PER_IP", 50, 1, 100_000),
+			loginWindowSec: int(env, "LOGIN_WINDOW_SEC", 900, 1, 86_400),
+			argon2: {
+				// OWASP: Argon2id, m=19 MiB, t=2, p=1 as the floor.
+				memoryCost: int(env, "ARGON2_MEMORY_KIB", 19_456, 19_456, 1_048_576),
+				timeCost: int(env, "ARGON2_TIME_COST", 2, 2, 20),
+				parallelism: int(env, "ARGON2_PARALLELISM", 1, 1, 16),
+			},
+		},
+		repl: { host: replHost },
+	};
+}

@@ -1,0 +1,143 @@
+/**
+ * The DB mixin: one way for every service to own its collections.
+ *
+ * - MONGO_URI set: moleculer-db-adapter-mongoose (mongoose 8), a database per
+ *   service (`mint-<service>`), indexes declared here.
+ * - otherwise: moleculer-db's NeDB-based MemoryAdapter, persisted in files
+ *   under DATA_DIR.
+ *
+ * Services see the moleculer-db adapter API (insert, findOne, find, count,
+ * updateMany, removeMany) and never learn which one they got. Documents use
+ * string `_id`s chosen by the service, so ids look the same on both.
+ * moleculer-db's generated CRUD actions are switched off: nothing outside the
+ * service can reach its collections.
+ */
+import fs from "node:fs";
+import path from "node:path";
+import type { ServiceSchema } from "moleculer";
+import DbService from "moleculer-db";
+import MongooseAdapter from "moleculer-db-adapter-mongoose";
+import mongoose from "mongoose";
+import type { Config } from "../lib/config";
+
+export interface IndexSpec {
+	fields: Record<string, 1 | -1>;
+	unique?: boolean;
+	sparse?: boolean;
+}
+
+export interface CollectionSpec {
+	name: string;
+	indexes?: IndexSpec[];
+}
+
+/** The part of the moleculer-db adapter API that Mint uses. */
+export interface Store<T = any> {
+	insert(doc: T): Promise<T>;
+	findOne(query: object): Promise<T | null>;
+	find(params: { query?: object; sort?: string[]; limit?: number; offset?: number }): Promise<T[]>;
+	count(params?: { query?: object }): Promise<number>;
+	/** Returns the number of documents changed: the compare-and-set primitive. */
+	updateMany(query: object, update: object): Promise<number>;
+	removeMany(query: object): Promise<number>;
+}
+
+/** A unique index refused the document (NeDB and MongoDB report it differently). */
+export function isDuplicateKeyError(err: unknown): boolean {
+	const e = err as { errorType?: string; code?: number } | null;
+	return !!e && (e.errorType === "uniqueViolated" || e.code === 11000);
+}
+
+/** moleculer-db's mongoose adapter shares one global connection; Mint wants a database per service. */
+class PerServiceMongooseAdapter extends (MongooseAdapter as any) {
+	constructor(
+		uri: string,
+		private readonly dbName: string,
+		private readonly spec: CollectionSpec,
+	) {
+		const schema = new mongoose.Schema({ _id: String }, { strict: false, strictQuery: false, versionKey: false, collection: spec.name });
+		for (const index of spec.indexes ?? []) schema.index(index.fields, { unique: index.unique, sparse: index.sparse });
+		super(uri, { dbName });
+		(this as any).schema = schema;
+		(this as any).modelName = spec.name;
+	}
+
+	init(broker: unknown, service: unknown) {
+		(this as any).broker = broker;
+		(this as any).service = service;
+	}
+
+	async connect() {
+		const self = this as any;
+		self.conn = await mongoose.createConnection(self.uri, { dbName: this.dbName, serverSelectionTimeoutMS: 5000 }).asPromise();
+		self.model = self.conn.model(this.spec.name, self.schema);
+		self.db = self.conn.db;
+		await self.model.syncIndexes();
+	}
+
+	async disconnect() {
+		await (this as any).conn?.close();
+	}
+}
+
+/** NeDB through moleculer-db's MemoryAdapter, one file per collection. */
+class FileMemoryAdapter extends (DbService.MemoryAdapter as any) {
+	constructor(private readonly spec: CollectionSpec, filename: string) {
+		fs.mkdirSync(path.dirname(filename), { recursive: true });
+		super({ filename });
+	}
+
+	async connect() {
+		await super.connect();
+		const db = (this as any).db;
+		for (const index of this.spec.indexes ?? []) {
+			const fields = Object.keys(index.fields);
+			if (fields.length !== 1) throw new Error(`NeDB supports single-field indexes only (${this.spec.name})`);
+			await db.ensureIndex({ fieldName: fields[0], unique: !!index.unique, sparse: !!index.sparse });
+		}
+		// NeDB appends every write; compact the file now and then.
+		db.setAutocompactionInterval(10 * 60_000);
+	}
+
+	async disconnect() {
+		const db = (this as any).db;
+		if (db) {
+			db.stopAutocompaction();
+			await db.compactDatafileAsync();
+		}
+		await super.disconnect();
+	}
+}
+
+export function createAdapter(config: Config, serviceName: string, spec: CollectionSpec): any {
+	if (config.mongoUri) return new PerServiceMongooseAdapter(config.mongoUri, `mint-${serviceName}`, spec);
+	return new FileMemoryAdapter(spec, path.join(config.dataDir, serviceName, `${spec.name}.db`));
+}
+
+const CRUD_ACTIONS = ["find", "count", "list", "create", "insert", "get", "update", "remove"];
+
+/**
+ * The service's main collection through moleculer-db (`this.adapter`), plus
+ * extra collections it owns (`this.stores.<name>`), all on the same backend.
+ */
+export function DbMixin(config: Config, serviceName: string, main: CollectionSpec, extra: CollectionSpec[] = []): Partial<ServiceSchema> {
+	return {
+		mixins: [DbService],
+		adapter: createAdapter(config, serviceName, main),
+		collection: main.name,
+		settings: { idField: "_id" },
+		actions: Object.fromEntries(CRUD_ACTIONS.map(name => [name, false])),
+		async started(this: any) {
+			this.stores = {};
+			for (const spec of extra) {
+				const adapter = createAdapter(config, serviceName, spec);
+				adapter.init(this.broker, this);
+				await adapter.connect();
+				this.stores[spec.name] = adapter;
+			}
+		},
+		async stopped(this: any) {
+			for (const adapter of Object.values(this.stores ?? {})) await (adapter as any).disconnect();
+		},
+	} as Partial<ServiceSchema>;
+}

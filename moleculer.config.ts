@@ -1,0 +1,63 @@
+/**
+ * Broker options from the validated config. Resilience is configured
+ * explicitly: a request timeout, the circuit breaker and the bulkhead. The
+ * global retry policy stays off; only idempotent calls pass `retries`.
+ */
+import os from "node:os";
+import type { BrokerOptions } from "moleculer";
+import type { Config } from "./lib/config";
+
+export function brokerOptions(config: Config): BrokerOptions {
+	return {
+		namespace: "mint",
+		nodeID: config.nodeId ?? `${os.hostname()}-${process.pid}`,
+		transporter: config.transporter
+			? {
+					type: "AMQP",
+					options: {
+						url: config.transporter,
+						// Without noDelay every remote call waits ~40 ms for Nagle.
+						socketOptions: { noDelay: true },
+						prefetch: 64,
+						heartbeatTimeToLive: 10_000,
+					} as Record<string, unknown>,
+				}
+			: undefined,
+		cacher: config.redisUrl ? { type: "Redis", options: { redis: config.redisUrl as any, prefix: "mint" } } : "Memory",
+		logger: {
+			type: "Pino",
+			options: {
+				level: config.logLevel,
+				pino: {
+					options: {
+						// Never log secrets, even if a caller passes them in an object.
+						redact: {
+							paths: [
+								"password",
+								"passwordConfirm",
+								"*.password",
+								"*.passwordConfirm",
+								"*.token",
+								"*.refreshToken",
+								"*.accessToken",
+								"req.headers.cookie",
+								"req.headers.authorization",
+							],
+							censor: "[redacted]",
+						},
+					},
+				},
+			},
+		},
+		requestTimeout: config.requestTimeoutMs,
+		retryPolicy: { enabled: false },
+		circuitBreaker: { enabled: true, threshold: 0.5, minRequestCount: 20, windowTime: 60, halfOpenTime: 10_000 },
+		bulkhead: { enabled: true, concurrency: 64, maxQueueSize: 1000 },
+		heartbeatInterval: 5,
+		heartbeatTimeout: 15,
+		validator: true,
+		errorRegenerator: undefined,
+		metrics: { enabled: false },
+		tracing: { enabled: false },
+	};
+}

@@ -1,0 +1,278 @@
+/**
+ * api: the moleculer-web gateway, Mint's only HTTP edge.
+ *
+ * Explicit aliases only (no autoAliases, no $node or CRUD actions). The
+ * gateway verifies access tokens itself from the cached JWKS, refreshes
+ * sessions silently from the refresh cookie, owns cookies and status codes,
+ * and maps every error to the SPEC format once (api/http-errors.ts).
+ *
+ * Consumes: auth.sessionsRevoked (refuse revoked sessions), auth.keysRotated
+ */
+import type { Context, ServiceSchema } from "moleculer";
+import ApiGateway from "moleculer-web";
+import type { Config } from "../lib/config";
+import { unauthorized } from "../lib/errors";
+import { EVENT_ENVELOPE } from "../lib/events";
+import type { Caller, IssuedSession, PublicUser } from "./auth.service";
+import {
+	ACCESS_COOKIE,
+	REFRESH_COOKIE,
+	actionParams,
+	appendSetCookie,
+	bearerTokenOf,
+	checkOrigin,
+	clearedSessionCookies,
+	clientIpOf,
+	cookiesOf,
+	isUnsafeMethod,
+	jsonBodyRules,
+	requestIdOf,
+	sessionCookies,
+	setSecurityHeaders,
+	type Req,
+	type Res,
+} from "./api/http";
+import { toHttpError } from "./api/http-errors";
+import { AccessTokenVerifier } from "./api/token-verifier";
+
+/** Actions that answer with a new session: the gateway turns it into cookies and answers the user. */
+const SESSION_ISSUING = new Set(["auth.signup", "auth.login", "auth.refresh"]);
+/** Actions that end sessions: the gateway clears the cookies. */
+const SESSION_ENDING = new Set(["auth.logout", "auth.resetPassword"]);
+/** Actions that take the refresh token from its cookie rather than doing a silent refresh. */
+const USES_REFRESH_COOKIE = new Set(["auth.refresh", "auth.logout"]);
+const STATUS_BY_ACTION: Record<string, number> = { "auth.signup": 201, "auth.logout": 204, "auth.forgotPassword": 202 };
+
+const V1_ALIASES = {
+	"POST /auth/signup": "auth.signup",
+	"POST /auth/login": "auth.login",
+	"POST /auth/logout": "auth.logout",
+	"POST /auth/refresh": "auth.refresh",
+	"GET /auth/user": "auth.me",
+	"POST /auth/verify-email": "auth.verifyEmail",
+	"POST /auth/password/forgot": "auth.forgotPassword",
+	"POST /auth/password/reset": "auth.resetPassword",
+	"GET /auth/health": "auth.health",
+	"GET /users": "auth.listUsers",
+	"GET /users/search": "auth.searchUsers",
+	"PUT /users/me": "auth.updateMe",
+	"GET /users/:id": "auth.getUser",
+	"GET /wallet/user": "wallet.mine",
+	"GET /wallet/health": "wallet.health",
+	"GET /health": "api.health",
+	"GET /ready": "api.ready",
+};
+
+const ROOT_ALIASES = {
+	"GET /.well-known/jwks.json": "auth.jwks",
+	"GET /health": "api.health",
+	"GET /ready": "api.ready",
+};
+
+/** Services whose health the readiness check asks for, when this node's SERVICES route to them. */
+const READINESS_SERVICES = ["auth", "wallet"];
+
+export default function createApiService(config: Config): ServiceSchema {
+	const secure = config.http.cookieSecure;
+	const isTrustedPeer = (req: Req) => config.http.trustedProxies.includes((req.socket.remoteAddress ?? "").replace(/^::ffff:/, ""));
+
+	const routeDefaults = {
+		mappingPolicy: "restrict",
+		autoAliases: false,
+		mergeParams: false,
+		authentication: true,
+		authorization: true,
+		logging: false,
+		bodyParsers: { json: { strict: true, limit: config.http.bodyLimit } },
+		use: [jsonBodyRules],
+		callOptions: { timeout: config.requestTimeoutMs },
+		onBeforeCall(this: any, ctx: Context<unknown, any>, _route: unknown, req: Req) {
+			const params = actionParams(req, req.method ?? "GET");
+			const target = req.$params as Record<string, unknown>;
+			for (const key of Object.keys(target)) delete target[key];
+			Object.assign(target, params);
+			req.$cookies = cookiesOf(req);
+			ctx.meta.clientIp = req.$clientIp;
+			if (USES_REFRESH_COOKIE.has(req.$action?.name)) {
+				const refreshToken = req.$cookies[REFRESH_COOKIE];
+				if (refreshToken) target.refreshToken = refreshToken;
+				else if (req.$action.name === "auth.refresh") throw unauthorized("No session");
+			}
+		},
+		onAfterCall(this: any, ctx: Context<unknown, any>, _route: unknown, req: Req, res: Res, data: any) {
+			const action: string = req.$action?.name;
+			if (STATUS_BY_ACTION[action]) ctx.meta.$statusCode = STATUS_BY_ACTION[action];
+			if (action === "auth.signup") ctx.meta.$location = "/api/v1/auth/user";
+			if (SESSION_ISSUING.has(action)) {
+				const { user, session } = data as { user: PublicUser; session: IssuedSession };
+				appendSetCookie(res, sessionCookies(session, secure));
+				return user;
+			}
+			if (SESSION_ENDING.has(action)) appendSetCookie(res, clearedSessionCookies(secure));
+			if (action === "auth.logout") return null;
+			// The v1 client shows its login page on a literal `null` body.
+			if (data === null) {
+				ctx.meta.$responseType = "application/json; charset=utf-8";
+				return Buffer.from("null");
+			}
+			return data;
+		},
+	};
+
+	return {
+		name: "api",
+		mixins: [ApiGateway],
+
+		settings: {
+			port: config.port,
+			ip: config.host,
+			log4XXResponses: false,
+			logRequest: null,
+			logResponse: null,
+			rootCallOptions(this: any, options: Record<string, unknown>, req: Req, res: Res) {
+				const requestId = requestIdOf(req);
+				options.requestID = requestId;
+				req.$requestId = requestId;
+				req.$clientIp = clientIpOf(req, config.http.trustedProxies);
+				res.setHeader("X-Request-Id", requestId);
+				setSecurityHeaders(res, secure);
+				const started = process.hrtime.bigint();
+				res.once("finish", () =>
+					this.logger.info(
+						{
+							requestId,
+							method: req.method,
+							path: (req.url ?? "").split("?")[0],
+							status: res.statusCode,
+							ms: Number(process.hrtime.bigint() - started) / 1e6,
+							ip: req.$clientIp,
+						},
+						"http request",
+					),
+				);
+			},
+			onError(this: any, req: Req, res: Res, err: unknown) {
+				const http = toHttpError(err);
+				if (http.status >= 500) this.logger.error({ err, requestId: req.$requestId }, "request failed");
+				if (res.headersSent) return res.end();
+				res.statusCode = http.status;
+				for (const [name, value] of Object.entries(http.headers)) res.setHeader(name, value);
+				res.setHeader("Content-Type", "application/json; charset=utf-8");
+				res.end(JSON.stringify(http.body));
+			},
+			routes: [
+				{ ...routeDefaults, path: "/api/v1", aliases: V1_ALIASES },
+				{ ...routeDefaults, path: "/", aliases: ROOT_ALIASES },
+			],
+		},
+
+		actions: {
+			health: {
+				handler(this: any) {
+					return { status: "ok", nodeID: this.broker.nodeID, uptimeSec: Math.round(process.uptime()) };
+				},
+			},
+
+			/** Readiness: each service's own health (which touches its database), the transporter, the cache. */
+			ready: {
+				async handler(this: any, ctx: Context<unknown, any>) {
+					const checks: Record<string, "ok" | "down"> = {};
+					await Promise.all(
+						READINESS_SERVICES.map(async name => {
+							try {
+								await ctx.call(`${name}.health`, {}, { timeout: 2000, retries: 0 });
+								checks[name] = "ok";
+							} catch {
+								checks[name] = "down";
+							}
+						}),
+					);
+					if (this.broker.transit) checks.transporter = this.broker.transit.connected ? "ok" : "down";
+					const redis = this.broker.cacher?.client;
+					if (redis?.ping) {
+						try {
+							await redis.ping();
+							checks.cache = "ok";
+						} catch {
+							checks.cache = "down";
+						}
+					}
+					const down = Object.keys(checks).filter(k => checks[k] === "down");
+					if (down.length) {
+						ctx.meta.$statusCode = 503;
+						ctx.meta.$responseHeaders = { "Retry-After": "5" };
+						return { status: "unavailable", error: { message: `Not ready: ${down.join(", ")}`, status: 503 }, checks };
+					}
+					return { status: "ready", checks };
+				},
+			},
+		},
+
+		events: {
+			"auth.sessionsRevoked": {
+				params: { ...EVENT_ENVELOPE, sids: { type: "array", items: "string" }, expiresAt: "number", $$strict: "remove" },
+				handler(this: any, ctx: Context<{ sids: string[]; expiresAt: number }>) {
+					this.verifier.revokeSessions(ctx.params.sids, ctx.params.expiresAt);
+				},
+			},
+			"auth.keysRotated"(this: any) {
+				this.verifier.invalidateJwks();
+			},
+		},
+
+		methods: {
+			/** Sets ctx.meta.user from a valid access token, or silently refreshes from the refresh cookie. */
+			async authenticate(this: any, ctx: Context<unknown, any>, _route: unknown, req: Req, res: Res): Promise<Caller | null> {
+				const cookies = req.$cookies as Record<string, string | undefined>;
+				const bearer = bearerTokenOf(req);
+				const cookieAuth = !bearer && !!(cookies[ACCESS_COOKIE] || cookies[REFRESH_COOKIE]);
+				if (cookieAuth && isUnsafeMethod(req.method)) checkOrigin(req, config, isTrustedPeer(req));
+				await this.ensureRevocationsLoaded();
+
+				const token = bearer ?? cookies[ACCESS_COOKIE];
+				if (token) {
+					const claims = await this.verifier.verify(token);
+					if (claims) return { id: claims.sub, sid: claims.sid };
+				}
+				const refreshToken = cookies[REFRESH_COOKIE];
+				if (bearer || !refreshToken || USES_REFRESH_COOKIE.has(req.$action?.name) || SESSION_ISSUING.has(req.$action?.name)) {
+					return null;
+				}
+				try {
+					const { user, session } = await ctx.call<{ user: PublicUser; session: IssuedSession }, object>("auth.refresh", { refreshToken });
+					appendSetCookie(res, sessionCookies(session, secure));
+					return { id: user.id, sid: session.sessionId };
+				} catch (err) {
+					if ((err as { code?: number }).code !== 401) throw err;
+					appendSetCookie(res, clearedSessionCookies(secure));
+					return null;
+				}
+			},
+
+			authorize(this: any, ctx: Context<unknown, any>, _route: unknown, req: Req) {
+				if (req.$action?.auth === "required" && !ctx.meta.user) throw unauthorized();
+			},
+
+			/** A gateway that starts after sessions were revoked learns of them from auth once. */
+			async ensureRevocationsLoaded(this: any) {
+				if (this.revocationsLoaded) return;
+				const rows: { sid: string; expiresAt: number }[] = await this.broker.call("auth.revocations", {}, { timeout: 5000 });
+				for (const row of rows) this.verifier.revokeSessions([row.sid], row.expiresAt);
+				this.revocationsLoaded = true;
+			},
+		},
+
+		created(this: any) {
+			this.verifier = new AccessTokenVerifier({
+				issuer: config.auth.issuer,
+				audience: config.auth.audience,
+				fetchJwks: () => this.broker.call("auth.jwks", {}, { timeout: 5000 }),
+			});
+		},
+
+		started(this: any) {
+			const address = this.server.address();
+			if (address && typeof address === "object") this.listenPort = address.port;
+		},
+	} as ServiceSchema;
+}

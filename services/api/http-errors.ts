@@ -1,0 +1,101 @@
+/**
+ * The one mapping from errors to HTTP. Only messages written for users
+ * (MintError types, validation) leave the gateway; everything else becomes
+ * a generic message for its status.
+ */
+import { MINT_ERROR_TYPES, type FieldProblem } from "../../lib/errors";
+
+export interface HttpError {
+	status: number;
+	body: { error: { message: string; status: number; details?: FieldProblem[] } };
+	headers: Record<string, string>;
+}
+
+const GENERIC: Record<number, string> = {
+	400: "Bad request",
+	401: "Not authenticated",
+	403: "Forbidden",
+	404: "Not found",
+	405: "Method not allowed",
+	409: "Conflict",
+	413: "Request body too large",
+	415: "Content-Type must be application/json",
+	422: "Unprocessable request",
+	429: "Too many requests, try again later",
+	500: "Internal server error",
+	503: "Service temporarily unavailable, try again later",
+};
+
+// Moleculer and moleculer-web conditions that mean "a dependency is down".
+const UNAVAILABLE_TYPES = new Set([
+	"SERVICE_NOT_FOUND",
+	"SERVICE_NOT_AVAILABLE",
+	"REQUEST_TIMEOUT",
+	"REQUEST_SKIPPED",
+	"QUEUE_FULL",
+	"CIRCUIT_BREAKER_OPEN",
+	"BROKER_DISCONNECTED",
+	"SERVICE_UNAVAILABLE",
+	"MAX_CALL_LEVEL",
+]);
+
+export const RETRY_AFTER_UNAVAILABLE_SEC = 5;
+
+interface AnyError {
+	code?: unknown;
+	status?: unknown;
+	type?: unknown;
+	name?: string;
+	message?: string;
+	data?: any;
+}
+
+export function toHttpError(err: unknown): HttpError {
+	const e = (err ?? {}) as AnyError;
+	const type = typeof e.type === "string" ? e.type : "";
+	const make = (status: number, message = GENERIC[status] ?? GENERIC[500], details?: FieldProblem[], headers: Record<string, string> = {}): HttpError => ({
+		status,
+		body: { error: { message, status, ...(details ? { details } : {}) } },
+		headers,
+	});
+
+	if (UNAVAILABLE_TYPES.has(type)) {
+		return make(503, GENERIC[503], undefined, { "Retry-After": String(RETRY_AFTER_UNAVAILABLE_SEC) });
+	}
+
+	// fastest-validator through Moleculer: ValidationError, code 422, data = [{ field, message }].
+	if (type === "VALIDATION_ERROR") {
+		const raw = Array.isArray(e.data) ? e.data : Array.isArray(e.data?.details) ? e.data.details : [];
+		const details: FieldProblem[] = raw.flatMap((d: any): FieldProblem[] =>
+			// $$strict: one problem per unknown field, named.
+			d.type === "objectStrict"
+				? String(d.actual ?? "")
+						.split(",")
+						.map(name => ({ path: [d.field, name.trim()].filter(Boolean).join("."), message: "This field is not allowed" }))
+				: [{ path: String(d.path ?? d.field ?? ""), message: String(d.message ?? "Invalid value") }],
+		);
+		return make(400, details.length && e.name === "MintError" ? String(e.message) : "Validation failed", details);
+	}
+
+	// body-parser: malformed JSON, too large, bad charset.
+	if (typeof e.type === "string" && e.type.startsWith("entity.") || e.type === "encoding.unsupported" || e.type === "charset.unsupported") {
+		if (e.type === "entity.too.large") return make(413);
+		if (e.type === "entity.parse.failed") return make(400, "Malformed JSON body");
+		if (e.type === "encoding.unsupported" || e.type === "charset.unsupported") return make(415, "Unsupported body encoding");
+		return make(400);
+	}
+
+	const status = Number(e.code ?? e.status);
+	if ((MINT_ERROR_TYPES as readonly string[]).includes(type) && status >= 400 && status < 500) {
+		const headers: Record<string, string> = {};
+		if (status === 429) headers["Retry-After"] = String(e.data?.retryAfter ?? 60);
+		return make(status, String(e.message), undefined, headers);
+	}
+
+	// moleculer-web's own client errors (not found, rate limit, unauthorized...).
+	if (status >= 400 && status < 500 && GENERIC[status]) {
+		const headers: Record<string, string> = status === 429 ? { "Retry-After": "60" } : {};
+		return make(status, GENERIC[status], undefined, headers);
+	}
+	return make(500);
+}

@@ -1,0 +1,543 @@
+/**
+ * auth: users, passwords (Argon2id), sessions (refresh-token families),
+ * RS256 signing keys and the JWKS.
+ *
+ * Emits:   user.signedUp, user.passwordResetRequested, user.emailVerified,
+ *          auth.sessionsRevoked, auth.keysRotated
+ * Consumes: auth.keysRotated (reload keys rotated on another node)
+ *
+ * The gateway verifies access tokens itself (JWKS); actions here receive the
+ * verified caller as ctx.meta.user = { id, sid }.
+ */
+import crypto from "node:crypto";
+import type { Context, ServiceSchema } from "moleculer";
+import type { Config } from "../lib/config";
+import { conflict, notFound, tooManyRequests, unauthorized, validationError } from "../lib/errors";
+import { newEvent } from "../lib/events";
+import { DbMixin, isDuplicateKeyError, type Store } from "../mixins/db.mixin";
+import { currentKey, generateKey, openSigningKey, publishedKeys, type SigningKey, type StoredKey } from "./auth/keys";
+import { FailureThrottle, PasswordHasher } from "./auth/passwords";
+import { hashToken, randomToken, signAccessToken, successorToken } from "./auth/tokens";
+
+export interface UserEntity {
+	_id: string;
+	firstName: string;
+	middleName?: string;
+	lastName: string;
+	email: string;
+	passwordHash: string;
+	role: "user" | "admin";
+	emailVerifiedAt: string | null;
+	createdAt: string;
+	updatedAt: string;
+}
+
+export interface PublicUser {
+	id: string;
+	firstName: string;
+	middleName?: string;
+	lastName: string;
+	email: string;
+	emailVerifiedAt: string | null;
+	role: "user" | "admin";
+	createdAt: string;
+	updatedAt: string;
+}
+
+interface SessionEntity {
+	_id: string; // sha256 of the refresh token
+	familyId: string;
+	userId: string;
+	createdAt: number;
+	expiresAt: number;
+	rotatedAt: number | null;
+	revokedAt: number | null;
+}
+
+interface OneTimeTokenEntity {
+	_id: string; // sha256 of the token
+	purpose: "verify-email" | "password-reset";
+	userId: string;
+	expiresAt: number;
+	usedAt: number | null;
+}
+
+interface RevocationEntity {
+	_id: string; // session (family) id
+	expiresAt: number;
+}
+
+export interface IssuedSession {
+	sessionId: string; // the refresh-token family, the access token's sid
+	accessToken: string;
+	accessExpiresAt: number; // epoch seconds
+	refreshToken: string;
+	refreshExpiresAt: number; // epoch seconds
+}
+
+export interface Caller {
+	id: string;
+	sid: string;
+}
+
+// Names: letters, marks, spaces, apostrophes, dots and hyphens; no control characters or markup.
+const NAME = { type: "string", trim: true, min: 1, max: 100, pattern: /^[\p{L}\p{M}][\p{L}\p{M} .'\-]*$/u } as const;
+const EMAIL = { type: "email", normalize: true, max: 254 } as const;
+const PASSWORD = { type: "string", min: 8, max: 128 } as const;
+const TOKEN = { type: "string", min: 10, max: 200, pattern: /^[A-Za-z0-9_-]+$/ } as const;
+
+export function toPublicUser(user: UserEntity): PublicUser {
+	return {
+		id: user._id,
+		firstName: user.firstName,
+		...(user.middleName ? { middleName: user.middleName } : {}),
+		lastName: user.lastName,
+		email: user.email,
+		emailVerifiedAt: user.emailVerifiedAt ?? null,
+		role: user.role,
+		createdAt: user.createdAt,
+		updatedAt: user.updatedAt,
+	};
+}
+
+const escapeRegExp = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+
+export default function createAuthService(config: Config): ServiceSchema {
+	const auth = config.auth;
+	const hasher = new PasswordHasher(auth.argon2);
+	const throttle = new FailureThrottle(auth.loginWindowSec);
+
+	return {
+		name: "auth",
+		mixins: [
+			DbMixin(config, "auth", { name: "users", indexes: [{ fields: { email: 1 }, unique: true }] }, [
+				{ name: "sessions", indexes: [{ fields: { familyId: 1 } }, { fields: { userId: 1 } }] },
+				{ name: "oneTimeTokens" },
+				{ name: "signingKeys" },
+				{ name: "revocations" },
+			]),
+		],
+
+		actions: {
+			signup: {
+				params: {
+					$$strict: true,
+					firstName: NAME,
+					middleName: { type: "string", trim: true, max: 100, optional: true, pattern: /^([\p{L}\p{M}][\p{L}\p{M} .'\-]*)?$/u },
+					lastName: NAME,
+					email: EMAIL,
+					password: PASSWORD,
+					passwordConfirm: { type: "equal", field: "password", strict: true },
+				},
+				async handler(this: any, ctx: Context<any>) {
+					const { firstName, middleName, lastName, email, password } = ctx.params;
+					const now = new Date().toISOString();
+					const user: UserEntity = {
+						_id: crypto.randomUUID(),
+						firstName,
+						...(middleName ? { middleName } : {}),
+						lastName,
+						email,
+						passwordHash: await hasher.hash(password),
+						role: "user",
+						emailVerifiedAt: null,
+						createdAt: now,
+						updatedAt: now,
+					};
+					try {
+						await this.adapter.insert(user);
+					} catch (err) {
+						if (isDuplicateKeyError(err)) throw conflict("An account with this email already exists");
+						throw err;
+					}
+					const verification = await this.createOneTimeToken(user._id, "verify-email", auth.verifyEmailTtlSec);
+					await ctx.emit(
+						"user.signedUp",
+						newEvent({
+							userId: user._id,
+							email: user.email,
+							firstName: user.firstName,
+							lastName: user.lastName,
+							verificationToken: verification.token,
+							verificationExpiresAt: new Date(verification.expiresAt).toISOString(),
+						}),
+					);
+					this.logger.info({ userId: user._id }, "user signed up");
+					return { user: toPublicUser(user), session: await this.startSession(user._id) };
+				},
+			},
+
+			login: {
+				params: {
+					$$strict: true,
+					email: { type: "string", trim: true, lowercase: true, min: 1, max: 254 },
+					password: { type: "string", min: 1, max: 128 },
+				},
+				async handler(this: any, ctx: Context<any, any>) {
+					const { email, password } = ctx.params;
+					const ipKey = `ip:${ctx.meta.clientIp ?? "unknown"}`;
+					const accountKey = `account:${email}`;
+					for (const [key, max] of [
+						[ipKey, auth.loginMaxFailuresPerIp],
+						[accountKey, auth.loginMaxFailuresPerAccount],
+					] as const) {
+						const decision = throttle.check(key, max);
+						if (decision.blocked) throw tooManyRequests(decision.retryAfterSec, "Too many failed logins, try again later");
+					}
+					const user: UserEntity | null = await this.adapter.findOne({ email });
+					const ok = user ? await hasher.verify(user.passwordHash, password) : await hasher.verifyNobody(password);
+					if (!user || !ok) {
+						throttle.fail(ipKey);
+						throttle.fail(accountKey);
+						throw unauthorized("Invalid email or password");
+					}
+					throttle.clear(accountKey);
+					return { user: toPublicUser(user), session: await this.startSession(user._id) };
+				},
+			},
+
+			refresh: {
+				visibility: "public",
+				params: { $$strict: true, refreshToken: { type: "string", min: 1, max: 200 } },
+				async handler(this: any, ctx: Context<{ refreshToken: string }>) {
+					return this.rotateRefreshToken(ctx.params.refreshToken);
+				},
+			},
+
+			logout: {
+				params: { $$strict: true, refreshToken: { type: "string", max: 200, optional: true } },
+				async handler(this: any, ctx: Context<{ refreshToken?: string }, { user?: Caller }>) {
+					const families = new Set<string>();
+					if (ctx.meta.user?.sid) families.add(ctx.meta.user.sid);
+					if (ctx.params.refreshToken) {
+						const row: SessionEntity | null = await this.stores.sessions.findOne({ _id: hashToken(ctx.params.refreshToken) });
+						if (row) families.add(row.familyId);
+					}
+					await this.revokeFamilies(ctx, [...families]);
+					return null;
+				},
+			},
+
+			me: {
+				auth: "optional",
+				async handler(this: any, ctx: Context<unknown, { user?: Caller }>) {
+					if (!ctx.meta.user) return null;
+					const user = await this.adapter.findOne({ _id: ctx.meta.user.id });
+					return user ? toPublicUser(user) : null;
+				},
+			},
+
+			verifyEmail: {
+				params: { $$strict: true, token: TOKEN },
+				async handler(this: any, ctx: Context<{ token: string }>) {
+					const userId = await this.consumeOneTimeToken(ctx.params.token, "verify-email");
+					const now = new Date().toISOString();
+					await this.adapter.updateMany({ _id: userId, emailVerifiedAt: null }, { $set: { emailVerifiedAt: now, updatedAt: now } });
+					const user: UserEntity = await this.adapter.findOne({ _id: userId });
+					await ctx.emit("user.emailVerified", newEvent({ userId, email: user.email }));
+					return toPublicUser(user);
+				},
+			},
+
+			forgotPassword: {
+				params: { $$strict: true, email: EMAIL },
+				async handler(this: any, ctx: Context<{ email: string }>) {
+					const user: UserEntity | null = await this.adapter.findOne({ email: ctx.params.email });
+					if (user) {
+						const reset = await this.createOneTimeToken(user._id, "password-reset", auth.passwordResetTtlSec);
+						await ctx.emit(
+							"user.passwordResetRequested",
+							newEvent({
+								userId: user._id,
+								email: user.email,
+								firstName: user.firstName,
+								resetToken: reset.token,
+								resetExpiresAt: new Date(reset.expiresAt).toISOString(),
+							}),
+						);
+					}
+					// The same answer whether or not the account exists.
+					return { message: "If an account exists for this email, a reset link has been sent" };
+				},
+			},
+
+			resetPassword: {
+				params: {
+					$$strict: true,
+					token: TOKEN,
+					password: PASSWORD,
+					passwordConfirm: { type: "equal", field: "password", strict: true },
+				},
+				async handler(this: any, ctx: Context<{ token: string; password: string }>) {
+					const userId = await this.consumeOneTimeToken(ctx.params.token, "password-reset");
+					const now = new Date().toISOString();
+					await this.adapter.updateMany({ _id: userId }, { $set: { passwordHash: await hasher.hash(ctx.params.password), updatedAt: now } });
+					const sessions: SessionEntity[] = await this.stores.sessions.find({ query: { userId, revokedAt: null } });
+					await this.revokeFamilies(ctx, [...new Set(sessions.map(s => s.familyId))]);
+					const user: UserEntity = await this.adapter.findOne({ _id: userId });
+					return toPublicUser(user);
+				},
+			},
+
+			listUsers: {
+				auth: "required",
+				params: {
+					$$strict: true,
+					limit: { type: "number", integer: true, min: 1, max: 100, convert: true, optional: true },
+					offset: { type: "number", integer: true, min: 0, max: 1_000_000, convert: true, optional: true },
+				},
+				async handler(this: any, ctx: Context<{ limit?: number; offset?: number }>) {
+					const users: UserEntity[] = await this.adapter.find({
+						sort: ["createdAt", "_id"],
+						limit: ctx.params.limit ?? 20,
+						offset: ctx.params.offset ?? 0,
+					});
+					return users.map(toPublicUser);
+				},
+			},
+
+			searchUsers: {
+				auth: "required",
+				params: { $$strict: true, email: { type: "string", trim: true, min: 2, max: 254 } },
+				async handler(this: any, ctx: Context<{ email: string }, { user: Caller }>) {
+					const pattern = new RegExp(escapeRegExp(ctx.params.email.toLowerCase()), "i");
+					const users: UserEntity[] = await this.adapter.find({
+						query: { email: { $regex: pattern }, _id: { $ne: ctx.meta.user.id } },
+						sort: ["email"],
+						limit: 20,
+					});
+					return users.map(toPublicUser);
+				},
+			},
+
+			getUser: {
+				auth: "required",
+				params: { $$strict: true, id: { type: "string", min: 1, max: 64 } },
+				async handler(this: any, ctx: Context<{ id: string }>) {
+					const user = await this.adapter.findOne({ _id: ctx.params.id });
+					if (!user) throw notFound("User not found");
+					return toPublicUser(user);
+				},
+			},
+
+			/** For other services: does this user exist? (transfers check recipients). */
+			exists: {
+				visibility: "public",
+				params: { id: { type: "string", min: 1, max: 64 } },
+				async handler(this: any, ctx: Context<{ id: string }>) {
+					return (await this.adapter.count({ query: { _id: ctx.params.id } })) === 1;
+				},
+			},
+
+			updateMe: {
+				auth: "required",
+				params: {
+					$$strict: true,
+					firstName: { ...NAME, optional: true },
+					middleName: { type: "string", trim: true, max: 100, optional: true, pattern: /^([\p{L}\p{M}][\p{L}\p{M} .'\-]*)?$/u },
+					lastName: { ...NAME, optional: true },
+				} as any,
+				async handler(this: any, ctx: Context<Partial<Pick<UserEntity, "firstName" | "middleName" | "lastName">>, { user: Caller }>) {
+					const { firstName, middleName, lastName } = ctx.params;
+					if (firstName === undefined && middleName === undefined && lastName === undefined) {
+						throw validationError([{ path: "", message: "Send at least one of firstName, middleName, lastName" }]);
+					}
+					const set: Record<string, string> = { updatedAt: new Date().toISOString() };
+					const unset: Record<string, true> = {};
+					if (firstName !== undefined) set.firstName = firstName;
+					if (lastName !== undefined) set.lastName = lastName;
+					if (middleName !== undefined) {
+						if (middleName === "") unset.middleName = true;
+						else set.middleName = middleName;
+					}
+					await this.adapter.updateMany(
+						{ _id: ctx.meta.user.id },
+						Object.keys(unset).length ? { $set: set, $unset: unset } : { $set: set },
+					);
+					const user = await this.adapter.findOne({ _id: ctx.meta.user.id });
+					if (!user) throw notFound("User not found");
+					return toPublicUser(user);
+				},
+			},
+
+			jwks: {
+				async handler(this: any, ctx: Context<unknown, any>) {
+					ctx.meta.$responseHeaders = { "Cache-Control": "public, max-age=300" };
+					return { keys: publishedKeys(await this.stores.signingKeys.find({})) };
+				},
+			},
+
+			/** Active session revocations, for gateways that start after they were issued. */
+			revocations: {
+				visibility: "public",
+				async handler(this: any) {
+					const rows: RevocationEntity[] = await this.stores.revocations.find({ query: { expiresAt: { $gt: Date.now() } } });
+					return rows.map(r => ({ sid: r._id, expiresAt: r.expiresAt }));
+				},
+			},
+
+			/** Operator action (REPL): next key starts signing, a new next key is published, the old one retires. */
+			rotateKeys: {
+				visibility: "public",
+				async handler(this: any, ctx: Context) {
+					const now = Date.now();
+					const keys: StoredKey[] = await this.stores.signingKeys.find({});
+					const current = currentKey(keys);
+					const next = keys.find(k => k.state === "next");
+					if (next) {
+						await this.stores.signingKeys.updateMany({ _id: next._id, state: "next" }, { $set: { state: "current", activatedAt: now } });
+					}
+					for (const key of keys.filter(k => k.state === "current" && k._id !== next?._id)) {
+						await this.stores.signingKeys.updateMany(
+							{ _id: key._id, state: "current" },
+							{ $set: { state: "retired", expiresAt: now + (auth.accessTokenTtlSec + 60) * 1000 } },
+						);
+					}
+					await this.stores.signingKeys.removeMany({ state: "retired", expiresAt: { $lte: now } });
+					await this.stores.signingKeys.insert(await generateKey(auth.keyBits, auth.secret));
+					await this.loadKeys();
+					ctx.emit("auth.keysRotated", newEvent({ retiredKid: current?._id ?? null, currentKid: this.signingKey.kid }));
+					return { currentKid: this.signingKey.kid, published: publishedKeys(await this.stores.signingKeys.find({})).map(k => k.kid) };
+				},
+			},
+
+			health: {
+				handler() {
+					return { status: "ok", service: "auth" };
+				},
+			},
+		},
+
+		events: {
+			"auth.keysRotated": {
+				async handler(this: any) {
+					await this.loadKeys();
+				},
+			},
+		},
+
+		methods: {
+			async startSession(this: any, userId: string, familyId: string = crypto.randomUUID(), refreshToken = randomToken()): Promise<IssuedSession> {
+				const now = Date.now();
+				const refreshExpiresAt = now + auth.refreshTokenTtlSec * 1000;
+				await this.stores.sessions.insert({
+					_id: hashToken(refreshToken),
+					familyId,
+					userId,
+					createdAt: now,
+					expiresAt: refreshExpiresAt,
+					rotatedAt: null,
+					revokedAt: null,
+				} satisfies SessionEntity);
+				return this.issueAccess(userId, familyId, refreshToken, refreshExpiresAt);
+			},
+
+			async issueAccess(this: any, userId: string, familyId: string, refreshToken: string, refreshExpiresAtMs: number): Promise<IssuedSession> {
+				const access = await signAccessToken(this.signingKey as SigningKey, { userId, sessionId: familyId }, { ...auth, ttlSec: auth.accessTokenTtlSec });
+				return {
+					sessionId: familyId,
+					accessToken: access.token,
+					accessExpiresAt: access.expiresAt,
+					refreshToken,
+					refreshExpiresAt: Math.floor(refreshExpiresAtMs / 1000),
+				};
+			},
+
+			/**
+			 * Rotation with reuse detection. The first use of a refresh token
+			 * marks it rotated (compare-and-set) and creates its successor;
+			 * uses within the grace period get the same successor; a later use
+			 * is reuse and revokes the whole family.
+			 */
+			async rotateRefreshToken(this: any, refreshToken: string) {
+				const now = Date.now();
+				const id = hashToken(refreshToken);
+				let row: SessionEntity | null = await this.stores.sessions.findOne({ _id: id });
+				if (!row || row.revokedAt || row.expiresAt <= now) throw unauthorized("Session expired");
+				const successor = successorToken(refreshToken, auth.secret);
+				if (row.rotatedAt === null) {
+					const won = await this.stores.sessions.updateMany({ _id: id, rotatedAt: null }, { $set: { rotatedAt: now } });
+					if (won === 1) return this.continueSession(row, successor);
+					row = await this.stores.sessions.findOne({ _id: id });
+				}
+				if (row && row.rotatedAt !== null && now - row.rotatedAt <= auth.refreshGraceSec * 1000) {
+					return this.continueSession(row, successor);
+				}
+				this.logger.warn({ userId: row?.userId, familyId: row?.familyId }, "refresh token reused: revoking its family");
+				if (row) await this.revokeFamilies(this.broker, [row.familyId]);
+				throw unauthorized("Session expired");
+			},
+
+			async continueSession(this: any, row: SessionEntity, successor: string) {
+				const user: UserEntity | null = await this.adapter.findOne({ _id: row.userId });
+				if (!user) throw unauthorized("Session expired");
+				const existing: SessionEntity | null = await this.stores.sessions.findOne({ _id: hashToken(successor) });
+				if (existing) {
+					if (existing.revokedAt) throw unauthorized("Session expired");
+					return { user: toPublicUser(user), session: await this.issueAccess(user._id, row.familyId, successor, existing.expiresAt) };
+				}
+				try {
+					return { user: toPublicUser(user), session: await this.startSession(user._id, row.familyId, successor) };
+				} catch (err) {
+					if (!isDuplicateKeyError(err)) throw err;
+					// A racing request created the same successor first.
+					return this.continueSession(row, successor);
+				}
+			},
+
+			async revokeFamilies(this: any, emitter: { emit: Function }, familyIds: string[]) {
+				if (familyIds.length === 0) return;
+				const now = Date.now();
+				const expiresAt = now + (auth.accessTokenTtlSec + 60) * 1000;
+				for (const familyId of familyIds) {
+					await this.stores.sessions.updateMany({ familyId, revokedAt: null }, { $set: { revokedAt: now } });
+					await this.stores.revocations.removeMany({ _id: familyId });
+					await this.stores.revocations.insert({ _id: familyId, expiresAt } satisfies RevocationEntity);
+				}
+				await emitter.emit("auth.sessionsRevoked", newEvent({ sids: familyIds, expiresAt }));
+			},
+
+			async createOneTimeToken(this: any, userId: string, purpose: OneTimeTokenEntity["purpose"], ttlSec: number) {
+				const token = randomToken();
+				const expiresAt = Date.now() + ttlSec * 1000;
+				await this.stores.oneTimeTokens.insert({ _id: hashToken(token), purpose, userId, expiresAt, usedAt: null } satisfies OneTimeTokenEntity);
+				return { token, expiresAt };
+			},
+
+			/** Single use: the compare-and-set on usedAt lets exactly one request through. */
+			async consumeOneTimeToken(this: any, token: string, purpose: OneTimeTokenEntity["purpose"]): Promise<string> {
+				const id = hashToken(token);
+				const invalid = () => validationError([{ path: "token", message: "The token is invalid or has expired" }], "Invalid or expired token");
+				const row: OneTimeTokenEntity | null = await this.stores.oneTimeTokens.findOne({ _id: id, purpose });
+				if (!row || row.usedAt !== null || row.expiresAt <= Date.now()) throw invalid();
+				const won = await this.stores.oneTimeTokens.updateMany({ _id: id, purpose, usedAt: null }, { $set: { usedAt: Date.now() } });
+				if (won !== 1) throw invalid();
+				return row.userId;
+			},
+
+			/** Makes sure a current and a next key exist, then loads the signing key. */
+			async ensureKeys(this: any) {
+				const store: Store<StoredKey> = this.stores.signingKeys;
+				let keys = await store.find({});
+				if (!currentKey(keys)) {
+					const key = await generateKey(auth.keyBits, auth.secret);
+					await store.insert({ ...key, state: "current", activatedAt: Date.now() });
+				}
+				keys = await store.find({});
+				if (!keys.some(k => k.state === "next")) await store.insert(await generateKey(auth.keyBits, auth.secret));
+				await this.loadKeys();
+			},
+
+			async loadKeys(this: any) {
+				const keys: StoredKey[] = await this.stores.signingKeys.find({});
+				const current = currentKey(keys);
+				if (!current) throw new Error("No current signing key");
+				this.signingKey = openSigningKey(current, auth.secret);
+			},
+		},
+
+		async started(this: any) {
+			await this.ensureKeys();
+		},
+	} as ServiceSchema;
+}

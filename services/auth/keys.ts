@@ -1,0 +1,84 @@
+/**
+ * RS256 signing keys: generation, sealing at rest, JWKS, and the rotation
+ * states a key moves through:
+ *   next (published, not signing) -> current (signing) -> retired (published
+ *   until the last token it signed has expired) -> deleted.
+ * Publishing the next key one rotation ahead means every verifier's cached
+ * JWKS already knows a key before any token is signed with it.
+ */
+import crypto from "node:crypto";
+import { calculateJwkThumbprint, type JWK } from "jose";
+
+export type KeyState = "next" | "current" | "retired";
+
+export interface StoredKey {
+	_id: string; // kid
+	state: KeyState;
+	publicJwk: JWK;
+	sealedPrivateKey: string;
+	createdAt: number;
+	activatedAt: number | null;
+	/** For retired keys: when the last token signed with it expires. */
+	expiresAt: number | null;
+}
+
+export interface SigningKey {
+	kid: string;
+	privateKey: crypto.KeyObject;
+}
+
+export async function generateKey(bits: number, secret: string, now = Date.now()): Promise<StoredKey> {
+	const { publicKey, privateKey } = await new Promise<{ publicKey: crypto.KeyObject; privateKey: crypto.KeyObject }>(
+		(resolve, reject) =>
+			crypto.generateKeyPair("rsa", { modulusLength: bits }, (err, pub, priv) =>
+				err ? reject(err) : resolve({ publicKey: pub, privateKey: priv }),
+			),
+	);
+	const publicJwk = publicKey.export({ format: "jwk" }) as JWK;
+	const kid = await calculateJwkThumbprint(publicJwk);
+	const pem = privateKey.export({ format: "pem", type: "pkcs8" }) as string;
+	return {
+		_id: kid,
+		state: "next",
+		publicJwk: { ...publicJwk, kid, alg: "RS256", use: "sig" },
+		sealedPrivateKey: seal(pem, secret),
+		createdAt: now,
+		activatedAt: null,
+		expiresAt: null,
+	};
+}
+
+export function openSigningKey(stored: StoredKey, secret: string): SigningKey {
+	return { kid: stored._id, privateKey: crypto.createPrivateKey(unseal(stored.sealedPrivateKey, secret)) };
+}
+
+/** Keys a verifier must know: next, current, and retired ones whose tokens may still be alive. */
+export function publishedKeys(keys: StoredKey[], now = Date.now()): JWK[] {
+	return keys.filter(k => k.state !== "retired" || (k.expiresAt ?? 0) > now).map(k => k.publicJwk);
+}
+
+/** The signing key: the most recently activated current key (several may exist after a race between nodes). */
+export function currentKey(keys: StoredKey[]): StoredKey | undefined {
+	return keys
+		.filter(k => k.state === "current")
+		.sort((a, b) => (b.activatedAt ?? 0) - (a.activatedAt ?? 0) || a._id.localeCompare(b._id))[0];
+}
+
+// AES-256-GCM with a key derived from AUTH_SECRET: a stolen database alone does not leak signing keys.
+function sealingKey(secret: string): Buffer {
+	return Buffer.from(crypto.hkdfSync("sha256", secret, "mint-auth", "signing-key-seal", 32));
+}
+
+export function seal(plaintext: string, secret: string): string {
+	const iv = crypto.randomBytes(12);
+	const cipher = crypto.createCipheriv("aes-256-gcm", sealingKey(secret), iv);
+	const data = Buffer.concat([cipher.update(plaintext, "utf8"), cipher.final()]);
+	return [iv, cipher.getAuthTag(), data].map(b => b.toString("base64url")).join(".");
+}
+
+export function unseal(sealed: string, secret: string): string {
+	const [iv, tag, data] = sealed.split(".").map(part => Buffer.from(part, "base64url"));
+	const decipher = crypto.createDecipheriv("aes-256-gcm", sealingKey(secret), iv);
+	decipher.setAuthTag(tag);
+	return Buffer.concat([decipher.update(data), decipher.final()]).toString("utf8");
+}

@@ -1,0 +1,2 @@
+// Tests build their config explicitly; nothing here reads the developer's environment.
+process.env.LOG_LEVEL ??= "warn";
