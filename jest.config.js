@@ -1,4 +1,4 @@
-/** Jest with ts-jest. jose is ESM-only, so it is transformed too. */
+/** Jest with ts-jest. jose and cookie are ESM-only, so they are transformed too. */
 module.exports = {
 	testEnvironment: "node",
 	roots: ["<rootDir>/test"],
@@ -6,7 +6,7 @@ module.exports = {
 	transform: {
 		"^.+\\.[tj]s$": ["ts-jest", { tsconfig: "tsconfig.test.json", diagnostics: false }],
 	},
-	transformIgnorePatterns: ["/node_modules/(?!(jose)/)"],
+	transformIgnorePatterns: ["/node_modules/(?!(jose|cookie)/)"],
 	testTimeout: 30000,
 	maxWorkers: 2,
 	setupFiles: ["<rootDir>/test/helpers/setup-env.ts"],

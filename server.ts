@@ -3,14 +3,15 @@
  * broker. `npm start` runs this; with no TRANSPORTER it is the embedded
  * single-process Mint.
  */
-import { ServiceBroker } from "moleculer";
+import { ServiceBroker, type ServiceSchema } from "moleculer";
 import { ConfigError, loadConfig, type Config } from "./lib/config";
 import { brokerOptions } from "./moleculer.config";
 import { createServices } from "./services";
 
-export async function startMint(config: Config): Promise<ServiceBroker> {
+/** Starts a broker with the configured services, plus any extra ones (e.g. an operator's REPL tools). */
+export async function startMint(config: Config, extraServices: ServiceSchema[] = []): Promise<ServiceBroker> {
 	const broker = new ServiceBroker(brokerOptions(config));
-	for (const schema of createServices(config)) broker.createService(schema);
+	for (const schema of [...createServices(config), ...extraServices]) broker.createService(schema);
 	await broker.start();
 	return broker;
 }

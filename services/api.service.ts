@@ -210,7 +210,7 @@ export default function createApiService(config: Config): ServiceSchema {
 
 		events: {
 			"auth.sessionsRevoked": {
-				params: { ...EVENT_ENVELOPE, sids: { type: "array", items: "string" }, expiresAt: "number", $$strict: "remove" },
+				params: { ...EVENT_ENVELOPE, sids: { type: "array", items: "string" }, expiresAt: "number" },
 				handler(this: any, ctx: Context<{ sids: string[]; expiresAt: number }>) {
 					this.verifier.revokeSessions(ctx.params.sids, ctx.params.expiresAt);
 				},

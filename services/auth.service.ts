@@ -197,7 +197,6 @@ export default function createAuthService(config: Config): ServiceSchema {
 			},
 
 			refresh: {
-				visibility: "public",
 				params: { $$strict: true, refreshToken: { type: "string", min: 1, max: 200 } },
 				async handler(this: any, ctx: Context<{ refreshToken: string }>) {
 					return this.rotateRefreshToken(ctx.params.refreshToken);

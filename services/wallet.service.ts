@@ -4,6 +4,10 @@
  *
  * Emits:    wallet.created
  * Consumes: user.signedUp (creates the wallet; a duplicate event creates nothing)
+ *
+ * Event params are validated without `$$strict: "remove"`: in one process
+ * every local handler shares the same payload object, and stripping fields
+ * here would take them from the other consumers too.
  */
 import crypto from "node:crypto";
 import type { Context, ServiceSchema } from "moleculer";
@@ -63,7 +67,7 @@ export default function createWalletService(config: Config): ServiceSchema {
 
 		events: {
 			"user.signedUp": {
-				params: { ...EVENT_ENVELOPE, userId: { type: "uuid" }, $$strict: "remove" },
+				params: { ...EVENT_ENVELOPE, userId: { type: "uuid" } },
 				async handler(this: any, ctx: Context<{ userId: string }>) {
 					await this.ensureWallet(ctx, ctx.params.userId);
 				},
