@@ -1,0 +1,155 @@
+import crypto from "node:crypto";
+import path from "node:path";
+import { ConfigError, PLACEHOLDER_SECRET, loadConfig } from "../../lib/config";
+
+type Env = Record<string, string | undefined>;
+
+/** The ConfigError thrown for env, or a failure when loadConfig accepts it. */
+function configErrorFor(env: Env): ConfigError {
+	try {
+		loadConfig(env);
+	} catch (err) {
+		expect(err).toBeInstanceOf(ConfigError);
+		return err as ConfigError;
+	}
+	throw new Error(`loadConfig accepted ${JSON.stringify(env)}`);
+}
+
+const randomSecret = (length: number) => crypto.randomBytes(length).toString("base64url").slice(0, length).replace(/secret/gi, "xxxxxx");
+const production = (env: Env = {}): Env => ({ NODE_ENV: "production", AUTH_SECRET: randomSecret(48), ...env });
+
+describe("loadConfig defaults", () => {
+	const config = loadConfig({});
+
+	it("runs all services on port 3000 of localhost in development", () => {
+		expect(config.nodeEnv).toBe("development");
+		expect(config.production).toBe(false);
+		expect(config.port).toBe(3000);
+		expect(config.host).toBe("127.0.0.1");
+		expect(config.services).toEqual(["api", "auth", "wallet"]);
+	});
+
+	it("uses USD, info logging and insecure cookies in development", () => {
+		expect(config.currency).toBe("USD");
+		expect(config.logLevel).toBe("info");
+		expect(config.http.cookieSecure).toBe(false);
+		expect(config.http.allowedOrigins).toEqual([]);
+	});
+
+	it("falls back to the development placeholder secret and OWASP argon2 parameters", () => {
+		expect(config.auth.secret).toBe(PLACEHOLDER_SECRET);
+		expect(config.auth.argon2).toEqual({ memoryCost: 19_456, timeCost: 2, parallelism: 1 });
+		expect(config.auth.keyBits).toBe(3072);
+		expect(config.auth.publicBaseUrl).toBe("http://localhost:3000");
+		expect(config.dataDir).toBe(path.resolve("./data"));
+	});
+
+	it("takes valid values as given, normalising case and origins", () => {
+		const custom = loadConfig({
+			PORT: "8080",
+			SERVICES: "api, wallet",
+			CURRENCY: "eur",
+			LOG_LEVEL: "DEBUG",
+			MONGO_URI: "mongodb://db:27017/mint",
+			TRANSPORTER: "amqp://mq:5672",
+			ALLOWED_ORIGINS: "https://App.Example.com/some/path, http://localhost:5173",
+		});
+		expect(custom.port).toBe(8080);
+		expect(custom.services).toEqual(["api", "wallet"]);
+		expect(custom.currency).toBe("EUR");
+		expect(custom.logLevel).toBe("debug");
+		expect(custom.mongoUri).toBe("mongodb://db:27017/mint");
+		expect(custom.transporter).toBe("amqp://mq:5672");
+		expect(custom.http.allowedOrigins).toEqual(["https://app.example.com", "http://localhost:5173"]);
+		expect(custom.auth.publicBaseUrl).toBe("http://localhost:8080");
+	});
+
+	it("SERVICES=all means every service", () => {
+		expect(loadConfig({ SERVICES: "all" }).services).toEqual(["api", "auth", "wallet"]);
+	});
+});
+
+describe("loadConfig refuses bad variables, naming them", () => {
+	it.each([
+		["PORT", "abc"],
+		["PORT", "70000"],
+		["PORT", "-1"],
+		["PORT", "3000.5"],
+		["SERVICES", "api,bogus"],
+		["CURRENCY", "US"],
+		["CURRENCY", "US1"],
+		["LOG_LEVEL", "loud"],
+		["MONGO_URI", "http://x"],
+		["MONGO_URI", "not a url"],
+		["TRANSPORTER", "nats://x"],
+		["AMQP_URL", "redis://x"],
+		["REDIS_URL", "http://x"],
+		["PUBLIC_URL", "ftp://x"],
+		["ALLOWED_ORIGINS", "notaurl"],
+		["ALLOWED_ORIGINS", "https://ok.example.com,notaurl"],
+		["JWT_KEY_BITS", "1024"],
+		["ARGON2_MEMORY_KIB", "1024"],
+		["ARGON2_TIME_COST", "1"],
+		["COOKIE_SECURE", "maybe"],
+		["NODE_ENV", "staging"],
+		["BODY_LIMIT", "lots"],
+		["REQUEST_TIMEOUT_MS", "10"],
+	])("%s=%s is a ConfigError for %s", (variable, value) => {
+		const err = configErrorFor({ [variable]: value });
+		expect(err.variable).toBe(variable);
+		expect(err.message).toContain(`Invalid configuration: ${variable}`);
+	});
+
+	it("the PORT error quotes the bad value", () => {
+		expect(configErrorFor({ PORT: "abc" }).message).toBe('Invalid configuration: PORT must be an integer, got "abc"');
+		expect(configErrorFor({ PORT: "70000" }).message).toBe("Invalid configuration: PORT must be between 0 and 65535, got 70000");
+	});
+
+	it.each(["development", "test", "production"])("an AUTH_SECRET shorter than 32 characters is refused in %s", nodeEnv => {
+		const err = configErrorFor({ NODE_ENV: nodeEnv, AUTH_SECRET: randomSecret(31) });
+		expect(err.variable).toBe("AUTH_SECRET");
+		expect(err.message).toContain("at least 32 characters");
+	});
+
+	it("an AUTH_SECRET of exactly 32 characters is accepted in development", () => {
+		const secret = randomSecret(32);
+		expect(loadConfig({ AUTH_SECRET: secret }).auth.secret).toBe(secret);
+	});
+});
+
+describe("loadConfig in production", () => {
+	it("refuses a missing AUTH_SECRET", () => {
+		const err = configErrorFor({ NODE_ENV: "production" });
+		expect(err.variable).toBe("AUTH_SECRET");
+		expect(err.message).toContain("must be set in production");
+	});
+
+	it("refuses the development placeholder AUTH_SECRET", () => {
+		const err = configErrorFor(production({ AUTH_SECRET: PLACEHOLDER_SECRET }));
+		expect(err.variable).toBe("AUTH_SECRET");
+		expect(err.message).toContain("placeholder");
+	});
+
+	it("refuses COOKIE_SECURE=false", () => {
+		expect(configErrorFor(production({ COOKIE_SECURE: "false" })).variable).toBe("COOKIE_SECURE");
+	});
+
+	it("refuses a REPL listening on 0.0.0.0", () => {
+		expect(configErrorFor(production({ REPL_HOST: "0.0.0.0" })).variable).toBe("REPL_HOST");
+	});
+
+	it("accepts a random 48-character AUTH_SECRET with defaults and then makes cookies Secure", () => {
+		const secret = randomSecret(48);
+		expect(secret).toHaveLength(48);
+		const config = loadConfig({ NODE_ENV: "production", AUTH_SECRET: secret });
+		expect(config.production).toBe(true);
+		expect(config.nodeEnv).toBe("production");
+		expect(config.auth.secret).toBe(secret);
+		expect(config.http.cookieSecure).toBe(true);
+		expect(config.repl.host).toBe("127.0.0.1");
+	});
+
+	it("accepts a loopback REPL_HOST of ::1", () => {
+		expect(loadConfig(production({ REPL_HOST: "::1" })).repl.host).toBe("::1");
+	});
+});
