@@ -9,7 +9,7 @@ import type { Config } from "./lib/config";
 
 export function brokerOptions(config: Config): BrokerOptions {
 	return {
-		namespace: "mint",
+		namespace: config.namespace,
 		nodeID: config.nodeId ?? `${os.hostname()}-${process.pid}`,
 		transporter: config.transporter
 			? {

@@ -14,6 +14,7 @@ export const PLACEHOLDER_SECRET = "dev-only-insecure-secret-change-me";
 export interface Config {
 	nodeEnv: "development" | "production" | "test";
 	production: boolean;
+	namespace: string;
 	nodeId?: string;
 	services: ServiceName[];
 	host: string;
@@ -172,6 +173,7 @@ export function loadConfig(env: Env = process.env): Config {
 	return {
 		nodeEnv: nodeEnv as Config["nodeEnv"],
 		production,
+		namespace: str(env, "NAMESPACE", "mint") as string,
 		nodeId: str(env, "NODE_ID"),
 		services: services as ServiceName[],
 		host,

@@ -69,6 +69,8 @@ const ROOT_ALIASES = {
 	"GET /ready": "api.ready",
 };
 
+const REVOCATION_RESYNC_MS = 10_000;
+
 /** Services whose health the readiness check asks for, when this node's SERVICES route to them. */
 const READINESS_SERVICES = ["auth", "wallet"];
 
@@ -227,6 +229,8 @@ export default function createApiService(config: Config): ServiceSchema {
 				const bearer = bearerTokenOf(req);
 				const cookieAuth = !bearer && !!(cookies[ACCESS_COOKIE] || cookies[REFRESH_COOKIE]);
 				if (cookieAuth && isUnsafeMethod(req.method)) checkOrigin(req, config, isTrustedPeer(req));
+				// Health checks never depend on auth; anonymous requests need no keys.
+				if ((!bearer && !cookieAuth) || req.$action?.name?.startsWith("api.")) return null;
 				await this.ensureRevocationsLoaded();
 
 				const token = bearer ?? cookies[ACCESS_COOKIE];
@@ -253,12 +257,29 @@ export default function createApiService(config: Config): ServiceSchema {
 				if (req.$action?.auth === "required" && !ctx.meta.user) throw unauthorized();
 			},
 
-			/** A gateway that starts after sessions were revoked learns of them from auth once. */
+			/**
+			 * Revocations arrive as events, but an event emitted before its
+			 * emitter has discovered this node is lost (Moleculer events are
+			 * fire-and-forget). So the gateway also loads the active list from
+			 * auth when it first authenticates and then every
+			 * REVOCATION_RESYNC_MS: a missed revocation is honoured within that bound.
+			 */
 			async ensureRevocationsLoaded(this: any) {
-				if (this.revocationsLoaded) return;
-				const rows: { sid: string; expiresAt: number }[] = await this.broker.call("auth.revocations", {}, { timeout: 5000 });
-				for (const row of rows) this.verifier.revokeSessions([row.sid], row.expiresAt);
-				this.revocationsLoaded = true;
+				if (Date.now() - (this.revocationsLoadedAt ?? -Infinity) < REVOCATION_RESYNC_MS) return;
+				this.revocationsLoading ??= (async () => {
+					try {
+						const rows: { sid: string; expiresAt: number }[] = await this.broker.call("auth.revocations", {}, { timeout: 5000 });
+						for (const row of rows) this.verifier.revokeSessions([row.sid], row.expiresAt);
+						this.revocationsLoadedAt = Date.now();
+					} catch (err) {
+						// Never loaded: cannot vouch for any session (503). Loaded before: keep the list and the events.
+						if (this.revocationsLoadedAt === undefined) throw err;
+						this.logger.warn({ err }, "revocation resync failed; keeping the last list");
+					} finally {
+						this.revocationsLoading = undefined;
+					}
+				})();
+				await this.revocationsLoading;
 			},
 		},
 

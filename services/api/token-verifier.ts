@@ -81,10 +81,11 @@ export class AccessTokenVerifier {
 	private async refetch(): Promise<void> {
 		if (this.fetching) return this.fetching;
 		if (this.now() - this.lastFetchAt < (this.opts.refetchIntervalMs ?? 10_000)) return;
+		// A failed fetch counts too: an auth outage must not turn every unknown kid into a call.
+		this.lastFetchAt = this.now();
 		this.fetching = (async () => {
 			try {
 				this.jwks = await this.opts.fetchJwks();
-				this.lastFetchAt = this.now();
 			} finally {
 				this.fetching = undefined;
 			}

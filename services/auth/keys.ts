@@ -78,7 +78,7 @@ export function seal(plaintext: string, secret: string): string {
 
 export function unseal(sealed: string, secret: string): string {
 	const [iv, tag, data] = sealed.split(".").map(part => Buffer.from(part, "base64url"));
-	const decipher = crypto.createDecipheriv("aes-256-gcm", sealingKey(secret), iv);
+	const decipher = crypto.createDecipheriv("aes-256-gcm", sealingKey(secret), iv, { authTagLength: 16 });
 	decipher.setAuthTag(tag);
 	return Buffer.concat([decipher.update(data), decipher.final()]).toString("utf8");
 }

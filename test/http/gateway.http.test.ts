@@ -208,3 +208,26 @@ describe("a dependency that is down", () => {
 		expect(ready.body.checks).toEqual({ auth: "ok", wallet: "down" });
 	});
 });
+
+describe("when auth is down", () => {
+	it("keeps /health alive, names auth in /ready, and still verifies tokens from the cached JWKS", async () => {
+		const other = await startTestMint();
+		try {
+			const session = await signup(other);
+			// One authenticated request while auth is up fills the gateway's JWKS cache.
+			expect((await other.http.get("/api/v1/wallet/user").set("Cookie", session.cookie)).status).toBe(200);
+			await other.broker.destroyService(other.broker.getLocalService("auth")!);
+			const health = await other.http.get("/health").set("Cookie", session.cookie);
+			expect(health.status).toBe(200);
+			const ready = await other.http.get("/ready");
+			expect(ready.status).toBe(503);
+			expect(ready.body.checks.auth).toBe("down");
+			const wallet = await other.http.get("/api/v1/wallet/user").set("Authorization", `Bearer ${session.access}`);
+			expect(wallet.status).toBe(200);
+			const login = await other.http.post("/api/v1/auth/login").send({ email: session.person.email, password: session.person.password });
+			expect(login.status).toBe(503);
+		} finally {
+			await other.stop();
+		}
+	});
+});

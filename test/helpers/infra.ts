@@ -1,0 +1,37 @@
+/**
+ * Tests that need a real service (RabbitMQ, Redis, MongoDB...) ask for it
+ * here. Missing: the tests are skipped with the reason printed, except under
+ * REQUIRE_INFRA=1 (CI), where a missing service fails the run.
+ */
+import { execFileSync } from "node:child_process";
+
+const PROBE = `const s=require("net").connect(+process.argv[2],process.argv[1]);s.setTimeout(1500);s.on("connect",()=>process.exit(0));s.on("error",()=>process.exit(1));s.on("timeout",()=>process.exit(1));`;
+
+/** A synchronous TCP probe, so a test file can choose describe or describe.skip at load time. */
+export function tcpReachable(host: string, port: number): boolean {
+	try {
+		execFileSync(process.execPath, ["-e", PROBE, host, String(port)], { stdio: "ignore", timeout: 5000 });
+		return true;
+	} catch {
+		return false;
+	}
+}
+
+/**
+ * `describe` when the service is there; otherwise a skipped describe with the
+ * reason printed, or (REQUIRE_INFRA=1) a failing test naming what is missing.
+ */
+export function describeWithInfra(title: string, need: { name: string; available: boolean; required?: boolean }, body: () => void): void {
+	if (need.available) return describe(title, body);
+	const reason = `${need.name} is not available`;
+	if (process.env.REQUIRE_INFRA === "1" && need.required !== false) {
+		describe(title, () => {
+			it(`needs ${need.name}`, () => {
+				throw new Error(`${reason} and REQUIRE_INFRA=1`);
+			});
+		});
+		return;
+	}
+	console.warn(`SKIPPED "${title}": ${reason}`);
+	describe.skip(`${title} (skipped: ${reason})`, body);
+}
