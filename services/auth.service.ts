@@ -375,28 +375,11 @@ export default function createAuthService(config: Config): ServiceSchema {
 				},
 			},
 
-			/** Operator action (REPL): next key starts signing, a new next key is published, the old one retires. */
+			/** Operator action (REPL): the next key starts signing, a new next key is published, the old one retires. */
 			rotateKeys: {
 				visibility: "public",
 				async handler(this: any, ctx: Context) {
-					const now = Date.now();
-					const keys: StoredKey[] = await this.stores.signingKeys.find({});
-					const current = currentKey(keys);
-					const next = keys.find(k => k.state === "next");
-					if (next) {
-						await this.stores.signingKeys.updateMany({ _id: next._id, state: "next" }, { $set: { state: "current", activatedAt: now } });
-					}
-					for (const key of keys.filter(k => k.state === "current" && k._id !== next?._id)) {
-						await this.stores.signingKeys.updateMany(
-							{ _id: key._id, state: "current" },
-							{ $set: { state: "retired", expiresAt: now + (auth.accessTokenTtlSec + 60) * 1000 } },
-						);
-					}
-					await this.stores.signingKeys.removeMany({ state: "retired", expiresAt: { $lte: now } });
-					await this.stores.signingKeys.insert(await generateKey(auth.keyBits, auth.secret));
-					await this.loadKeys();
-					ctx.emit("auth.keysRotated", newEvent({ retiredKid: current?._id ?? null, currentKid: this.signingKey.kid }));
-					return { currentKid: this.signingKey.kid, published: publishedKeys(await this.stores.signingKeys.find({})).map(k => k.kid) };
+					return this.rotateSigningKeys(ctx);
 				},
 			},
 
@@ -514,6 +497,45 @@ export default function createAuthService(config: Config): ServiceSchema {
 				return row.userId;
 			},
 
+			/**
+			 * Rotation is a compare-and-set on the next key's state, so nodes
+			 * (or a schedule and an operator) rotating at once cannot leave two
+			 * signing keys: the loser of the race reloads and reports the winner's key.
+			 */
+			async rotateSigningKeys(this: any, emitter: { emit: Function }, onlyIfCurrentIs?: string) {
+				const store: Store<StoredKey> = this.stores.signingKeys;
+				const fresh = await generateKey(auth.keyBits, auth.secret); // slow: before the critical step
+				const now = Date.now();
+				const keys = await store.find({ sort: ["createdAt"] });
+				const previous = currentKey(keys);
+				// A scheduled rotation whose key was already rotated by someone else is done.
+				const stillDue = onlyIfCurrentIs === undefined || previous?._id === onlyIfCurrentIs;
+				const next = stillDue ? keys.find(k => k.state === "next") : undefined;
+				const won = next ? await store.updateMany({ _id: next._id, state: "next" }, { $set: { state: "current", activatedAt: now } }) : 0;
+				if (next && won === 1) {
+					await store.updateMany(
+						{ state: "current", _id: { $ne: next._id } },
+						{ $set: { state: "retired", expiresAt: now + (auth.accessTokenTtlSec + 60) * 1000 } },
+					);
+					await store.insert(fresh);
+					await store.removeMany({ state: "retired", expiresAt: { $lte: now } });
+				}
+				await this.loadKeys();
+				if (won === 1) {
+					this.logger.info({ currentKid: this.signingKey.kid, retiredKid: previous?._id }, "signing keys rotated");
+					await emitter.emit("auth.keysRotated", newEvent({ retiredKid: previous?._id ?? null, currentKid: this.signingKey.kid }));
+				}
+				return { rotated: won === 1, currentKid: this.signingKey.kid, published: publishedKeys(await store.find({})).map(k => k.kid) };
+			},
+
+			/** KEY_ROTATION_DAYS > 0: rotate when the signing key is that old (checked hourly; safe on several nodes). */
+			async rotateIfDue(this: any) {
+				const current = currentKey(await this.stores.signingKeys.find({}));
+				if (current && Date.now() - (current.activatedAt ?? Date.now()) >= auth.keyRotationDays * 86_400_000) {
+					await this.rotateSigningKeys(this.broker, current._id);
+				}
+			},
+
 			/** Makes sure a current and a next key exist, then loads the signing key. */
 			async ensureKeys(this: any) {
 				const store: Store<StoredKey> = this.stores.signingKeys;
@@ -537,6 +559,17 @@ export default function createAuthService(config: Config): ServiceSchema {
 
 		async started(this: any) {
 			await this.ensureKeys();
+			if (auth.keyRotationDays > 0) {
+				this.rotationTimer = setInterval(
+					() => this.rotateIfDue().catch((err: unknown) => this.logger.error({ err }, "scheduled key rotation failed")),
+					3_600_000,
+				);
+				this.rotationTimer.unref();
+			}
+		},
+
+		stopped(this: any) {
+			clearInterval(this.rotationTimer);
 		},
 	} as ServiceSchema;
 }
