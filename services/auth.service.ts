@@ -16,7 +16,8 @@ import { conflict, notFound, tooManyRequests, unauthorized, validationError } fr
 import { newEvent } from "../lib/events";
 import { DbMixin, isDuplicateKeyError, type Store } from "../mixins/db.mixin";
 import { currentKey, generateKey, openSigningKey, publishedKeys, type SigningKey, type StoredKey } from "./auth/keys";
-import { FailureThrottle, PasswordHasher } from "./auth/passwords";
+import Redis from "ioredis";
+import { MemoryFailureThrottle, PasswordHasher, RedisFailureThrottle, type FailureThrottle } from "./auth/passwords";
 import { hashToken, randomToken, signAccessToken, successorToken } from "./auth/tokens";
 
 export interface UserEntity {
@@ -105,7 +106,7 @@ const escapeRegExp = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&
 export default function createAuthService(config: Config): ServiceSchema {
 	const auth = config.auth;
 	const hasher = new PasswordHasher(auth.argon2);
-	const throttle = new FailureThrottle(auth.loginWindowSec);
+	let throttle: FailureThrottle;
 
 	return {
 		name: "auth",
@@ -181,17 +182,16 @@ export default function createAuthService(config: Config): ServiceSchema {
 						[ipKey, auth.loginMaxFailuresPerIp],
 						[accountKey, auth.loginMaxFailuresPerAccount],
 					] as const) {
-						const decision = throttle.check(key, max);
+						const decision = await throttle.check(key, max);
 						if (decision.blocked) throw tooManyRequests(decision.retryAfterSec, "Too many failed logins, try again later");
 					}
 					const user: UserEntity | null = await this.adapter.findOne({ email });
 					const ok = user ? await hasher.verify(user.passwordHash, password) : await hasher.verifyNobody(password);
 					if (!user || !ok) {
-						throttle.fail(ipKey);
-						throttle.fail(accountKey);
+						await Promise.all([throttle.fail(ipKey), throttle.fail(accountKey)]);
 						throw unauthorized("Invalid email or password");
 					}
-					throttle.clear(accountKey);
+					await throttle.clear(accountKey);
 					return { user: toPublicUser(user), session: await this.startSession(user._id) };
 				},
 			},
@@ -557,7 +557,14 @@ export default function createAuthService(config: Config): ServiceSchema {
 			},
 		},
 
+		created(this: any) {
+			// Login failures are counted cluster-wide in Redis when there is one, else in this process.
+			this.redis = config.redisUrl ? new Redis(config.redisUrl, { maxRetriesPerRequest: 2, lazyConnect: true }) : undefined;
+			throttle = this.redis ? new RedisFailureThrottle(this.redis, auth.loginWindowSec) : new MemoryFailureThrottle(auth.loginWindowSec);
+		},
+
 		async started(this: any) {
+			await this.redis?.connect();
 			await this.ensureKeys();
 			if (auth.keyRotationDays > 0) {
 				this.rotationTimer = setInterval(
@@ -568,8 +575,9 @@ export default function createAuthService(config: Config): ServiceSchema {
 			}
 		},
 
-		stopped(this: any) {
+		async stopped(this: any) {
 			clearInterval(this.rotationTimer);
+			await this.redis?.quit();
 		},
 	} as ServiceSchema;
 }

@@ -1,5 +1,6 @@
 /** Argon2id password hashing, and login throttling per account and per IP. */
 import argon2 from "argon2";
+import type Redis from "ioredis";
 import type { Config } from "../../lib/config";
 
 export class PasswordHasher {
@@ -32,11 +33,15 @@ export interface ThrottleDecision {
 	retryAfterSec: number;
 }
 
-/**
- * Counts failed logins in a fixed window per key. In-process; every auth
- * node keeps its own counts (a cluster-wide store is future work).
- */
-export class FailureThrottle {
+/** Failed logins counted in a fixed window per key (an account, an IP). */
+export interface FailureThrottle {
+	check(key: string, max: number): Promise<ThrottleDecision>;
+	fail(key: string): Promise<void>;
+	clear(key: string): Promise<void>;
+}
+
+/** One process's counts: the embedded default. */
+export class MemoryFailureThrottle implements FailureThrottle {
 	private readonly windows = new Map<string, { count: number; resetAt: number }>();
 
 	constructor(
@@ -44,20 +49,20 @@ export class FailureThrottle {
 		private readonly now: () => number = Date.now,
 	) {}
 
-	check(key: string, max: number): ThrottleDecision {
+	async check(key: string, max: number): Promise<ThrottleDecision> {
 		const entry = this.live(key);
 		if (entry && entry.count >= max) return { blocked: true, retryAfterSec: Math.ceil((entry.resetAt - this.now()) / 1000) };
 		return { blocked: false, retryAfterSec: 0 };
 	}
 
-	fail(key: string): void {
+	async fail(key: string): Promise<void> {
 		const entry = this.live(key);
 		if (entry) entry.count++;
 		else this.windows.set(key, { count: 1, resetAt: this.now() + this.windowSec * 1000 });
 		if (this.windows.size > 100_000) this.sweep();
 	}
 
-	clear(key: string): void {
+	async clear(key: string): Promise<void> {
 		this.windows.delete(key);
 	}
 
@@ -72,5 +77,33 @@ export class FailureThrottle {
 
 	private sweep() {
 		for (const key of [...this.windows.keys()]) this.live(key);
+	}
+}
+
+/** Counts shared by every auth node through Redis (REDIS_URL): the cluster default. */
+export class RedisFailureThrottle implements FailureThrottle {
+	constructor(
+		private readonly redis: Redis,
+		private readonly windowSec: number,
+		private readonly prefix = "mint:login-failures:",
+	) {}
+
+	async check(key: string, max: number): Promise<ThrottleDecision> {
+		const [[, count], [, ttlMs]] = (await this.redis.multi().get(this.prefix + key).pttl(this.prefix + key).exec()) as [unknown, any][];
+		if (Number(count ?? 0) >= max && ttlMs > 0) return { blocked: true, retryAfterSec: Math.ceil(ttlMs / 1000) };
+		return { blocked: false, retryAfterSec: 0 };
+	}
+
+	async fail(key: string): Promise<void> {
+		// The window starts at the first failure: create with an expiry, then count.
+		await this.redis
+			.multi()
+			.set(this.prefix + key, 0, "PX", this.windowSec * 1000, "NX")
+			.incr(this.prefix + key)
+			.exec();
+	}
+
+	async clear(key: string): Promise<void> {
+		await this.redis.del(this.prefix + key);
 	}
 }

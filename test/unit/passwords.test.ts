@@ -1,69 +1,69 @@
-import { FailureThrottle, PasswordHasher } from "../../services/auth/passwords";
+import { MemoryFailureThrottle, PasswordHasher, type FailureThrottle } from "../../services/auth/passwords";
 
-describe("FailureThrottle", () => {
+describe("MemoryFailureThrottle", () => {
 	const WINDOW_SEC = 60;
 	const MAX = 3;
 
 	function throttle() {
 		let clock = 1_000_000;
-		return { t: new FailureThrottle(WINDOW_SEC, () => clock), advance: (ms: number) => (clock += ms) };
+		return { t: new MemoryFailureThrottle(WINDOW_SEC, () => clock), advance: (ms: number) => (clock += ms) };
 	}
-	const failTimes = (t: FailureThrottle, key: string, n: number) => {
-		for (let i = 0; i < n; i++) t.fail(key);
+	const failTimes = async (t: FailureThrottle, key: string, n: number) => {
+		for (let i = 0; i < n; i++) await t.fail(key);
 	};
 
-	it("does not block below the maximum number of failures", () => {
+	it("does not block below the maximum number of failures", async () => {
 		const { t } = throttle();
-		failTimes(t, "alice", MAX - 1);
-		expect(t.check("alice", MAX)).toEqual({ blocked: false, retryAfterSec: 0 });
+		await failTimes(t, "alice", MAX - 1);
+		expect(await t.check("alice", MAX)).toEqual({ blocked: false, retryAfterSec: 0 });
 	});
 
-	it("blocks at the maximum with retryAfterSec equal to the rest of the window", () => {
+	it("blocks at the maximum with retryAfterSec equal to the rest of the window", async () => {
 		const { t, advance } = throttle();
-		failTimes(t, "alice", MAX);
-		expect(t.check("alice", MAX)).toEqual({ blocked: true, retryAfterSec: 60 });
+		await failTimes(t, "alice", MAX);
+		expect(await t.check("alice", MAX)).toEqual({ blocked: true, retryAfterSec: 60 });
 		advance(20_000);
-		expect(t.check("alice", MAX)).toEqual({ blocked: true, retryAfterSec: 40 });
+		expect(await t.check("alice", MAX)).toEqual({ blocked: true, retryAfterSec: 40 });
 		advance(500);
-		expect(t.check("alice", MAX)).toEqual({ blocked: true, retryAfterSec: 40 }); // 39.5 s rounds up
+		expect(await t.check("alice", MAX)).toEqual({ blocked: true, retryAfterSec: 40 }); // 39.5 s rounds up
 	});
 
-	it("the window starts at the first failure, not the last", () => {
+	it("the window starts at the first failure, not the last", async () => {
 		const { t, advance } = throttle();
-		t.fail("alice");
+		await t.fail("alice");
 		advance(30_000);
-		failTimes(t, "alice", MAX - 1);
-		expect(t.check("alice", MAX)).toEqual({ blocked: true, retryAfterSec: 30 });
+		await failTimes(t, "alice", MAX - 1);
+		expect(await t.check("alice", MAX)).toEqual({ blocked: true, retryAfterSec: 30 });
 	});
 
-	it("unblocks once the window has passed and starts counting afresh", () => {
+	it("unblocks once the window has passed and starts counting afresh", async () => {
 		const { t, advance } = throttle();
-		failTimes(t, "alice", MAX);
+		await failTimes(t, "alice", MAX);
 		advance(WINDOW_SEC * 1000 - 1);
-		expect(t.check("alice", MAX).blocked).toBe(true);
+		expect((await t.check("alice", MAX)).blocked).toBe(true);
 		advance(1);
-		expect(t.check("alice", MAX)).toEqual({ blocked: false, retryAfterSec: 0 });
-		failTimes(t, "alice", MAX - 1);
-		expect(t.check("alice", MAX).blocked).toBe(false);
+		expect(await t.check("alice", MAX)).toEqual({ blocked: false, retryAfterSec: 0 });
+		await failTimes(t, "alice", MAX - 1);
+		expect((await t.check("alice", MAX)).blocked).toBe(false);
 	});
 
-	it("clear() resets the count for that key only", () => {
+	it("clear() resets the count for that key only", async () => {
 		const { t } = throttle();
-		failTimes(t, "alice", MAX);
-		failTimes(t, "bob", MAX);
-		t.clear("alice");
-		expect(t.check("alice", MAX)).toEqual({ blocked: false, retryAfterSec: 0 });
-		expect(t.check("bob", MAX).blocked).toBe(true);
-		failTimes(t, "alice", MAX - 1);
-		expect(t.check("alice", MAX).blocked).toBe(false);
+		await failTimes(t, "alice", MAX);
+		await failTimes(t, "bob", MAX);
+		await t.clear("alice");
+		expect(await t.check("alice", MAX)).toEqual({ blocked: false, retryAfterSec: 0 });
+		expect((await t.check("bob", MAX)).blocked).toBe(true);
+		await failTimes(t, "alice", MAX - 1);
+		expect((await t.check("alice", MAX)).blocked).toBe(false);
 	});
 
-	it("keeps separate counts per key and honours the max passed to check", () => {
+	it("keeps separate counts per key and honours the max passed to check", async () => {
 		const { t } = throttle();
-		failTimes(t, "ip:1.2.3.4", 2);
-		expect(t.check("ip:1.2.3.4", 2).blocked).toBe(true);
-		expect(t.check("ip:1.2.3.4", 3).blocked).toBe(false);
-		expect(t.check("ip:5.6.7.8", 1).blocked).toBe(false);
+		await failTimes(t, "ip:1.2.3.4", 2);
+		expect((await t.check("ip:1.2.3.4", 2)).blocked).toBe(true);
+		expect((await t.check("ip:1.2.3.4", 3)).blocked).toBe(false);
+		expect((await t.check("ip:5.6.7.8", 1)).blocked).toBe(false);
 	});
 });
 
