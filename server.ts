@@ -28,6 +28,10 @@ async function main() {
 		throw err;
 	}
 	const broker = await startMint(config);
+	if (config.repl) {
+		broker.repl();
+		return; // the REPL owns the terminal; its `quit` stops the broker
+	}
 	const api = broker.getLocalService("api") as any;
 	if (api) {
 		const host = config.host === "0.0.0.0" ? "localhost" : config.host;

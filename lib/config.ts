@@ -50,7 +50,8 @@ export interface Config {
 		loginWindowSec: number;
 		argon2: { memoryCost: number; timeCost: number; parallelism: number };
 	};
-	repl: { host: string };
+	/** Open the Moleculer REPL on this process's terminal (`npm run repl`). */
+	repl: boolean;
 }
 
 export class ConfigError extends Error {
@@ -128,7 +129,11 @@ export function loadConfig(env: Env = process.env): Config {
 	const production = nodeEnv === "production";
 
 	const servicesRaw = list(env, "SERVICES");
-	const services = servicesRaw.length === 0 || servicesRaw.includes("all") ? [...ALL_SERVICES] : servicesRaw;
+	const services = servicesRaw.includes("none")
+		? []
+		: servicesRaw.length === 0 || servicesRaw.includes("all")
+			? [...ALL_SERVICES]
+			: servicesRaw;
 	for (const name of services) {
 		if (!(ALL_SERVICES as readonly string[]).includes(name)) {
 			throw new ConfigError("SERVICES", `names an unknown service "${name}" (known: ${ALL_SERVICES.join(", ")})`);
@@ -160,9 +165,11 @@ export function loadConfig(env: Env = process.env): Config {
 	}
 	if (secret.length < 32) throw new ConfigError("AUTH_SECRET", "must be at least 32 characters");
 
-	const replHost = str(env, "REPL_HOST", "127.0.0.1") as string;
-	if (production && !["127.0.0.1", "::1", "localhost"].includes(replHost)) {
-		throw new ConfigError("REPL_HOST", "must be a loopback address in production (the REPL is not for the network)");
+	// In production the REPL runs only on an operator node that hosts no services
+	// (`npm run repl`), never inside a serving, network-facing process.
+	const repl = bool(env, "REPL", false);
+	if (production && repl && services.length > 0) {
+		throw new ConfigError("REPL", "cannot be on in production on a node that hosts services; use `npm run repl` (SERVICES=none)");
 	}
 
 	const host = str(env, "HOST", "127.0.0.1") as string;
@@ -214,6 +221,6 @@ export function loadConfig(env: Env = process.env): Config {
 				parallelism: int(env, "ARGON2_PARALLELISM", 1, 1, 16),
 			},
 		},
-		repl: { host: replHost },
+		repl,
 	};
 }

@@ -134,8 +134,9 @@ describe("loadConfig in production", () => {
 		expect(configErrorFor(production({ COOKIE_SECURE: "false" })).variable).toBe("COOKIE_SECURE");
 	});
 
-	it("refuses a REPL listening on 0.0.0.0", () => {
-		expect(configErrorFor(production({ REPL_HOST: "0.0.0.0" })).variable).toBe("REPL_HOST");
+	it("refuses a REPL inside a node that hosts services", () => {
+		expect(configErrorFor(production({ REPL: "true" })).variable).toBe("REPL");
+		expect(configErrorFor(production({ REPL: "true", SERVICES: "api" })).variable).toBe("REPL");
 	});
 
 	it("accepts a random 48-character AUTH_SECRET with defaults and then makes cookies Secure", () => {
@@ -146,10 +147,12 @@ describe("loadConfig in production", () => {
 		expect(config.nodeEnv).toBe("production");
 		expect(config.auth.secret).toBe(secret);
 		expect(config.http.cookieSecure).toBe(true);
-		expect(config.repl.host).toBe("127.0.0.1");
+		expect(config.repl).toBe(false);
 	});
 
-	it("accepts a loopback REPL_HOST of ::1", () => {
-		expect(loadConfig(production({ REPL_HOST: "::1" })).repl.host).toBe("::1");
+	it("accepts the REPL on an operator node that hosts no services (npm run repl)", () => {
+		const config = loadConfig(production({ REPL: "true", SERVICES: "none" }));
+		expect(config.repl).toBe(true);
+		expect(config.services).toEqual([]);
 	});
 });
