@@ -88,6 +88,17 @@ export default function createApiService(config: Config): ServiceSchema {
 		bodyParsers: { json: { strict: true, limit: config.http.bodyLimit } },
 		use: [jsonBodyRules],
 		callOptions: { timeout: config.requestTimeoutMs },
+		// A web client served from another origin (ALLOWED_ORIGINS) may call with credentials.
+		cors: config.http.allowedOrigins.length
+			? {
+					origin: config.http.allowedOrigins,
+					credentials: true,
+					methods: ["GET", "POST", "PUT", "DELETE"],
+					allowedHeaders: ["Content-Type", "Authorization", "Idempotency-Key", "X-Request-Id"],
+					exposedHeaders: ["X-Request-Id", "Idempotent-Replayed", "Retry-After"],
+					maxAge: 600,
+				}
+			: undefined,
 		onBeforeCall(this: any, ctx: Context<unknown, any>, _route: unknown, req: Req) {
 			const params = actionParams(req, req.method ?? "GET");
 			const target = req.$params as Record<string, unknown>;
@@ -223,6 +234,18 @@ export default function createApiService(config: Config): ServiceSchema {
 		},
 
 		methods: {
+			/**
+			 * moleculer-web answers 403 to any Origin not in the CORS list, which
+			 * would refuse browsers' same-origin requests (they send Origin on
+			 * POST). Mint grants CORS only to ALLOWED_ORIGINS and otherwise writes
+			 * no CORS headers; cross-site writes are stopped by checkOrigin.
+			 */
+			writeCorsHeaders(this: any, route: any, req: Req, res: Res, isPreFlight: boolean) {
+				const origin = String(req.headers.origin ?? "").toLowerCase();
+				if (!config.http.allowedOrigins.includes(origin)) return;
+				return (ApiGateway as any).methods.writeCorsHeaders.call(this, route, req, res, isPreFlight);
+			},
+
 			/** Sets ctx.meta.user from a valid access token, or silently refreshes from the refresh cookie. */
 			async authenticate(this: any, ctx: Context<unknown, any>, _route: unknown, req: Req, res: Res): Promise<Caller | null> {
 				const cookies = req.$cookies as Record<string, string | undefined>;

@@ -231,3 +231,24 @@ describe("when auth is down", () => {
 		}
 	});
 });
+
+describe("CORS for ALLOWED_ORIGINS", () => {
+	it("answers a preflight from an allowed origin with credentials allowed", async () => {
+		const res = await mint.http
+			.options("/api/v1/auth/login")
+			.set("Origin", "https://app.example.com")
+			.set("Access-Control-Request-Method", "POST")
+			.set("Access-Control-Request-Headers", "content-type");
+		expect(res.status).toBe(204);
+		expect(res.headers["access-control-allow-origin"]).toBe("https://app.example.com");
+		expect(res.headers["access-control-allow-credentials"]).toBe("true");
+	});
+
+	it("gives a foreign origin no CORS grant", async () => {
+		const res = await mint.http.get("/api/v1/health").set("Origin", "https://evil.example.net");
+		expect(res.headers["access-control-allow-origin"]).toBeUndefined();
+		const allowed = await mint.http.get("/api/v1/health").set("Origin", "https://app.example.com");
+		expect(allowed.headers["access-control-allow-origin"]).toBe("https://app.example.com");
+		expect(allowed.headers["access-control-expose-headers"]).toContain("X-Request-Id");
+	});
+});
