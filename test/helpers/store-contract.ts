@@ -1,0 +1,138 @@
+/**
+ * The store contract: what every Mint service relies on from the adapter
+ * createAdapter() hands it, whichever backend it is (NeDB file or MongoDB).
+ * One scenario, run by test/unit/db-mixin.test.ts on NeDB and by
+ * test/service/mongo.test.ts on a real MongoDB.
+ */
+import { isDuplicateKeyError, type CollectionSpec } from "../../mixins/db.mixin";
+
+/** The collection the scenario uses: a unique index, as on auth's users. */
+export const CONTRACT_SPEC: CollectionSpec = { name: "contract", indexes: [{ fields: { email: 1 }, unique: true }] };
+
+/** Opens a new adapter on the same storage each time it is called (same file, same database). */
+export type OpenAdapter = (spec: CollectionSpec) => any;
+
+const ids = (docs: any[]) => docs.map(d => String(d._id));
+
+/** Runs one step; a failure names the step, so a red run says which promise the backend broke. */
+async function step(name: string, body: () => Promise<void>): Promise<void> {
+	try {
+		await body();
+	} catch (err) {
+		if (err instanceof Error) err.message = `[store contract: ${name}] ${err.message}`;
+		throw err;
+	}
+}
+
+async function rejection(promise: Promise<unknown>): Promise<any> {
+	try {
+		await promise;
+	} catch (err) {
+		return err;
+	}
+	throw new Error("expected the operation to be refused, but it succeeded");
+}
+
+async function openConnected(open: OpenAdapter): Promise<any> {
+	const adapter = open(CONTRACT_SPEC);
+	// As DbMixin does for extra collections: init, then connect.
+	adapter.init({}, { logger: console, schema: {}, settings: {} });
+	await adapter.connect();
+	return adapter;
+}
+
+/**
+ * insert, unique violation, compare-and-set updateMany (1 then 0, also under
+ * a race), find with query/sort/limit/offset, $regex with a RegExp, filters
+ * on undeclared fields, count, persistence across reconnect, removeMany.
+ * Expects empty storage.
+ */
+export async function storeRoundTrip(open: OpenAdapter): Promise<void> {
+	let store = await openConnected(open);
+	try {
+		await step("insert stores documents under the service's string _id", async () => {
+			const ada = await store.insert({ _id: "u1", email: "ada@example.com", state: "next", rank: 2, revokedAt: null, hits: 0 });
+			await store.insert({ _id: "u2", email: "bob@example.com", state: "next", rank: 1, revokedAt: null, hits: 0 });
+			expect(String(ada._id)).toBe("u1");
+			expect(await store.count({})).toBe(2);
+			const found = await store.findOne({ _id: "u1" });
+			expect(found).not.toBeNull();
+			expect(found.email).toBe("ada@example.com");
+			expect(found.revokedAt).toBeNull();
+			expect(await store.findOne({ _id: "nope" })).toBeNull();
+		});
+
+		await step("a unique index refuses a duplicate and the error is recognised", async () => {
+			const err = await rejection(store.insert({ _id: "u3", email: "ada@example.com", state: "next", rank: 3 }));
+			expect(isDuplicateKeyError(err)).toBe(true);
+			const sameId = await rejection(store.insert({ _id: "u1", email: "other@example.com", state: "next", rank: 4 }));
+			expect(isDuplicateKeyError(sameId)).toBe(true);
+			expect(await store.count({})).toBe(2);
+			expect(await store.findOne({ email: "other@example.com" })).toBeNull();
+		});
+
+		await step("updateMany is a compare-and-set: 1 the first time, 0 once the condition no longer holds", async () => {
+			expect(await store.updateMany({ _id: "u1", state: "next" }, { $set: { state: "current" } })).toBe(1);
+			expect(await store.updateMany({ _id: "u1", state: "next" }, { $set: { state: "current" } })).toBe(0);
+			expect((await store.findOne({ _id: "u1" })).state).toBe("current");
+			// null as "not yet": how sessions and one-time tokens are claimed.
+			expect(await store.updateMany({ _id: "u2", revokedAt: null }, { $set: { revokedAt: 1234 } })).toBe(1);
+			expect(await store.updateMany({ _id: "u2", revokedAt: null }, { $set: { revokedAt: 5678 } })).toBe(0);
+			expect((await store.findOne({ _id: "u2" })).revokedAt).toBe(1234);
+		});
+
+		await step("racing compare-and-sets let exactly one through", async () => {
+			const counts = await Promise.all(Array.from({ length: 5 }, () => store.updateMany({ _id: "u1", hits: 0 }, { $set: { hits: 1 } })));
+			expect(counts.reduce((a: number, b: number) => a + b, 0)).toBe(1);
+			expect((await store.findOne({ _id: "u1" })).hits).toBe(1);
+		});
+
+		await step("a filter on a field no schema declares matches only the documents that have it", async () => {
+			expect(ids(await store.find({ query: { state: "current" } }))).toEqual(["u1"]);
+			expect(await store.count({ query: { state: "current" } })).toBe(1);
+			expect(await store.count({ query: { state: "retired" } })).toBe(0);
+			expect(await store.updateMany({ state: "retired" }, { $set: { rank: 99 } })).toBe(0);
+		});
+
+		await step("find sorts, limits and skips", async () => {
+			expect(ids(await store.find({ sort: ["rank"] }))).toEqual(["u2", "u1"]);
+			expect(ids(await store.find({ sort: ["-rank"], limit: 1 }))).toEqual(["u1"]);
+			expect(ids(await store.find({ sort: ["email"], limit: 1, offset: 1 }))).toEqual(["u2"]);
+			expect(ids(await store.find({ query: { _id: { $in: ["u2", "zz"] } } }))).toEqual(["u2"]);
+			expect(ids(await store.find({ query: { _id: { $ne: "u1" } } }))).toEqual(["u2"]);
+		});
+
+		await step("$regex takes a RegExp, flags included", async () => {
+			expect(ids(await store.find({ query: { email: { $regex: /^BOB@/i } } }))).toEqual(["u2"]);
+			expect(ids(await store.find({ query: { email: { $regex: /^BOB@/ } } }))).toEqual([]);
+			expect(await store.count({ query: { email: { $regex: /@example\.com$/ } } })).toBe(2);
+			// A regex metacharacter escaped as the services do matches only itself.
+			expect(await store.count({ query: { email: { $regex: /a\.a/ } } })).toBe(0);
+		});
+
+		await step("data survives a disconnect and a new adapter on the same storage", async () => {
+			await store.disconnect();
+			store = await openConnected(open);
+			expect(await store.count({})).toBe(2);
+			const ada = await store.findOne({ _id: "u1" });
+			expect(ada.state).toBe("current");
+			expect(ada.hits).toBe(1);
+			expect((await store.findOne({ _id: "u2" })).revokedAt).toBe(1234);
+			// The unique index is back too.
+			const err = await rejection(store.insert({ _id: "u5", email: "bob@example.com" }));
+			expect(isDuplicateKeyError(err)).toBe(true);
+		});
+
+		await step("removeMany removes what matches and reports how many", async () => {
+			expect(await store.removeMany({ _id: "u2" })).toBe(1);
+			expect(await store.removeMany({ _id: "u2" })).toBe(0);
+			expect(ids(await store.find({}))).toEqual(["u1"]);
+			// The freed unique value can be used again.
+			await store.insert({ _id: "u6", email: "bob@example.com" });
+			expect(await store.removeMany({ email: { $regex: /@example\.com$/ } })).toBe(2);
+			expect(await store.count({})).toBe(0);
+		});
+	} finally {
+		await store.disconnect();
+	}
+}
