@@ -151,9 +151,10 @@ export function loadConfig(env: Env = process.env): Config {
 	const bodyLimit = str(env, "BODY_LIMIT", "100kb") as string;
 	if (!/^\d+(b|kb|mb)$/i.test(bodyLimit)) throw new ConfigError("BODY_LIMIT", `must look like 100kb, got "${bodyLimit}"`);
 
-	// Secure cookies are the default in production and cannot be turned off
-	// there; in development plain-HTTP localhost needs them off.
-	const cookieSecure = bool(env, "COOKIE_SECURE", production);
+	// Secure cookies by default (browsers, curl and most cookie jars accept
+	// them from http://localhost too); COOKIE_SECURE=false is the explicit
+	// opt-out for other plain-HTTP hosts, refused in production.
+	const cookieSecure = bool(env, "COOKIE_SECURE", true);
 	if (production && !cookieSecure) {
 		throw new ConfigError("COOKIE_SECURE", "cannot be false in production");
 	}

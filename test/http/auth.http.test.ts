@@ -26,6 +26,8 @@ describe("signup", () => {
 		expect(res.body).not.toHaveProperty("passwordHash");
 		const cookies = setCookies(res);
 		expect(cookies["access.token"].attributes).toMatch(/HttpOnly/);
+		expect(cookies["access.token"].attributes).toMatch(/(^|; )Secure(;|$)/);
+		expect(cookies["refresh.token"].attributes).toMatch(/(^|; )Secure(;|$)/);
 		expect(cookies["access.token"].attributes).toMatch(/SameSite=Strict/);
 		expect(cookies["access.token"].attributes).toMatch(/Path=\/(;|$)/);
 		expect(cookies["refresh.token"].attributes).toMatch(/Path=\/api\/v1/);
@@ -213,6 +215,21 @@ describe("after a restart", () => {
 			expect(relogin.user.id).toBe(session.user.id);
 		} finally {
 			await again.stop();
+		}
+	});
+});
+
+describe("COOKIE_SECURE=false (explicit opt-out for plain HTTP)", () => {
+	it("sets the session cookies without Secure", async () => {
+		const plain = await startTestMint({ COOKIE_SECURE: "false" });
+		try {
+			const res = await plain.http.post("/api/v1/auth/signup").send(signupBody(newPerson()));
+			const cookies = setCookies(res);
+			expect(cookies["access.token"].attributes).not.toMatch(/Secure/);
+			expect(cookies["refresh.token"].attributes).not.toMatch(/Secure/);
+			expect(res.headers["strict-transport-security"]).toBeUndefined();
+		} finally {
+			await plain.stop();
 		}
 	});
 });

@@ -141,6 +141,9 @@ describe("forged access tokens are refused", () => {
 		const cookie = await mint.http.get("/api/v1/auth/user").set("Cookie", cookieHeader({ access: token }));
 		expect(cookie.status).toBe(200);
 		expect(cookie.text).toBe("null");
+		const write = await mint.http.put("/api/v1/users/me").set("Authorization", `Bearer ${token}`).send({ lastName: "Forged" });
+		expect(write.status).toBe(401);
+		expect((await mint.http.get(`/api/v1/users/${alice.user.id}`).set("Cookie", alice.cookie)).body.lastName).toBe("Lovelace");
 	});
 
 	it("while the same claims signed properly are accepted (the forgeries fail for their flaw)", async () => {

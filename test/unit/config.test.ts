@@ -29,10 +29,11 @@ describe("loadConfig defaults", () => {
 		expect(config.services).toEqual(["api", "auth", "wallet"]);
 	});
 
-	it("uses USD, info logging and insecure cookies in development", () => {
+	it("uses USD, info logging and Secure cookies unless explicitly turned off", () => {
 		expect(config.currency).toBe("USD");
 		expect(config.logLevel).toBe("info");
-		expect(config.http.cookieSecure).toBe(false);
+		expect(config.http.cookieSecure).toBe(true);
+		expect(loadConfig({ COOKIE_SECURE: "false" }).http.cookieSecure).toBe(false);
 		expect(config.http.allowedOrigins).toEqual([]);
 	});
 
