@@ -4,11 +4,12 @@
  * test/unit/db-mixin.test.ts.
  *
  * - MONGO_URI set: that server (a throw-away database mint-contract-<pid>-<time>).
- * - MONGOMS_SYSTEM_BINARY set: mongodb-memory-server started on that mongod
- *   binary (the package must be installed: npm i -D mongodb-memory-server).
+ * - MONGOMS_SYSTEM_BINARY set: mongodb-memory-server-core (a dev dependency:
+ *   the core package downloads nothing at install) started on that mongod binary.
  * - neither: skipped with the reason printed (also under REQUIRE_INFRA=1).
  */
 import os from "node:os";
+import { MongoMemoryServer } from "mongodb-memory-server-core";
 import { createAdapter } from "../../mixins/db.mixin";
 import { describeWithInfra } from "../helpers/infra";
 import { testConfig } from "../helpers/mint";
@@ -16,23 +17,6 @@ import { CONTRACT_SPEC, storeRoundTrip } from "../helpers/store-contract";
 
 const MONGO_URI = process.env.MONGO_URI?.trim() || undefined;
 const SYSTEM_BINARY = process.env.MONGOMS_SYSTEM_BINARY?.trim() || undefined;
-const MEMORY_SERVER_PACKAGE = "mongodb-memory-server";
-
-/** Loaded by name at run time: the package is optional and not a dependency of Mint. */
-function loadMemoryServer(): any {
-	try {
-		return require(MEMORY_SERVER_PACKAGE);
-	} catch (err: any) {
-		if (err?.code === "MODULE_NOT_FOUND") {
-			throw new Error(
-				`MONGOMS_SYSTEM_BINARY is set (${SYSTEM_BINARY}) but the ${MEMORY_SERVER_PACKAGE} package is not installed. ` +
-					`Install it (npm i -D ${MEMORY_SERVER_PACKAGE}) or set MONGO_URI to a running MongoDB instead.`,
-			);
-		}
-		throw err;
-	}
-}
-
 describeWithInfra(
 	"MongoDB store (createAdapter with MONGO_URI)",
 	{ name: "MongoDB (set MONGO_URI or MONGOMS_SYSTEM_BINARY)", available: !!(MONGO_URI || SYSTEM_BINARY), required: false },
@@ -49,7 +33,6 @@ describeWithInfra(
 				uri = MONGO_URI;
 				return;
 			}
-			const { MongoMemoryServer } = loadMemoryServer();
 			memoryServer = await MongoMemoryServer.create({ binary: { systemBinary: SYSTEM_BINARY } });
 			uri = memoryServer.getUri();
 		}, 60_000);
