@@ -1,0 +1,87 @@
+/** The real entry point as `npm start` runs it: a child process, signals, exit codes, data on disk. */
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+
+const ROOT = path.resolve(__dirname, "../..");
+const SERVER = path.join(ROOT, "dist/server.js");
+
+beforeAll(() => {
+	// The same build `npm start` runs first.
+	execFileSync(process.execPath, [path.join(ROOT, "node_modules/typescript/bin/tsc"), "-p", ROOT], { stdio: "inherit" });
+}, 120_000);
+
+interface Running {
+	child: ChildProcess;
+	url: string;
+	output: () => string;
+	exit: Promise<number | null>;
+}
+
+function start(env: Record<string, string>): Promise<Running> {
+	const child = spawn(process.execPath, [SERVER], { cwd: ROOT, env: { PATH: process.env.PATH ?? "", PORT: "0", JWT_KEY_BITS: "2048", LOG_LEVEL: "warn", ...env } });
+	let output = "";
+	const exit = new Promise<number | null>(resolve => child.on("exit", code => resolve(code)));
+	return new Promise((resolve, reject) => {
+		const timer = setTimeout(() => reject(new Error(`no start line within 20 s:\n${output}`)), 20_000);
+		const onData = (chunk: Buffer) => {
+			output += chunk.toString();
+			const match = /Mint is up: (http:\/\/\S+)\/api\/v1/.exec(output);
+			if (match) {
+				clearTimeout(timer);
+				resolve({ child, url: match[1], output: () => output, exit });
+			}
+		};
+		child.stdout.on("data", onData);
+		child.stderr.on("data", onData);
+		exit.then(code => reject(new Error(`exited with ${code} before starting:\n${output}`)));
+	});
+}
+
+describe("npm start's entry point", () => {
+	let dataDir: string;
+	beforeEach(() => {
+		dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "mint-proc-"));
+	});
+	afterEach(() => fs.rmSync(dataDir, { recursive: true, force: true }));
+
+	it("prints its URL, serves, stops cleanly on SIGINT and keeps users and keys for the next start", async () => {
+		const first = await start({ DATA_DIR: dataDir });
+		const signup = await fetch(`${first.url}/api/v1/auth/signup`, {
+			method: "POST",
+			headers: { "Content-Type": "application/json" },
+			body: JSON.stringify({ firstName: "Ada", lastName: "Lovelace", email: "ada@example.com", password: "correct horse", passwordConfirm: "correct horse" }),
+		});
+		expect(signup.status).toBe(201);
+		const accessToken = /access\.token=([^;]+)/.exec(signup.headers.get("set-cookie") ?? "")?.[1];
+		expect(accessToken).toBeDefined();
+		first.child.kill("SIGINT");
+		expect(await first.exit).toBe(0);
+		expect(fs.readFileSync(path.join(dataDir, "auth/users.db"), "utf8")).toContain("ada@example.com");
+
+		const second = await start({ DATA_DIR: dataDir });
+		try {
+			const me = await fetch(`${second.url}/api/v1/auth/user`, { headers: { Authorization: `Bearer ${accessToken}` } });
+			expect((await me.json()).email).toBe("ada@example.com");
+		} finally {
+			second.child.kill("SIGTERM");
+			expect(await second.exit).toBe(0);
+		}
+	}, 60_000);
+
+	it("refuses to start on a bad variable, naming it, with exit code 2", async () => {
+		for (const [env, variable] of [
+			[{ PORT: "eighty" }, "PORT"],
+			[{ NODE_ENV: "production" }, "AUTH_SECRET"],
+			[{ NODE_ENV: "production", AUTH_SECRET: "k".repeat(20) + "Zq81mWx0Tt3pLr7v", COOKIE_SECURE: "false" }, "COOKIE_SECURE"],
+		] as const) {
+			const result = await start({ DATA_DIR: dataDir, ...env }).then(
+				() => "started",
+				(err: Error) => err.message,
+			);
+			expect(result).toMatch(/^exited with 2 before starting/);
+			expect(result).toContain(`Invalid configuration: ${variable}`);
+		}
+	}, 60_000);
+});
