@@ -1,7 +1,8 @@
 /**
  * Broker options from the validated config. Resilience is configured
  * explicitly: a request timeout, the circuit breaker and the bulkhead. The
- * global retry policy stays off; only idempotent calls pass `retries`.
+ * retry policy retries nothing by default (`retries: 0`): only calls to
+ * idempotent actions pass `retries`, and only retryable errors are retried.
  */
 import os from "node:os";
 import type { BrokerOptions } from "moleculer";
@@ -50,7 +51,7 @@ export function brokerOptions(config: Config): BrokerOptions {
 			},
 		},
 		requestTimeout: config.requestTimeoutMs,
-		retryPolicy: { enabled: false },
+		retryPolicy: { enabled: true, retries: 0, delay: 100, maxDelay: 2000, factor: 2, check: (err: any) => !!err?.retryable },
 		circuitBreaker: { enabled: true, threshold: 0.5, minRequestCount: 20, windowTime: 60, halfOpenTime: 10_000 },
 		bulkhead: { enabled: true, concurrency: 64, maxQueueSize: 1000 },
 		heartbeatInterval: 5,

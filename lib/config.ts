@@ -5,7 +5,7 @@
  */
 import path from "node:path";
 
-export const ALL_SERVICES = ["api", "auth", "wallet"] as const;
+export const ALL_SERVICES = ["api", "auth", "wallet", "transactions"] as const;
 export type ServiceName = (typeof ALL_SERVICES)[number];
 
 /** Development placeholder for AUTH_SECRET; production refuses it. */
@@ -52,6 +52,15 @@ export interface Config {
 	};
 	/** Open the Moleculer REPL on this process's terminal (`npm run repl`). */
 	repl: boolean;
+	transactions: {
+		topUpMaxMinor: number;
+		transferMaxMinor: number;
+		/** POST answers 201 with the final state if processing ends within this, else 202. */
+		syncWaitMs: number;
+		/** A transaction still Pending/Processing this long after its last step is re-driven by the sweeper. */
+		stuckAfterMs: number;
+		sweepIntervalMs: number;
+	};
 }
 
 export class ConfigError extends Error {
@@ -109,6 +118,15 @@ function url(env: Env, name: string, protocols: string[]): string | undefined {
 		throw new ConfigError(name, `must use ${protocols.join(" or ")}, got ${parsed.protocol}`);
 	}
 	return raw;
+}
+
+/** A money limit given in major units ("100000.00"), as minor units. */
+function majorLimit(env: Env, name: string, fallbackMinor: number): number {
+	const raw = str(env, name);
+	if (raw === undefined) return fallbackMinor;
+	const match = /^(\d{1,13})(?:\.(\d{1,2}))?$/.exec(raw);
+	if (!match || Number(raw) <= 0) throw new ConfigError(name, `must be a positive amount with at most 2 decimals, got "${raw}"`);
+	return Number(match[1]) * 100 + Number((match[2] ?? "").padEnd(2, "0"));
 }
 
 function origin(name: string, value: string): string {
@@ -223,5 +241,12 @@ export function loadConfig(env: Env = process.env): Config {
 			},
 		},
 		repl,
+		transactions: {
+			topUpMaxMinor: majorLimit(env, "TOPUP_MAX", 100_000_00),
+			transferMaxMinor: majorLimit(env, "TRANSFER_MAX", 50_000_00),
+			syncWaitMs: int(env, "TX_SYNC_WAIT_MS", 3000, 0, 60_000),
+			stuckAfterMs: int(env, "TX_STUCK_AFTER_MS", 30_000, 100, 86_400_000),
+			sweepIntervalMs: int(env, "TX_SWEEP_INTERVAL_MS", 10_000, 50, 3_600_000),
+		},
 	};
 }

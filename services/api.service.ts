@@ -14,6 +14,7 @@ import type { Config } from "../lib/config";
 import { unauthorized } from "../lib/errors";
 import { EVENT_ENVELOPE } from "../lib/events";
 import type { Caller, IssuedSession, PublicUser } from "./auth.service";
+import type { SubmitResult } from "./transactions.service";
 import {
 	ACCESS_COOKIE,
 	REFRESH_COOKIE,
@@ -39,6 +40,8 @@ import { AccessTokenVerifier } from "./api/token-verifier";
 const SESSION_ISSUING = new Set(["auth.signup", "auth.login", "auth.refresh"]);
 /** Actions that end sessions: the gateway clears the cookies. */
 const SESSION_ENDING = new Set(["auth.logout", "auth.resetPassword"]);
+/** Actions that submit money movements: 201 final, 202 still running, 200 an idempotent replay. */
+const MONEY_SUBMITTING = new Set(["transactions.topup", "transactions.transfer"]);
 /** Actions that take the refresh token from its cookie rather than doing a silent refresh. */
 const USES_REFRESH_COOKIE = new Set(["auth.refresh", "auth.logout"]);
 const STATUS_BY_ACTION: Record<string, number> = { "auth.signup": 201, "auth.logout": 204, "auth.forgotPassword": 202 };
@@ -59,6 +62,12 @@ const V1_ALIASES = {
 	"GET /users/:id": "auth.getUser",
 	"GET /wallet/user": "wallet.mine",
 	"GET /wallet/health": "wallet.health",
+	"POST /transactions/topup": "transactions.topup",
+	"POST /transactions/transfer": "transactions.transfer",
+	"GET /transactions": "transactions.list",
+	"GET /transactions/health": "transactions.health",
+	"GET /transactions/:id": "transactions.get",
+	"GET /transactions/:id/history": "transactions.history",
 	"GET /health": "api.health",
 	"GET /ready": "api.ready",
 };
@@ -72,7 +81,7 @@ const ROOT_ALIASES = {
 const REVOCATION_RESYNC_MS = 10_000;
 
 /** Services whose health the readiness check asks for, when this node's SERVICES route to them. */
-const READINESS_SERVICES = ["auth", "wallet"];
+const READINESS_SERVICES = ["auth", "wallet", "transactions"];
 
 export default function createApiService(config: Config): ServiceSchema {
 	const secure = config.http.cookieSecure;
@@ -106,6 +115,10 @@ export default function createApiService(config: Config): ServiceSchema {
 			Object.assign(target, params);
 			req.$cookies = cookiesOf(req);
 			ctx.meta.clientIp = req.$clientIp;
+			const idempotencyKey = req.headers["idempotency-key"];
+			if (MONEY_SUBMITTING.has(req.$action?.name) && idempotencyKey !== undefined) {
+				ctx.meta.idempotencyKey = Array.isArray(idempotencyKey) ? idempotencyKey.join(",") : idempotencyKey;
+			}
 			if (USES_REFRESH_COOKIE.has(req.$action?.name)) {
 				const refreshToken = req.$cookies[REFRESH_COOKIE];
 				if (refreshToken) target.refreshToken = refreshToken;
@@ -120,6 +133,13 @@ export default function createApiService(config: Config): ServiceSchema {
 				const { user, session } = data as { user: PublicUser; session: IssuedSession };
 				appendSetCookie(res, sessionCookies(session, secure));
 				return user;
+			}
+			if (MONEY_SUBMITTING.has(action)) {
+				const { transaction, replayed, final } = data as SubmitResult;
+				ctx.meta.$statusCode = replayed ? 200 : final ? 201 : 202;
+				if (final && !replayed) ctx.meta.$location = `/api/v1/transactions/${transaction.id}`;
+				if (replayed) ctx.meta.$responseHeaders = { "Idempotent-Replayed": "true" };
+				return transaction;
 			}
 			if (SESSION_ENDING.has(action)) appendSetCookie(res, clearedSessionCookies(secure));
 			if (action === "auth.logout") return null;

@@ -384,7 +384,8 @@ export default function createAuthService(config: Config): ServiceSchema {
 			},
 
 			health: {
-				handler() {
+				async handler(this: any) {
+					await this.adapter.count({ query: { _id: "health-check" } });
 					return { status: "ok", service: "auth" };
 				},
 			},

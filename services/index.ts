@@ -3,12 +3,14 @@ import type { ServiceSchema } from "moleculer";
 import type { Config, ServiceName } from "../lib/config";
 import createApiService from "./api.service";
 import createAuthService from "./auth.service";
+import createTransactionsService from "./transactions.service";
 import createWalletService from "./wallet.service";
 
 const FACTORIES: Record<ServiceName, (config: Config) => ServiceSchema> = {
 	api: createApiService,
 	auth: createAuthService,
 	wallet: createWalletService,
+	transactions: createTransactionsService,
 };
 
 export function createServices(config: Config): ServiceSchema[] {

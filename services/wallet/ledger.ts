@@ -1,0 +1,128 @@
+/**
+ * The ledger: how a wallet's balance changes, exactly once per movement,
+ * with single-document conditional updates only (correct on NeDB and MongoDB
+ * alike, no multi-document transactions).
+ *
+ * Every movement is a ledger entry with two unique keys:
+ *   _id      = `<walletId>:<seq>`   the wallet's next sequence number
+ *   movement = `<txId>:<direction>` (e.g. `tx1:debit`): applied once, ever
+ * The wallet document holds `balanceMinor` and `version` = the last sequence
+ * applied to it. Applying a movement:
+ *   1. roll forward: an entry at `version + 1` that is logged but not yet
+ *      applied is applied first (a crash between steps 3 and 4 heals here);
+ *   2. a movement already in the ledger is a no-op (retries, duplicates);
+ *   3. insert the entry at `version + 1` only if the balance stays >= 0; a
+ *      unique-key clash means another writer won: re-read and go again;
+ *   4. compare-and-set the wallet on `version`: `$inc` balance and version.
+ * The sequence makes the balance after each entry well defined, so a balance
+ * can never go below zero and can always be recomputed from the entries.
+ */
+import { isDuplicateKeyError, type Store } from "../../mixins/db.mixin";
+import { assertMinor } from "../../lib/money";
+
+export type Direction = "credit" | "debit" | "refund";
+
+export interface WalletDoc {
+	_id: string;
+	userId: string;
+	balanceMinor: number;
+	version: number;
+	currency: string;
+	createdAt: string;
+	updatedAt: string;
+}
+
+export interface LedgerEntry {
+	_id: string; // walletId:seq
+	walletId: string;
+	seq: number;
+	movement: string; // txId:direction, unique
+	txId: string;
+	direction: Direction;
+	deltaMinor: number; // signed
+	balanceAfterMinor: number;
+	at: string;
+}
+
+export type ApplyResult =
+	| { outcome: "applied"; entry: LedgerEntry; balanceMinor: number }
+	| { outcome: "already-applied"; entry: LedgerEntry; balanceMinor: number }
+	| { outcome: "insufficient-funds"; balanceMinor: number };
+
+export class WalletNotFound extends Error {}
+
+const MAX_ATTEMPTS = 1000;
+
+export class Ledger {
+	constructor(
+		private readonly wallets: Store<WalletDoc>,
+		private readonly entries: Store<LedgerEntry>,
+		private readonly now: () => Date = () => new Date(),
+	) {}
+
+	static movementKey(txId: string, direction: Direction): string {
+		return `${txId}:${direction}`;
+	}
+
+	/** Applies a signed amount to a wallet once per (txId, direction). */
+	async apply(walletId: string, txId: string, direction: Direction, deltaMinor: number): Promise<ApplyResult> {
+		assertMinor(deltaMinor);
+		if (deltaMinor === 0) throw new RangeError("A movement must move money");
+		const movement = Ledger.movementKey(txId, direction);
+		for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+			const wallet = await this.settle(walletId);
+			const existing = await this.entries.findOne({ movement });
+			if (existing) {
+				if (existing.walletId !== walletId || existing.deltaMinor !== deltaMinor) {
+					throw new Error(`Movement ${movement} was recorded with another wallet or amount`);
+				}
+				// Logged by a writer that has not applied it yet: settle() will on the next pass.
+				if (existing.seq > wallet.version) continue;
+				return { outcome: "already-applied", entry: existing, balanceMinor: wallet.balanceMinor };
+			}
+			const balanceAfterMinor = wallet.balanceMinor + deltaMinor;
+			if (balanceAfterMinor < 0) return { outcome: "insufficient-funds", balanceMinor: wallet.balanceMinor };
+			const seq = wallet.version + 1;
+			const entry: LedgerEntry = {
+				_id: `${walletId}:${seq}`,
+				walletId,
+				seq,
+				movement,
+				txId,
+				direction,
+				deltaMinor,
+				balanceAfterMinor,
+				at: this.now().toISOString(),
+			};
+			try {
+				await this.entries.insert(entry);
+			} catch (err) {
+				if (isDuplicateKeyError(err)) continue; // another writer took this seq or this movement
+				throw err;
+			}
+			await this.advance(wallet, entry);
+			return { outcome: "applied", entry, balanceMinor: balanceAfterMinor };
+		}
+		throw new Error(`Wallet ${walletId} too contended to apply ${movement}`);
+	}
+
+	/** The wallet with every logged entry applied (heals a writer that died between insert and update). */
+	async settle(walletId: string): Promise<WalletDoc> {
+		for (;;) {
+			const wallet = await this.wallets.findOne({ _id: walletId });
+			if (!wallet) throw new WalletNotFound(`No wallet ${walletId}`);
+			const pending = await this.entries.findOne({ _id: `${walletId}:${wallet.version + 1}` });
+			if (!pending) return wallet;
+			await this.advance(wallet, pending);
+		}
+	}
+
+	/** The one write to a balance: a compare-and-set on the wallet's version. */
+	private async advance(wallet: WalletDoc, entry: LedgerEntry): Promise<boolean> {
+		const changed = await this.wallets.updateMany(
+			{ _id: wallet._id, version: entry.seq - 1 },
+			{ $inc: { balanceMinor: entry.deltaMinor, version: 1 }, $set: { updatedAt: entry.at } },
+		);
+		return changed === 1;
+	}
+}
