@@ -3,14 +3,21 @@
  * broker. `npm start` runs this; with no TRANSPORTER it is the embedded
  * single-process Mint.
  */
-import { ServiceBroker, type ServiceSchema } from "moleculer";
+import { ServiceBroker, type BrokerOptions, type ServiceSchema } from "moleculer";
 import { ConfigError, loadConfig, type Config } from "./lib/config";
 import { brokerOptions } from "./moleculer.config";
 import { createServices } from "./services";
 
-/** Starts a broker with the configured services, plus any extra ones (e.g. an operator's REPL tools). */
-export async function startMint(config: Config, extraServices: ServiceSchema[] = []): Promise<ServiceBroker> {
-	const broker = new ServiceBroker(brokerOptions(config));
+/**
+ * Starts a broker with the configured services, plus any extra services
+ * (e.g. an operator's tools) and extra middlewares (e.g. fault injection).
+ */
+export async function startMint(
+	config: Config,
+	extraServices: ServiceSchema[] = [],
+	extraMiddlewares: NonNullable<BrokerOptions["middlewares"]> = [],
+): Promise<ServiceBroker> {
+	const broker = new ServiceBroker({ ...brokerOptions(config), middlewares: extraMiddlewares });
 	for (const schema of [...createServices(config), ...extraServices]) broker.createService(schema);
 	await broker.start();
 	return broker;

@@ -32,9 +32,22 @@ export function testConfig(env: Record<string, string> = {}): Config {
 	return loadConfig({ NODE_ENV: "test", PORT: "0", JWT_KEY_BITS: "2048", LOG_LEVEL: process.env.LOG_LEVEL ?? "warn", ...env, DATA_DIR: dataDir });
 }
 
-const RECORDED = ["user.signedUp", "user.passwordResetRequested", "user.emailVerified", "wallet.created", "auth.sessionsRevoked", "auth.keysRotated"];
+const RECORDED = [
+	"user.signedUp",
+	"user.passwordResetRequested",
+	"user.emailVerified",
+	"wallet.created",
+	"wallet.credited",
+	"wallet.debited",
+	"auth.sessionsRevoked",
+	"auth.keysRotated",
+	"transaction.created",
+	"transaction.processing",
+	"transaction.completed",
+	"transaction.failed",
+];
 
-export async function startTestMint(env: Record<string, string> = {}): Promise<TestMint> {
+export async function startTestMint(env: Record<string, string> = {}, middlewares: any[] = []): Promise<TestMint> {
 	const config = testConfig(env);
 	const events: RecordedEvent[] = [];
 	const broker = await startMint(config, [
@@ -42,7 +55,7 @@ export async function startTestMint(env: Record<string, string> = {}): Promise<T
 			name: "test-event-recorder",
 			events: Object.fromEntries(RECORDED.map(name => [name, (ctx: any) => void events.push({ name, params: ctx.params })])),
 		},
-	]);
+	], middlewares);
 	const api = broker.getLocalService("api") as any;
 	const server = api?.server;
 	return {

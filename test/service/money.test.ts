@@ -1,0 +1,217 @@
+/** Money at service level: concurrency, retries after a timeout, crashes between steps, the sweeper. */
+import { Errors, type Middleware } from "moleculer";
+import { startTestMint, waitFor, type TestMint } from "../helpers/mint";
+import { newPerson, signup, type Session } from "../helpers/http";
+import { expectInvariants } from "../helpers/money";
+
+const as = (session: Session) => ({ meta: { user: { id: session.user.id, sid: "test" } } });
+
+async function topUpMinor(mint: TestMint, session: Session, amount: number) {
+	const result: any = await mint.broker.call("transactions.topup", { amount }, as(session));
+	expect(result.transaction.status).toBe("Completed");
+}
+
+async function balancesMinor(mint: TestMint, sessions: Session[]): Promise<number[]> {
+	return Promise.all(sessions.map(s => mint.broker.call<number, object>("wallet.balanceOf", { userId: s.user.id })));
+}
+
+async function entriesOf(mint: TestMint, txId: string) {
+	return (mint.broker.getLocalService("wallet") as any).stores.entries.find({ query: { txId } });
+}
+
+describe("500 concurrent mixed transfers among 20 users, some overdrawing", () => {
+	let mint: TestMint;
+	beforeAll(async () => {
+		mint = await startTestMint();
+	});
+	afterAll(() => mint.stop());
+
+	it("keeps every invariant: money conserved, no negative balance, each movement once", async () => {
+		const users: Session[] = [];
+		for (let i = 0; i < 20; i++) users.push(await signup(mint, newPerson()));
+		for (const [i, user] of users.entries()) await topUpMinor(mint, user, 10 + i); // 10..29 major units
+		const totalBefore = (await balancesMinor(mint, users)).reduce((a, b) => a + b, 0);
+		expect(totalBefore).toBe(39_000);
+
+		// Deterministic pseudo-random amounts 0.01..15.00: many exceed what senders have left.
+		let seed = 42;
+		const next = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31);
+		const outcomes = await Promise.all(
+			Array.from({ length: 500 }, () => {
+				const from = users[next() % 20];
+				let to = users[next() % 20];
+				if (to === from) to = users[(users.indexOf(from) + 1) % 20];
+				const amount = ((next() % 1500) + 1) / 100;
+				return mint.broker.call<any, object>("transactions.transfer", { amount, toUserId: to.user.id }, as(from)).then(
+					r => r.transaction.status as string,
+					(err: any) => `${err.code}:${err.message}`,
+				);
+			}),
+		);
+		const counts = outcomes.reduce<Record<string, number>>((acc, o) => ((acc[o] = (acc[o] ?? 0) + 1), acc), {});
+		// Everything either completed, failed for funds while processing, or was refused for funds at request time.
+		expect(Object.keys(counts).every(k => ["Completed", "Failed", "422:Insufficient funds"].includes(k))).toBe(true);
+		expect(counts.Completed).toBeGreaterThan(50);
+		expect((counts.Failed ?? 0) + (counts["422:Insufficient funds"] ?? 0)).toBeGreaterThan(10);
+
+		const after = await balancesMinor(mint, users);
+		expect(after.reduce((a, b) => a + b, 0)).toBe(totalBefore);
+		expect(after.every(b => b >= 0)).toBe(true);
+		const totals = await expectInvariants(mint);
+		expect(totals.balancesMinor).toBe(39_000);
+	}, 60_000);
+});
+
+describe("a wallet call that times out after the debit ran", () => {
+	let mint: TestMint;
+	const timedOut = new Set<string>();
+	// Lets the debit happen, then reports a timeout the first time per transaction: the caller retries.
+	const timeoutAfterDebit: Middleware = {
+		localAction(next: any, action: any) {
+			if (action.name !== "wallet.debit") return next;
+			return async (ctx: any) => {
+				const result = await next(ctx);
+				if (!timedOut.has(ctx.params.txId)) {
+					timedOut.add(ctx.params.txId);
+					throw new Errors.RequestTimeoutError({ action: "wallet.debit", nodeID: ctx.nodeID });
+				}
+				return result;
+			};
+		},
+	} as Middleware;
+	beforeAll(async () => {
+		mint = await startTestMint({}, [timeoutAfterDebit]);
+	});
+	afterAll(() => mint.stop());
+
+	it("is retried and moves the money once", async () => {
+		const sender = await signup(mint);
+		const recipient = await signup(mint);
+		await topUpMinor(mint, sender, 20);
+		const result: any = await mint.broker.call("transactions.transfer", { amount: 5, toUserId: recipient.user.id }, as(sender));
+		expect(timedOut.has(result.transaction.id)).toBe(true);
+		expect(result.transaction.status).toBe("Completed");
+		expect(await balancesMinor(mint, [sender, recipient])).toEqual([1500, 500]);
+		const entries = await entriesOf(mint, result.transaction.id);
+		expect(entries.map((e: any) => e.direction).sort()).toEqual(["credit", "debit"]);
+		await expectInvariants(mint);
+	});
+
+	it("a repeated wallet call for a transaction already applied is a no-op", async () => {
+		const sender = await signup(mint);
+		const recipient = await signup(mint);
+		await topUpMinor(mint, sender, 10);
+		const result: any = await mint.broker.call("transactions.transfer", { amount: 4, toUserId: recipient.user.id }, as(sender));
+		const txId = result.transaction.id;
+		const debit: any = await mint.broker.call("wallet.debit", { userId: sender.user.id, txId, amountMinor: 400 });
+		const credit: any = await mint.broker.call("wallet.credit", { userId: recipient.user.id, txId, amountMinor: 400 });
+		expect([debit.outcome, credit.outcome]).toEqual(["already-applied", "already-applied"]);
+		expect(await balancesMinor(mint, [sender, recipient])).toEqual([600, 400]);
+		expect(await entriesOf(mint, txId)).toHaveLength(2);
+		await expectInvariants(mint);
+	});
+
+	it("a duplicated transaction event moves nothing", async () => {
+		const user = await signup(mint);
+		await topUpMinor(mint, user, 3);
+		const completed = await waitFor(() => mint.events.find(e => e.name === "transaction.completed" && e.params.userId === user.user.id));
+		await mint.broker.emit("transaction.completed", completed.params);
+		await mint.broker.emit("transaction.completed", completed.params);
+		expect(await balancesMinor(mint, [user])).toEqual([300]);
+		await expectInvariants(mint);
+	});
+});
+
+describe("a crash between the debit and the credit", () => {
+	let mint: TestMint;
+	let crashes = 0;
+	// The node "dies" right after the debit: the credit call never arrives, the transaction stays Processing.
+	const dieBeforeCredit: Middleware = {
+		localAction(next: any, action: any) {
+			if (action.name !== "wallet.credit") return next;
+			return async (ctx: any) => {
+				if (ctx.params.direction === undefined && crashes === 0 && ctx.params.amountMinor === 777) {
+					crashes++;
+					throw new Errors.MoleculerError("node died", 500, "NODE_DIED");
+				}
+				return next(ctx);
+			};
+		},
+	} as Middleware;
+	beforeAll(async () => {
+		mint = await startTestMint({ TX_STUCK_AFTER_MS: "300", TX_SWEEP_INTERVAL_MS: "100" }, [dieBeforeCredit]);
+	});
+	afterAll(() => mint.stop());
+
+	it("is finished by the sweeper: forward to Completed, money moved once, invariants hold", async () => {
+		const sender = await signup(mint);
+		const recipient = await signup(mint);
+		await topUpMinor(mint, sender, 10);
+		const result: any = await mint.broker.call("transactions.transfer", { amount: 7.77, toUserId: recipient.user.id }, as(sender));
+		expect(crashes).toBe(1);
+		expect(result.transaction.status).toBe("Processing");
+		expect(await balancesMinor(mint, [sender, recipient])).toEqual([223, 0]); // debited, not yet credited
+
+		const done = await waitFor(async () => {
+			const tx: any = await (mint.broker.getLocalService("transactions") as any).adapter.findOne({ _id: result.transaction.id });
+			return tx.status === "Completed" ? tx : undefined;
+		}, 5000);
+		expect(done.history.map((h: any) => h.status)).toEqual(["Pending", "Processing", "Completed"]);
+		expect(await balancesMinor(mint, [sender, recipient])).toEqual([223, 777]);
+		const entries = await entriesOf(mint, result.transaction.id);
+		expect(entries.map((e: any) => e.direction).sort()).toEqual(["credit", "debit"]);
+		await expectInvariants(mint);
+	});
+
+	it("a transaction left Pending by a crash is driven forward too", async () => {
+		const user = await signup(mint);
+		const transactions = mint.broker.getLocalService("transactions") as any;
+		const now = new Date().toISOString();
+		await transactions.adapter.insert({
+			_id: "crashed-before-processing",
+			type: "TopUp",
+			status: "Pending",
+			amountMinor: 250,
+			currency: "USD",
+			userId: user.user.id,
+			requestedBy: user.user.id,
+			requestHash: "x",
+			leaseUntil: Date.now() - 1,
+			history: [{ status: "Pending", at: now }],
+			createdAt: now,
+			updatedAt: now,
+		});
+		await waitFor(async () => ((await transactions.adapter.findOne({ _id: "crashed-before-processing" })).status === "Completed" ? true : undefined), 5000);
+		expect(await balancesMinor(mint, [user])).toEqual([250]);
+		await expectInvariants(mint);
+	});
+
+	it("two sweepers at once drive a stuck transaction once", async () => {
+		const sender = await signup(mint);
+		const recipient = await signup(mint);
+		await topUpMinor(mint, sender, 5);
+		const transactions = mint.broker.getLocalService("transactions") as any;
+		const now = new Date().toISOString();
+		await transactions.adapter.insert({
+			_id: "stuck-for-two-sweepers",
+			type: "Transfer",
+			status: "Processing",
+			amountMinor: 400,
+			currency: "USD",
+			fromUserId: sender.user.id,
+			toUserId: recipient.user.id,
+			requestedBy: sender.user.id,
+			requestHash: "x",
+			leaseUntil: Date.now() - 1,
+			history: [{ status: "Pending", at: now }, { status: "Processing", at: now }],
+			createdAt: now,
+			updatedAt: now,
+		});
+		const results = await Promise.all([mint.broker.call<any>("transactions.sweep"), mint.broker.call<any>("transactions.sweep"), transactions.sweepStuck()]);
+		const drivers = results.flatMap(r => r.redriven).filter((id: string) => id === "stuck-for-two-sweepers");
+		expect(drivers.length).toBeLessThanOrEqual(1);
+		await waitFor(async () => ((await transactions.adapter.findOne({ _id: "stuck-for-two-sweepers" })).status === "Completed" ? true : undefined), 5000);
+		expect(await balancesMinor(mint, [sender, recipient])).toEqual([100, 400]);
+		await expectInvariants(mint);
+	});
+});

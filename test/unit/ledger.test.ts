@@ -1,0 +1,98 @@
+/** The ledger on a real NeDB store: once per movement, never below zero, heals a crash between its two writes. */
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { createAdapter, type Store } from "../../mixins/db.mixin";
+import { Ledger, type LedgerEntry, type WalletDoc } from "../../services/wallet/ledger";
+import { testConfig } from "../helpers/mint";
+
+let dir: string;
+let wallets: Store<WalletDoc>;
+let entries: Store<LedgerEntry>;
+let ledger: Ledger;
+
+async function open(name: string, indexes: any[] = []) {
+	const adapter = createAdapter(testConfig({ DATA_DIR: dir }), "wallet", { name, indexes });
+	adapter.init({}, { logger: console, schema: {}, settings: {} });
+	await adapter.connect();
+	return adapter;
+}
+
+beforeEach(async () => {
+	dir = fs.mkdtempSync(path.join(os.tmpdir(), "mint-ledger-"));
+	wallets = await open("wallets", [{ fields: { userId: 1 }, unique: true }]);
+	entries = await open("entries", [{ fields: { movement: 1 }, unique: true }]);
+	ledger = new Ledger(wallets, entries);
+	await wallets.insert({ _id: "w1", userId: "u1", balanceMinor: 0, version: 0, currency: "USD", createdAt: "t", updatedAt: "t" });
+});
+afterEach(async () => {
+	// Disconnecting stops NeDB's autocompaction timer, which would keep Jest alive.
+	await (wallets as any).disconnect();
+	await (entries as any).disconnect();
+	fs.rmSync(dir, { recursive: true, force: true });
+});
+
+const balance = async () => (await ledger.settle("w1")).balanceMinor;
+
+describe("Ledger.apply", () => {
+	it("applies a movement once, however often it is repeated", async () => {
+		expect((await ledger.apply("w1", "tx1", "credit", 500)).outcome).toBe("applied");
+		expect((await ledger.apply("w1", "tx1", "credit", 500)).outcome).toBe("already-applied");
+		expect(await balance()).toBe(500);
+		expect(await entries.count({})).toBe(1);
+	});
+
+	it("applies the same movement sent 50 times at once exactly once", async () => {
+		const results = await Promise.all(Array.from({ length: 50 }, () => ledger.apply("w1", "tx-race", "credit", 100)));
+		expect(results.filter(r => r.outcome === "applied")).toHaveLength(1);
+		expect(await balance()).toBe(100);
+	});
+
+	it("never lets a balance go below zero, even under 200 concurrent debits", async () => {
+		await ledger.apply("w1", "funding", "credit", 100);
+		const results = await Promise.all(Array.from({ length: 200 }, (_, i) => ledger.apply("w1", `spend-${i}`, "debit", -1)));
+		expect(results.filter(r => r.outcome === "applied")).toHaveLength(100);
+		expect(results.filter(r => r.outcome === "insufficient-funds")).toHaveLength(100);
+		expect(await balance()).toBe(0);
+		const all = await entries.find({ query: { walletId: "w1" }, sort: ["seq"] });
+		expect(all.map(e => e.seq)).toEqual(Array.from({ length: 101 }, (_, i) => i + 1));
+		expect(all.every(e => e.balanceAfterMinor >= 0)).toBe(true);
+	});
+
+	it("refuses a debit larger than the balance and records nothing", async () => {
+		await ledger.apply("w1", "funding", "credit", 99);
+		expect(await ledger.apply("w1", "big", "debit", -100)).toEqual({ outcome: "insufficient-funds", balanceMinor: 99 });
+		expect(await entries.count({})).toBe(1);
+	});
+
+	it("refuses a movement id reused with another amount", async () => {
+		await ledger.apply("w1", "tx1", "credit", 500);
+		await expect(ledger.apply("w1", "tx1", "credit", 600)).rejects.toThrow(/another wallet or amount/);
+		expect(await balance()).toBe(500);
+	});
+
+	it("keeps debit and credit of one transaction apart", async () => {
+		await ledger.apply("w1", "tx1", "credit", 500);
+		expect((await ledger.apply("w1", "tx1", "debit", -200)).outcome).toBe("applied");
+		expect(await balance()).toBe(300);
+	});
+
+	it("refuses fractional and zero amounts", async () => {
+		await expect(ledger.apply("w1", "t", "credit", 1.5)).rejects.toThrow(TypeError);
+		await expect(ledger.apply("w1", "t", "credit", 0)).rejects.toThrow(RangeError);
+	});
+});
+
+describe("a crash between logging an entry and updating the wallet", () => {
+	it("is healed by the next reader: the logged entry is applied once", async () => {
+		await ledger.apply("w1", "tx1", "credit", 500);
+		// What a writer that died after its insert leaves behind: entry seq 2, wallet still at version 1.
+		await entries.insert({ _id: "w1:2", walletId: "w1", seq: 2, movement: "tx2:credit", txId: "tx2", direction: "credit", deltaMinor: 250, balanceAfterMinor: 750, at: "t" });
+		expect((await wallets.findOne({ _id: "w1" }))!.balanceMinor).toBe(500);
+		expect(await balance()).toBe(750);
+		// The retried call finds its movement applied.
+		expect((await ledger.apply("w1", "tx2", "credit", 250)).outcome).toBe("already-applied");
+		expect(await balance()).toBe(750);
+		expect((await wallets.findOne({ _id: "w1" }))!.version).toBe(2);
+	});
+});
