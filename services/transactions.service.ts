@@ -19,7 +19,7 @@ import crypto from "node:crypto";
 import type { Context, ServiceSchema } from "moleculer";
 import type { Config } from "../lib/config";
 import { businessRule, notFound, validationError } from "../lib/errors";
-import { newEvent } from "../lib/events";
+import { eventIdFor, newEvent } from "../lib/events";
 import { parseMajorAmount, toMajor } from "../lib/money";
 import { DbMixin, isDuplicateKeyError } from "../mixins/db.mixin";
 import type { Caller } from "./auth.service";
@@ -92,6 +92,19 @@ export const toTransactionView = (tx: TransactionEntity): TransactionView => ({
 });
 
 const FINAL: TransactionStatus[] = ["Completed", "Failed"];
+const EVENT_BY_STATUS: Record<TransactionStatus, string> = { Pending: "created", Processing: "processing", Completed: "completed", Failed: "failed" };
+const NEXT: Record<TransactionStatus, TransactionStatus[]> = { Pending: ["Processing"], Processing: ["Completed", "Failed"], Completed: [], Failed: [] };
+
+/** Replays a recorded history: the state it leads to, or an error naming the first move the machine forbids. */
+export function replayHistory(history: HistoryRecord[]): { status: TransactionStatus; reason?: string } {
+	if (history[0]?.status !== "Pending") throw new Error("A history starts with Pending");
+	let state: { status: TransactionStatus; reason?: string } = { status: "Pending" };
+	for (const record of history.slice(1)) {
+		if (!NEXT[state.status].includes(record.status)) throw new Error(`Illegal move ${state.status} -> ${record.status}`);
+		state = { status: record.status, ...(record.reason ? { reason: record.reason } : {}) };
+	}
+	return state;
+}
 const IDEMPOTENCY_KEY = /^[\x20-\x7e]{1,255}$/;
 const USER_ID = /^[A-Za-z0-9-]{1,64}$/;
 const INSUFFICIENT_FUNDS = "Insufficient funds";
@@ -99,11 +112,7 @@ const INSUFFICIENT_FUNDS = "Insufficient funds";
 const WALLET_CALL = { retries: 3 };
 
 /** The same user and Idempotency-Key always name the same transaction: the insert itself dedupes. */
-export function transactionIdFor(userId: string, idempotencyKey: string): string {
-	const hex = crypto.createHash("sha256").update(`${userId}\n${idempotencyKey}`).digest("hex");
-	// Shaped as a UUID (version 8: custom) so ids look alike whether keyed or random.
-	return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-8${hex.slice(13, 16)}-${((parseInt(hex[16], 16) & 3) | 8).toString(16)}${hex.slice(17, 20)}-${hex.slice(20, 32)}`;
-}
+export const transactionIdFor = (userId: string, idempotencyKey: string): string => eventIdFor("transaction", userId, idempotencyKey);
 
 const requestHashOf = (request: object) => crypto.createHash("sha256").update(JSON.stringify(request)).digest("hex");
 
@@ -213,6 +222,23 @@ export default function createTransactionsService(config: Config): ServiceSchema
 				},
 			},
 
+			/**
+			 * Operator action (REPL): re-emits a transaction's recorded state changes,
+			 * oldest first, with their original eventIds and times (consumers dedupe).
+			 */
+			replayEvents: {
+				visibility: "public",
+				params: { id: { type: "string", min: 1, max: 64 } },
+				async handler(this: any, ctx: Context<{ id: string }>) {
+					const tx: TransactionEntity | null = await this.adapter.findOne({ _id: ctx.params.id });
+					if (!tx) throw notFound("Transaction not found");
+					const state = replayHistory(tx.history);
+					if (state.status !== tx.status) throw new Error(`History of ${tx._id} replays to ${state.status}, stored ${tx.status}`);
+					for (const record of tx.history) await this.announce(tx, record);
+					return { replayed: tx.history.length, status: state.status };
+				},
+			},
+
 			/** Operator action (REPL): re-drive every transaction stuck past TX_STUCK_AFTER_MS now. */
 			sweep: {
 				visibility: "public",
@@ -285,7 +311,7 @@ export default function createTransactionsService(config: Config): ServiceSchema
 					if (!isDuplicateKeyError(err)) throw err;
 					return this.replay(await this.adapter.findOne({ _id: id }), requestHash);
 				}
-				await this.announce(tx, "created");
+				await this.announce(tx, tx.history[0]);
 
 				// The creator holds the lease: drive it now, answer with the final state if it ends in time.
 				const driving = this.drive(id).catch((err: unknown) => this.logger.error({ err, transactionId: id }, "transaction processing failed; the sweeper will re-drive it"));
@@ -335,23 +361,27 @@ export default function createTransactionsService(config: Config): ServiceSchema
 					{ $set: { status: to, updatedAt: at, ...(reason ? { reason } : {}) }, $push: { history: record } },
 				);
 				if (changed !== 1) return false;
-				await this.announce({ ...tx, status: to, updatedAt: at, ...(reason ? { reason } : {}) }, to.toLowerCase());
+				await this.announce(tx, record);
 				return true;
 			},
 
-			async announce(this: any, tx: TransactionEntity, what: string) {
+			/** Emits a state change; its eventId is stable per (transaction, status), so replays dedupe. */
+			async announce(this: any, tx: TransactionEntity, record: HistoryRecord) {
 				await this.broker.emit(
-					`transaction.${what}`,
-					newEvent({
-						transactionId: tx._id,
-						type: tx.type,
-						status: tx.status,
-						amountMinor: tx.amountMinor,
-						currency: tx.currency,
-						...(tx.userId ? { userId: tx.userId } : {}),
-						...(tx.fromUserId ? { fromUserId: tx.fromUserId, toUserId: tx.toUserId } : {}),
-						...(tx.reason ? { reason: tx.reason } : {}),
-					}),
+					`transaction.${EVENT_BY_STATUS[record.status]}`,
+					newEvent(
+						{
+							transactionId: tx._id,
+							type: tx.type,
+							status: record.status,
+							amountMinor: tx.amountMinor,
+							currency: tx.currency,
+							...(tx.userId ? { userId: tx.userId } : {}),
+							...(tx.fromUserId ? { fromUserId: tx.fromUserId, toUserId: tx.toUserId } : {}),
+							...(record.reason ? { reason: record.reason } : {}),
+						},
+						{ eventId: eventIdFor("transaction-event", tx._id, record.status), occurredAt: record.at },
+					),
 				);
 			},
 

@@ -231,3 +231,33 @@ describe("GET /transactions", () => {
 		expect((await mint.http.get(`/api/v1/transactions/${res.body.id}`)).status).toBe(401);
 	});
 });
+
+describe("when processing outlasts TX_SYNC_WAIT_MS", () => {
+	it("answers 202 with the current state, and the client can poll to Completed", async () => {
+		const slowWallet = {
+			localAction(next: any, action: any) {
+				if (action.name !== "wallet.credit") return next;
+				return async (ctx: any) => {
+					await new Promise(r => setTimeout(r, 300));
+					return next(ctx);
+				};
+			},
+		};
+		const slow = await startTestMint({ TX_SYNC_WAIT_MS: "50" }, [slowWallet]);
+		try {
+			const session = await signup(slow);
+			const res = await topUp(slow, session, 9.99);
+			expect(res.status).toBe(202);
+			expect(res.body.status).toBe("Processing");
+			const done = await waitFor(async () => {
+				const poll = await slow.http.get(`/api/v1/transactions/${res.body.id}`).set("Cookie", session.cookie);
+				return poll.body.status === "Completed" ? poll.body : undefined;
+			}, 5000);
+			expect(done.amount).toBe(9.99);
+			expect(await balanceOf(slow, session)).toBe(9.99);
+			await expectInvariants(slow);
+		} finally {
+			await slow.stop();
+		}
+	});
+});

@@ -215,3 +215,67 @@ describe("a crash between the debit and the credit", () => {
 		await expectInvariants(mint);
 	});
 });
+
+describe("transaction events", () => {
+	let mint: TestMint;
+	beforeAll(async () => {
+		mint = await startTestMint();
+	});
+	afterAll(() => mint.stop());
+
+	it("replay with their original eventIds and times, oldest first", async () => {
+		const user = await signup(mint);
+		const result: any = await mint.broker.call("transactions.topup", { amount: 1 }, as(user));
+		const id = result.transaction.id;
+		const original = await waitFor(() => {
+			const events = mint.events.filter(e => e.name.startsWith("transaction.") && e.params.transactionId === id);
+			return events.length === 3 ? events : undefined;
+		});
+		const replay: any = await mint.broker.call("transactions.replayEvents", { id });
+		expect(replay).toEqual({ replayed: 3, status: "Completed" });
+		const all = await waitFor(() => {
+			const events = mint.events.filter(e => e.name.startsWith("transaction.") && e.params.transactionId === id);
+			return events.length === 6 ? events : undefined;
+		});
+		const view = (events: typeof all) => events.map(e => [e.name, e.params.eventId, e.params.occurredAt]);
+		expect(view(all.slice(3))).toEqual(view(original));
+		expect(new Set(original.map(e => e.params.eventId)).size).toBe(3);
+		expect(await balancesMinor(mint, [user])).toEqual([100]);
+	});
+
+	it("a transfer that finds the money gone fails with its reason, recorded and emitted", async () => {
+		const sender = await signup(mint);
+		const recipient = await signup(mint);
+		const transactions = mint.broker.getLocalService("transactions") as any;
+		const now = new Date().toISOString();
+		// Passed the request-time check, then the money went elsewhere before the debit.
+		await transactions.adapter.insert({
+			_id: "late-overdraft",
+			type: "Transfer",
+			status: "Processing",
+			amountMinor: 500,
+			currency: "USD",
+			fromUserId: sender.user.id,
+			toUserId: recipient.user.id,
+			requestedBy: sender.user.id,
+			requestHash: "x",
+			leaseUntil: Date.now() - 1,
+			history: [{ status: "Pending", at: now }, { status: "Processing", at: now }],
+			createdAt: now,
+			updatedAt: now,
+		});
+		await mint.broker.call("transactions.redrive", { id: "late-overdraft" });
+		const res = await mint.http.get("/api/v1/transactions/late-overdraft").set("Cookie", sender.cookie);
+		expect(res.body).toMatchObject({ status: "Failed", reason: "Insufficient funds" });
+		const history = await mint.http.get("/api/v1/transactions/late-overdraft/history").set("Cookie", recipient.cookie);
+		expect(history.body.map((h: any) => [h.status, h.reason])).toEqual([
+			["Pending", undefined],
+			["Processing", undefined],
+			["Failed", "Insufficient funds"],
+		]);
+		const failed = await waitFor(() => mint.events.find(e => e.name === "transaction.failed" && e.params.transactionId === "late-overdraft"));
+		expect(failed.params.reason).toBe("Insufficient funds");
+		expect(await balancesMinor(mint, [sender, recipient])).toEqual([0, 0]);
+		await expectInvariants(mint);
+	});
+});
