@@ -1,4 +1,4 @@
-/** Two Mint nodes over the real RabbitMQ: a gateway node and an auth + wallet node. */
+/** Three Mint nodes over the real RabbitMQ: a gateway, an auth + wallet node and a transactions node. */
 import crypto from "node:crypto";
 import type { ServiceBroker } from "moleculer";
 import request from "supertest";
@@ -13,21 +13,25 @@ const amqp = new URL(AMQP_URL);
 describeWithInfra("a cluster over RabbitMQ", { name: `RabbitMQ at ${amqp.host}`, available: tcpReachable(amqp.hostname, Number(amqp.port || 5672)) }, () => {
 	let gateway: ServiceBroker;
 	let backend: ServiceBroker;
+	let money: ServiceBroker;
 	let http: ReturnType<typeof request>;
 
 	beforeAll(async () => {
 		const namespace = `mint-test-${crypto.randomUUID().slice(0, 8)}`;
 		const shared = { TRANSPORTER: AMQP_URL, NAMESPACE: namespace };
 		backend = await startMint(testConfig({ ...shared, SERVICES: "auth,wallet", NODE_ID: `${namespace}-backend` }));
+		money = await startMint(testConfig({ ...shared, SERVICES: "transactions", NODE_ID: `${namespace}-money` }));
 		gateway = await startMint(testConfig({ ...shared, SERVICES: "api", NODE_ID: `${namespace}-gateway` }));
-		// Both sides must have discovered each other: an event emitted before that has no subscriber.
-		await gateway.waitForServices(["auth", "wallet"], 10_000);
-		await backend.waitForServices(["api"], 10_000);
+		// Every side must have discovered the others: an event emitted before that has no subscriber.
+		await gateway.waitForServices(["auth", "wallet", "transactions"], 10_000);
+		await backend.waitForServices(["api", "transactions"], 10_000);
+		await money.waitForServices(["api", "auth", "wallet"], 10_000);
 		http = request((gateway.getLocalService("api") as any).server);
 	}, 30_000);
 
 	afterAll(async () => {
 		await gateway?.stop();
+		await money?.stop();
 		await backend?.stop();
 	});
 
@@ -64,5 +68,22 @@ describeWithInfra("a cluster over RabbitMQ", { name: `RabbitMQ at ${amqp.host}`,
 		for (const session of [before, after]) {
 			expect((await http.get("/api/v1/auth/user").set("Authorization", `Bearer ${session.access}`)).body).not.toBeNull();
 		}
+	});
+
+	it("moves money across nodes: top-up and transfer answer 201 and both balances show it at once", async () => {
+		const sender = sessionFrom(await http.post("/api/v1/auth/signup").send(signupBody(newPerson())));
+		const recipientRes = await http.post("/api/v1/auth/signup").send(signupBody(newPerson()));
+		const recipient = sessionFrom(recipientRes);
+		const topUp = await http.post("/api/v1/transactions/topup").set("Cookie", sender.cookie).set("Idempotency-Key", "cluster-topup").send({ amount: 40 });
+		expect(topUp.status).toBe(201);
+		const replay = await http.post("/api/v1/transactions/topup").set("Cookie", sender.cookie).set("Idempotency-Key", "cluster-topup").send({ amount: 40 });
+		expect(replay.status).toBe(200);
+		const sent = await http.post("/api/v1/transactions/transfer").set("Cookie", sender.cookie).send({ amount: 15.5, toUserId: recipientRes.body.id });
+		expect(sent.status).toBe(201);
+		expect(sent.body.status).toBe("Completed");
+		expect((await http.get("/api/v1/wallet/user").set("Cookie", sender.cookie)).body.balance).toBe(24.5);
+		expect((await http.get("/api/v1/wallet/user").set("Cookie", recipient.cookie)).body.balance).toBe(15.5);
+		const report = await gateway.call<{ ok: boolean; violations: string[] }>("wallet.checkInvariants");
+		expect(report.violations).toEqual([]);
 	});
 });
