@@ -44,7 +44,9 @@ async function openConnected(open: OpenAdapter): Promise<any> {
 /**
  * insert, unique violation, compare-and-set updateMany (1 then 0, also under
  * a race), find with query/sort/limit/offset, $regex with a RegExp, filters
- * on undeclared fields, count, persistence across reconnect, removeMany.
+ * on undeclared fields, count, the ledger's $inc/$set version CAS, the state
+ * machine's status CAS with $push, the sweeper's $in/$lt claim, $or queries,
+ * persistence across reconnect, removeMany.
  * Expects empty storage.
  */
 export async function storeRoundTrip(open: OpenAdapter): Promise<void> {
@@ -108,6 +110,40 @@ export async function storeRoundTrip(open: OpenAdapter): Promise<void> {
 			expect(await store.count({ query: { email: { $regex: /@example\.com$/ } } })).toBe(2);
 			// A regex metacharacter escaped as the services do matches only itself.
 			expect(await store.count({ query: { email: { $regex: /a\.a/ } } })).toBe(0);
+		});
+
+		await step("the ledger's write: $inc and $set in one compare-and-set on a version", async () => {
+			await store.insert({ _id: "w1", email: "wallet@example.com", balanceMinor: 0, version: 0 });
+			expect(await store.updateMany({ _id: "w1", version: 0 }, { $inc: { balanceMinor: 250, version: 1 }, $set: { updatedAt: "t1" } })).toBe(1);
+			expect(await store.updateMany({ _id: "w1", version: 0 }, { $inc: { balanceMinor: 250, version: 1 }, $set: { updatedAt: "t2" } })).toBe(0);
+			const counts = await Promise.all(
+				Array.from({ length: 5 }, () => store.updateMany({ _id: "w1", version: 1 }, { $inc: { balanceMinor: -100, version: 1 }, $set: { updatedAt: "t3" } })),
+			);
+			expect(counts.reduce((a: number, b: number) => a + b, 0)).toBe(1);
+			const wallet = await store.findOne({ _id: "w1" });
+			expect([wallet.balanceMinor, wallet.version, wallet.updatedAt]).toEqual([150, 2, "t3"]);
+		});
+
+		await step("the state machine's write: a status compare-and-set that $pushes its history record", async () => {
+			await store.insert({ _id: "t1", email: "tx@example.com", status: "Pending", leaseUntil: 100, history: [{ status: "Pending", at: "a" }] });
+			const move = (from: string, to: string) =>
+				store.updateMany({ _id: "t1", status: from }, { $set: { status: to }, $push: { history: { status: to, at: to } } });
+			expect(await move("Pending", "Processing")).toBe(1);
+			expect(await move("Pending", "Processing")).toBe(0);
+			expect(await move("Processing", "Completed")).toBe(1);
+			expect(await move("Processing", "Failed")).toBe(0);
+			expect((await store.findOne({ _id: "t1" })).history.map((h: any) => h.status)).toEqual(["Pending", "Processing", "Completed"]);
+		});
+
+		await step("the sweeper's claim and the list query: $in with $lt, and $or", async () => {
+			await store.insert({ _id: "t2", email: "t2@example.com", status: "Processing", leaseUntil: 100, fromUserId: "a", toUserId: "b" });
+			const claim = (now: number) => store.updateMany({ _id: "t2", status: { $in: ["Pending", "Processing"] }, leaseUntil: { $lt: now } }, { $set: { leaseUntil: now + 1000 } });
+			expect(await claim(50)).toBe(0); // lease still running
+			expect(await claim(200)).toBe(1);
+			expect(await claim(300)).toBe(0); // the first claimant now holds it
+			expect(ids(await store.find({ query: { $or: [{ fromUserId: "b" }, { toUserId: "b" }] } }))).toEqual(["t2"]);
+			expect(await store.count({ query: { $or: [{ fromUserId: "zz" }, { toUserId: "zz" }] } })).toBe(0);
+			await store.removeMany({ _id: { $in: ["w1", "t1", "t2"] } });
 		});
 
 		await step("data survives a disconnect and a new adapter on the same storage", async () => {
