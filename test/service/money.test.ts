@@ -15,6 +15,23 @@ async function balancesMinor(mint: TestMint, sessions: Session[]): Promise<numbe
 	return Promise.all(sessions.map(s => mint.broker.call<number, object>("wallet.balanceOf", { userId: s.user.id })));
 }
 
+/** What a crash leaves behind: a transaction in `status` whose lease has run out, nothing moved for it yet. */
+async function insertAbandoned(mint: TestMint, tx: { _id: string; status: "Pending" | "Processing"; amountMinor: number } & Record<string, unknown>) {
+	const now = new Date().toISOString();
+	const history = [{ status: "Pending", at: now }, ...(tx.status === "Processing" ? [{ status: "Processing", at: now }] : [])];
+	const requestedBy = (tx.userId ?? tx.fromUserId) as string;
+	await (mint.broker.getLocalService("transactions") as any).adapter.insert({
+		currency: "USD",
+		requestedBy,
+		requestHash: "x",
+		leaseUntil: Date.now() - 1,
+		history,
+		createdAt: now,
+		updatedAt: now,
+		...tx,
+	});
+}
+
 async function entriesOf(mint: TestMint, txId: string) {
 	return (mint.broker.getLocalService("wallet") as any).stores.entries.find({ query: { txId } });
 }
@@ -166,21 +183,7 @@ describe("a crash between the debit and the credit", () => {
 	it("a transaction left Pending by a crash is driven forward too", async () => {
 		const user = await signup(mint);
 		const transactions = mint.broker.getLocalService("transactions") as any;
-		const now = new Date().toISOString();
-		await transactions.adapter.insert({
-			_id: "crashed-before-processing",
-			type: "TopUp",
-			status: "Pending",
-			amountMinor: 250,
-			currency: "USD",
-			userId: user.user.id,
-			requestedBy: user.user.id,
-			requestHash: "x",
-			leaseUntil: Date.now() - 1,
-			history: [{ status: "Pending", at: now }],
-			createdAt: now,
-			updatedAt: now,
-		});
+		await insertAbandoned(mint, { _id: "crashed-before-processing", type: "TopUp", status: "Pending", amountMinor: 250, userId: user.user.id });
 		await waitFor(async () => ((await transactions.adapter.findOne({ _id: "crashed-before-processing" })).status === "Completed" ? true : undefined), 5000);
 		expect(await balancesMinor(mint, [user])).toEqual([250]);
 		await expectInvariants(mint);
@@ -191,22 +194,7 @@ describe("a crash between the debit and the credit", () => {
 		const recipient = await signup(mint);
 		await topUpMinor(mint, sender, 5);
 		const transactions = mint.broker.getLocalService("transactions") as any;
-		const now = new Date().toISOString();
-		await transactions.adapter.insert({
-			_id: "stuck-for-two-sweepers",
-			type: "Transfer",
-			status: "Processing",
-			amountMinor: 400,
-			currency: "USD",
-			fromUserId: sender.user.id,
-			toUserId: recipient.user.id,
-			requestedBy: sender.user.id,
-			requestHash: "x",
-			leaseUntil: Date.now() - 1,
-			history: [{ status: "Pending", at: now }, { status: "Processing", at: now }],
-			createdAt: now,
-			updatedAt: now,
-		});
+		await insertAbandoned(mint, { _id: "stuck-for-two-sweepers", type: "Transfer", status: "Processing", amountMinor: 400, fromUserId: sender.user.id, toUserId: recipient.user.id });
 		const results = await Promise.all([mint.broker.call<any>("transactions.sweep"), mint.broker.call<any>("transactions.sweep"), transactions.sweepStuck()]);
 		const drivers = results.flatMap(r => r.redriven).filter((id: string) => id === "stuck-for-two-sweepers");
 		expect(drivers.length).toBeLessThanOrEqual(1);
@@ -246,24 +234,8 @@ describe("transaction events", () => {
 	it("a transfer that finds the money gone fails with its reason, recorded and emitted", async () => {
 		const sender = await signup(mint);
 		const recipient = await signup(mint);
-		const transactions = mint.broker.getLocalService("transactions") as any;
-		const now = new Date().toISOString();
 		// Passed the request-time check, then the money went elsewhere before the debit.
-		await transactions.adapter.insert({
-			_id: "late-overdraft",
-			type: "Transfer",
-			status: "Processing",
-			amountMinor: 500,
-			currency: "USD",
-			fromUserId: sender.user.id,
-			toUserId: recipient.user.id,
-			requestedBy: sender.user.id,
-			requestHash: "x",
-			leaseUntil: Date.now() - 1,
-			history: [{ status: "Pending", at: now }, { status: "Processing", at: now }],
-			createdAt: now,
-			updatedAt: now,
-		});
+		await insertAbandoned(mint, { _id: "late-overdraft", type: "Transfer", status: "Processing", amountMinor: 500, fromUserId: sender.user.id, toUserId: recipient.user.id });
 		await mint.broker.call("transactions.redrive", { id: "late-overdraft" });
 		const res = await mint.http.get("/api/v1/transactions/late-overdraft").set("Cookie", sender.cookie);
 		expect(res.body).toMatchObject({ status: "Failed", reason: "Insufficient funds" });
