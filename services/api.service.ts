@@ -12,7 +12,7 @@ import type { Context, ServiceSchema } from "moleculer";
 import ApiGateway from "moleculer-web";
 import type { Config } from "../lib/config";
 import { unauthorized } from "../lib/errors";
-import { EVENT_ENVELOPE } from "../lib/events";
+import { consumerContract } from "../lib/events";
 import type { Caller, IssuedSession, PublicUser } from "./auth.service";
 import type { SubmitResult } from "./transactions.service";
 import {
@@ -243,13 +243,16 @@ export default function createApiService(config: Config): ServiceSchema {
 
 		events: {
 			"auth.sessionsRevoked": {
-				params: { ...EVENT_ENVELOPE, sids: { type: "array", items: "string" }, expiresAt: "number" },
+				params: consumerContract("auth.sessionsRevoked", "sids", "expiresAt"),
 				handler(this: any, ctx: Context<{ sids: string[]; expiresAt: number }>) {
 					this.verifier.revokeSessions(ctx.params.sids, ctx.params.expiresAt);
 				},
 			},
-			"auth.keysRotated"(this: any) {
-				this.verifier.invalidateJwks();
+			"auth.keysRotated": {
+				params: consumerContract("auth.keysRotated", "currentKid"),
+				handler(this: any) {
+					this.verifier.invalidateJwks();
+				},
 			},
 		},
 

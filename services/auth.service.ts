@@ -13,7 +13,7 @@ import crypto from "node:crypto";
 import type { Context, ServiceSchema } from "moleculer";
 import type { Config } from "../lib/config";
 import { conflict, notFound, tooManyRequests, unauthorized, validationError } from "../lib/errors";
-import { newEvent } from "../lib/events";
+import { consumerContract, publish } from "../lib/events";
 import { DbMixin, isDuplicateKeyError, type Store } from "../mixins/db.mixin";
 import { currentKey, generateKey, openSigningKey, publishedKeys, type SigningKey, type StoredKey } from "./auth/keys";
 import Redis from "ioredis";
@@ -152,17 +152,14 @@ export default function createAuthService(config: Config): ServiceSchema {
 						throw err;
 					}
 					const verification = await this.createOneTimeToken(user._id, "verify-email", auth.verifyEmailTtlSec);
-					await ctx.emit(
-						"user.signedUp",
-						newEvent({
-							userId: user._id,
-							email: user.email,
-							firstName: user.firstName,
-							lastName: user.lastName,
-							verificationToken: verification.token,
-							verificationExpiresAt: new Date(verification.expiresAt).toISOString(),
-						}),
-					);
+					await publish(ctx, "user.signedUp", {
+						userId: user._id,
+						email: user.email,
+						firstName: user.firstName,
+						lastName: user.lastName,
+						verificationToken: verification.token,
+						verificationExpiresAt: new Date(verification.expiresAt).toISOString(),
+					});
 					this.logger.info({ userId: user._id }, "user signed up");
 					return { user: toPublicUser(user), session: await this.startSession(user._id) };
 				},
@@ -233,7 +230,7 @@ export default function createAuthService(config: Config): ServiceSchema {
 					const now = new Date().toISOString();
 					await this.adapter.updateMany({ _id: userId, emailVerifiedAt: null }, { $set: { emailVerifiedAt: now, updatedAt: now } });
 					const user: UserEntity = await this.adapter.findOne({ _id: userId });
-					await ctx.emit("user.emailVerified", newEvent({ userId, email: user.email }));
+					await publish(ctx, "user.emailVerified", { userId, email: user.email });
 					return toPublicUser(user);
 				},
 			},
@@ -244,16 +241,13 @@ export default function createAuthService(config: Config): ServiceSchema {
 					const user: UserEntity | null = await this.adapter.findOne({ email: ctx.params.email });
 					if (user) {
 						const reset = await this.createOneTimeToken(user._id, "password-reset", auth.passwordResetTtlSec);
-						await ctx.emit(
-							"user.passwordResetRequested",
-							newEvent({
-								userId: user._id,
-								email: user.email,
-								firstName: user.firstName,
-								resetToken: reset.token,
-								resetExpiresAt: new Date(reset.expiresAt).toISOString(),
-							}),
-						);
+						await publish(ctx, "user.passwordResetRequested", {
+							userId: user._id,
+							email: user.email,
+							firstName: user.firstName,
+							resetToken: reset.token,
+							resetExpiresAt: new Date(reset.expiresAt).toISOString(),
+						});
 					}
 					// The same answer whether or not the account exists.
 					return { message: "If an account exists for this email, a reset link has been sent" };
@@ -393,6 +387,7 @@ export default function createAuthService(config: Config): ServiceSchema {
 
 		events: {
 			"auth.keysRotated": {
+				params: consumerContract("auth.keysRotated", "currentKid"),
 				async handler(this: any) {
 					await this.loadKeys();
 				},
@@ -468,7 +463,7 @@ export default function createAuthService(config: Config): ServiceSchema {
 				}
 			},
 
-			async revokeFamilies(this: any, emitter: { emit: Function }, familyIds: string[]) {
+			async revokeFamilies(this: any, emitter: { emit(name: string, payload: unknown): unknown }, familyIds: string[]) {
 				if (familyIds.length === 0) return;
 				const now = Date.now();
 				const expiresAt = now + (auth.accessTokenTtlSec + 60) * 1000;
@@ -477,7 +472,7 @@ export default function createAuthService(config: Config): ServiceSchema {
 					await this.stores.revocations.removeMany({ _id: familyId });
 					await this.stores.revocations.insert({ _id: familyId, expiresAt } satisfies RevocationEntity);
 				}
-				await emitter.emit("auth.sessionsRevoked", newEvent({ sids: familyIds, expiresAt }));
+				await publish(emitter, "auth.sessionsRevoked", { sids: familyIds, expiresAt });
 			},
 
 			async createOneTimeToken(this: any, userId: string, purpose: OneTimeTokenEntity["purpose"], ttlSec: number) {
@@ -503,7 +498,7 @@ export default function createAuthService(config: Config): ServiceSchema {
 			 * (or a schedule and an operator) rotating at once cannot leave two
 			 * signing keys: the loser of the race reloads and reports the winner's key.
 			 */
-			async rotateSigningKeys(this: any, emitter: { emit: Function }, onlyIfCurrentIs?: string) {
+			async rotateSigningKeys(this: any, emitter: { emit(name: string, payload: unknown): unknown }, onlyIfCurrentIs?: string) {
 				const store: Store<StoredKey> = this.stores.signingKeys;
 				const fresh = await generateKey(auth.keyBits, auth.secret); // slow: before the critical step
 				const now = Date.now();
@@ -524,7 +519,7 @@ export default function createAuthService(config: Config): ServiceSchema {
 				await this.loadKeys();
 				if (won === 1) {
 					this.logger.info({ currentKid: this.signingKey.kid, retiredKid: previous?._id }, "signing keys rotated");
-					await emitter.emit("auth.keysRotated", newEvent({ retiredKid: previous?._id ?? null, currentKid: this.signingKey.kid }));
+					await publish(emitter, "auth.keysRotated", { retiredKid: previous?._id ?? null, currentKid: this.signingKey.kid });
 				}
 				return { rotated: won === 1, currentKid: this.signingKey.kid, published: publishedKeys(await store.find({})).map(k => k.kid) };
 			},

@@ -19,7 +19,7 @@ import crypto from "node:crypto";
 import type { Context, ServiceSchema } from "moleculer";
 import type { Config } from "../lib/config";
 import { businessRule, notFound, validationError } from "../lib/errors";
-import { eventIdFor, newEvent } from "../lib/events";
+import { eventIdFor, publish, type EventName } from "../lib/events";
 import { parseMajorAmount, toMajor } from "../lib/money";
 import { DbMixin, isDuplicateKeyError } from "../mixins/db.mixin";
 import type { Caller } from "./auth.service";
@@ -367,21 +367,20 @@ export default function createTransactionsService(config: Config): ServiceSchema
 
 			/** Emits a state change; its eventId is stable per (transaction, status), so replays dedupe. */
 			async announce(this: any, tx: TransactionEntity, record: HistoryRecord) {
-				await this.broker.emit(
-					`transaction.${EVENT_BY_STATUS[record.status]}`,
-					newEvent(
-						{
-							transactionId: tx._id,
-							type: tx.type,
-							status: record.status,
-							amountMinor: tx.amountMinor,
-							currency: tx.currency,
-							...(tx.userId ? { userId: tx.userId } : {}),
-							...(tx.fromUserId ? { fromUserId: tx.fromUserId, toUserId: tx.toUserId } : {}),
-							...(record.reason ? { reason: record.reason } : {}),
-						},
-						{ eventId: eventIdFor("transaction-event", tx._id, record.status), occurredAt: record.at },
-					),
+				await publish(
+					this.broker,
+					`transaction.${EVENT_BY_STATUS[record.status]}` as EventName,
+					{
+						transactionId: tx._id,
+						type: tx.type,
+						status: record.status,
+						amountMinor: tx.amountMinor,
+						currency: tx.currency,
+						...(tx.userId ? { userId: tx.userId } : {}),
+						...(tx.fromUserId ? { fromUserId: tx.fromUserId, toUserId: tx.toUserId } : {}),
+						...(record.reason ? { reason: record.reason } : {}),
+					},
+					{ eventId: eventIdFor("transaction-event", tx._id, record.status), occurredAt: record.at },
 				);
 			},
 

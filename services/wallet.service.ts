@@ -6,14 +6,12 @@
  * Emits:    wallet.created, wallet.credited, wallet.debited
  * Consumes: user.signedUp (creates the wallet; a duplicate event creates nothing)
  *
- * Event params are validated without `$$strict: "remove"`: in one process
- * every local handler shares the same payload object, and stripping fields
- * here would take them from the other consumers too.
+ * Events are published and checked against their contracts in lib/events.ts.
  */
 import crypto from "node:crypto";
 import type { Context, ServiceSchema } from "moleculer";
 import type { Config } from "../lib/config";
-import { EVENT_ENVELOPE, newEvent } from "../lib/events";
+import { consumerContract, publish } from "../lib/events";
 import { toMajor } from "../lib/money";
 import { DbMixin, isDuplicateKeyError } from "../mixins/db.mixin";
 import type { Caller } from "./auth.service";
@@ -129,7 +127,7 @@ export default function createWalletService(config: Config): ServiceSchema {
 
 		events: {
 			"user.signedUp": {
-				params: { ...EVENT_ENVELOPE, userId: { type: "uuid" } },
+				params: consumerContract("user.signedUp", "userId"),
 				async handler(this: any, ctx: Context<{ userId: string }>) {
 					await this.ensureWallet(ctx, ctx.params.userId);
 				},
@@ -157,7 +155,7 @@ export default function createWalletService(config: Config): ServiceSchema {
 					if (!isDuplicateKeyError(err)) throw err;
 					return this.adapter.findOne({ userId });
 				}
-				await ctx.emit("wallet.created", newEvent({ walletId: wallet._id, userId, currency: wallet.currency }));
+				await publish(ctx, "wallet.created", { walletId: wallet._id, userId, currency: wallet.currency });
 				return wallet;
 			},
 
@@ -165,10 +163,14 @@ export default function createWalletService(config: Config): ServiceSchema {
 				const wallet = await this.ensureWallet(ctx, userId);
 				const result: ApplyResult = await this.ledger.apply(wallet._id, txId, direction, deltaMinor);
 				if (result.outcome === "applied") {
-					await ctx.emit(
-						deltaMinor > 0 ? "wallet.credited" : "wallet.debited",
-						newEvent({ walletId: wallet._id, userId, transactionId: txId, direction, amountMinor: Math.abs(deltaMinor), balanceMinor: result.balanceMinor }),
-					);
+					await publish(ctx, deltaMinor > 0 ? "wallet.credited" : "wallet.debited", {
+						walletId: wallet._id,
+						userId,
+						transactionId: txId,
+						direction,
+						amountMinor: Math.abs(deltaMinor),
+						balanceMinor: result.balanceMinor,
+					});
 				}
 				return { outcome: result.outcome, walletId: wallet._id, balanceMinor: result.balanceMinor };
 			},
