@@ -58,7 +58,11 @@ export function brokerOptions(config: Config): BrokerOptions {
 		heartbeatTimeout: 15,
 		validator: true,
 		errorRegenerator: undefined,
-		metrics: { enabled: false },
+		// Business metrics are always counted; METRICS_PORT also serves them (and Moleculer's) to Prometheus.
+		metrics: {
+			enabled: true,
+			reporter: config.metricsPort > 0 ? [{ type: "Prometheus", options: { port: config.metricsPort, path: "/metrics" } }] : [],
+		},
 		tracing: { enabled: false },
 	};
 }

@@ -5,7 +5,7 @@
  */
 import path from "node:path";
 
-export const ALL_SERVICES = ["api", "auth", "wallet", "transactions"] as const;
+export const ALL_SERVICES = ["api", "auth", "wallet", "transactions", "notifications"] as const;
 export type ServiceName = (typeof ALL_SERVICES)[number];
 
 /** Development placeholder for AUTH_SECRET; production refuses it. */
@@ -52,6 +52,16 @@ export interface Config {
 	};
 	/** Open the Moleculer REPL on this process's terminal (`npm run repl`). */
 	repl: boolean;
+	mail: {
+		/** smtp(s)://user:pass@host:port; unset: messages are written as .eml files under DATA_DIR/mail. */
+		smtpUrl?: string;
+		from: string;
+		maxAttempts: number;
+		retryBaseMs: number;
+		retryMaxMs: number;
+		pollMs: number;
+	};
+	metricsPort: number;
 	transactions: {
 		topUpMaxMinor: number;
 		transferMaxMinor: number;
@@ -241,6 +251,15 @@ export function loadConfig(env: Env = process.env): Config {
 			},
 		},
 		repl,
+		mail: {
+			smtpUrl: url(env, "SMTP_URL", ["smtp:", "smtps:"]),
+			from: str(env, "MAIL_FROM", "Mint <no-reply@mint.local>") as string,
+			maxAttempts: int(env, "MAIL_MAX_ATTEMPTS", 8, 1, 100),
+			retryBaseMs: int(env, "MAIL_RETRY_BASE_MS", 2000, 1, 3_600_000),
+			retryMaxMs: int(env, "MAIL_RETRY_MAX_MS", 600_000, 1, 86_400_000),
+			pollMs: int(env, "MAIL_POLL_MS", 1000, 10, 600_000),
+		},
+		metricsPort: int(env, "METRICS_PORT", 0, 0, 65535),
 		transactions: {
 			topUpMaxMinor: majorLimit(env, "TOPUP_MAX", 100_000_00),
 			transferMaxMinor: majorLimit(env, "TRANSFER_MAX", 50_000_00),

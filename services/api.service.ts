@@ -68,6 +68,7 @@ const V1_ALIASES = {
 	"GET /transactions/health": "transactions.health",
 	"GET /transactions/:id": "transactions.get",
 	"GET /transactions/:id/history": "transactions.history",
+	"GET /notifications/health": "notifications.health",
 	"GET /health": "api.health",
 	"GET /ready": "api.ready",
 };
@@ -81,7 +82,7 @@ const ROOT_ALIASES = {
 const REVOCATION_RESYNC_MS = 10_000;
 
 /** Services whose health the readiness check asks for, when this node's SERVICES route to them. */
-const READINESS_SERVICES = ["auth", "wallet", "transactions"];
+const READINESS_SERVICES = ["auth", "wallet", "transactions", "notifications"];
 
 export default function createApiService(config: Config): ServiceSchema {
 	const secure = config.http.cookieSecure;

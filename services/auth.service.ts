@@ -313,6 +313,17 @@ export default function createAuthService(config: Config): ServiceSchema {
 				},
 			},
 
+			/** For other services: who to write to (notifications' receipts). */
+			contactOf: {
+				visibility: "public",
+				params: { id: { type: "string", min: 1, max: 64 } },
+				async handler(this: any, ctx: Context<{ id: string }>) {
+					const user: UserEntity | null = await this.adapter.findOne({ _id: ctx.params.id });
+					if (!user) throw notFound("User not found");
+					return { id: user._id, email: user.email, firstName: user.firstName, lastName: user.lastName };
+				},
+			},
+
 			/** For other services: does this user exist? (transfers check recipients). */
 			exists: {
 				visibility: "public",

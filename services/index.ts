@@ -3,6 +3,7 @@ import type { ServiceSchema } from "moleculer";
 import type { Config, ServiceName } from "../lib/config";
 import createApiService from "./api.service";
 import createAuthService from "./auth.service";
+import createNotificationsService from "./notifications.service";
 import createTransactionsService from "./transactions.service";
 import createWalletService from "./wallet.service";
 
@@ -11,6 +12,7 @@ const FACTORIES: Record<ServiceName, (config: Config) => ServiceSchema> = {
 	auth: createAuthService,
 	wallet: createWalletService,
 	transactions: createTransactionsService,
+	notifications: createNotificationsService,
 };
 
 export function createServices(config: Config): ServiceSchema[] {

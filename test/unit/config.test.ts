@@ -26,7 +26,7 @@ describe("loadConfig defaults", () => {
 		expect(config.production).toBe(false);
 		expect(config.port).toBe(3000);
 		expect(config.host).toBe("127.0.0.1");
-		expect(config.services).toEqual(["api", "auth", "wallet", "transactions"]);
+		expect(config.services).toEqual(["api", "auth", "wallet", "transactions", "notifications"]);
 	});
 
 	it("uses USD, info logging and Secure cookies unless explicitly turned off", () => {
@@ -66,7 +66,7 @@ describe("loadConfig defaults", () => {
 	});
 
 	it("SERVICES=all means every service", () => {
-		expect(loadConfig({ SERVICES: "all" }).services).toEqual(["api", "auth", "wallet", "transactions"]);
+		expect(loadConfig({ SERVICES: "all" }).services).toEqual(["api", "auth", "wallet", "transactions", "notifications"]);
 	});
 });
 

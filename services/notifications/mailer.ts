@@ -1,0 +1,110 @@
+/**
+ * Email rendering and sending: Handlebars templates (a folder per message
+ * with subject, HTML and text side by side, in a shared layout) and the
+ * nodemailer transport the configuration asks for.
+ */
+import crypto from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
+import Handlebars from "handlebars";
+import nodemailer from "nodemailer";
+import type { Config } from "../../lib/config";
+
+export const TEMPLATE_NAMES = ["welcome", "password-reset", "topup-completed", "transfer-sent", "transfer-received", "transaction-failed"] as const;
+export type TemplateName = (typeof TEMPLATE_NAMES)[number];
+
+export interface RenderedMail {
+	subject: string;
+	html: string;
+	text: string;
+}
+
+/** The project root (where package.json is), from src or from dist alike. */
+function projectRoot(): string {
+	let dir = __dirname;
+	while (!fs.existsSync(path.join(dir, "package.json"))) {
+		const parent = path.dirname(dir);
+		if (parent === dir) throw new Error("package.json not found above " + __dirname);
+		dir = parent;
+	}
+	return dir;
+}
+
+export class MailTemplates {
+	private readonly compiled = new Map<TemplateName, { subject: HandlebarsTemplateDelegate; html: HandlebarsTemplateDelegate; text: HandlebarsTemplateDelegate }>();
+	private readonly layoutHtml: HandlebarsTemplateDelegate;
+	private readonly layoutText: HandlebarsTemplateDelegate;
+
+	constructor(dir = path.join(projectRoot(), "templates", "mail")) {
+		const hb = Handlebars.create();
+		const read = (...parts: string[]) => fs.readFileSync(path.join(dir, ...parts), "utf8");
+		// HTML escapes every {{variable}}; the text parts and the subject are not HTML.
+		const html = (source: string) => hb.compile(source, { strict: true });
+		const plain = (source: string) => hb.compile(source, { strict: true, noEscape: true });
+		this.layoutHtml = html(read("layout.html.hbs"));
+		this.layoutText = plain(read("layout.text.hbs"));
+		for (const name of TEMPLATE_NAMES) {
+			this.compiled.set(name, { subject: plain(read(name, "subject.hbs")), html: html(read(name, "html.hbs")), text: plain(read(name, "text.hbs")) });
+		}
+	}
+
+	render(name: TemplateName, vars: Record<string, string>): RenderedMail {
+		const template = this.compiled.get(name);
+		if (!template) throw new Error(`No mail template ${name}`);
+		// One line, no control characters: a subject must not smuggle headers.
+		const subject = template.subject(vars).replace(/[\r\n\t\x00-\x1f\x7f]+/g, " ").trim();
+		return {
+			subject,
+			html: this.layoutHtml({ subject, body: template.html(vars) }),
+			text: this.layoutText({ body: template.text(vars).trim() }),
+		};
+	}
+}
+
+export interface OutgoingMail extends RenderedMail {
+	to: string;
+}
+
+export interface SentMail {
+	messageId: string;
+	/** Where an embedded-mode message was written. */
+	file?: string;
+}
+
+export interface MailTransport {
+	send(mail: OutgoingMail): Promise<SentMail>;
+	close(): void;
+}
+
+/** SMTP when SMTP_URL is set; otherwise each message is written as an .eml file under DATA_DIR/mail. */
+export function createMailTransport(config: Config): MailTransport {
+	const from = config.mail.from;
+	if (config.mail.smtpUrl) {
+		const transporter = nodemailer.createTransport(config.mail.smtpUrl, { connectionTimeout: 10_000, greetingTimeout: 10_000, socketTimeout: 20_000 } as any);
+		return {
+			async send(mail) {
+				const info = await transporter.sendMail({ from, ...mail });
+				return { messageId: info.messageId };
+			},
+			close: () => transporter.close(),
+		};
+	}
+	const dir = path.join(config.dataDir, "mail");
+	const transporter = nodemailer.createTransport({ streamTransport: true, buffer: true, newline: "unix" });
+	return {
+		async send(mail) {
+			const info = await transporter.sendMail({ from, ...mail });
+			fs.mkdirSync(dir, { recursive: true });
+			const file = path.join(dir, `${new Date().toISOString().replace(/[:.]/g, "-")}-${crypto.randomBytes(4).toString("hex")}.eml`);
+			fs.writeFileSync(file, info.message as unknown as Buffer);
+			return { messageId: info.messageId, file };
+		},
+		close: () => transporter.close(),
+	};
+}
+
+/** Exponential backoff with jitter: base * 2^(attempt-1), times 0.5-1.5, never above the cap. */
+export function retryDelayMs(attempt: number, baseMs: number, maxMs: number, random = Math.random): number {
+	const exponential = baseMs * 2 ** Math.min(40, Math.max(0, attempt - 1));
+	return Math.round(Math.min(maxMs, exponential * (0.5 + random())));
+}
