@@ -7,6 +7,7 @@
 import os from "node:os";
 import type { BrokerOptions } from "moleculer";
 import type { Config } from "./lib/config";
+import { DurableEventsMiddleware } from "./lib/durable-events";
 
 export function brokerOptions(config: Config): BrokerOptions {
 	return {
@@ -21,6 +22,8 @@ export function brokerOptions(config: Config): BrokerOptions {
 						socketOptions: { noDelay: true },
 						prefetch: 64,
 						heartbeatTimeToLive: 10_000,
+						// A node's own queues (requests, responses, events) expire 2 minutes after it is gone.
+						autoDeleteQueues: 120_000,
 					} as Record<string, unknown>,
 				}
 			: undefined,
@@ -50,6 +53,8 @@ export function brokerOptions(config: Config): BrokerOptions {
 				},
 			},
 		},
+		// In the cluster, events also go to durable RabbitMQ queues (lib/durable-events.ts).
+		middlewares: config.transporter ? [DurableEventsMiddleware(config.transporter)] : [],
 		requestTimeout: config.requestTimeoutMs,
 		retryPolicy: { enabled: true, retries: 0, delay: 100, maxDelay: 2000, factor: 2, check: (err: any) => !!err?.retryable },
 		circuitBreaker: { enabled: true, threshold: 0.5, minRequestCount: 20, windowTime: 60, halfOpenTime: 10_000 },

@@ -17,7 +17,8 @@ export async function startMint(
 	extraServices: ServiceSchema[] = [],
 	extraMiddlewares: NonNullable<BrokerOptions["middlewares"]> = [],
 ): Promise<ServiceBroker> {
-	const broker = new ServiceBroker({ ...brokerOptions(config), middlewares: extraMiddlewares });
+	const options = brokerOptions(config);
+	const broker = new ServiceBroker({ ...options, middlewares: [...(options.middlewares ?? []), ...extraMiddlewares] });
 	for (const schema of [...createServices(config), ...extraServices]) broker.createService(schema);
 	await broker.start();
 	return broker;

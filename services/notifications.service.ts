@@ -15,6 +15,8 @@ import crypto from "node:crypto";
 import type { Context, ServiceSchema } from "moleculer";
 import type { Config } from "../lib/config";
 import { notFound } from "../lib/errors";
+import Validator from "fastest-validator";
+import type { DurableEvents } from "../lib/durable-events";
 import { consumerContract } from "../lib/events";
 import { formatMoney } from "../lib/money";
 import { DbMixin, isDuplicateKeyError } from "../mixins/db.mixin";
@@ -75,6 +77,65 @@ export default function createNotificationsService(config: Config): ServiceSchem
 	const mail = config.mail;
 	const base = config.auth.publicBaseUrl.replace(/\/$/, "");
 
+	/** What each event asks of this service, bound to Moleculer events (embedded) or the durable queue (cluster). */
+	const eventHandlers: Record<string, { params: Record<string, unknown>; handler(this: any, ctx: Context<any>): Promise<void> }> = {
+		"user.signedUp": {
+			params: consumerContract("user.signedUp", "userId", "email", "firstName", "verificationToken", "verificationExpiresAt"),
+			async handler(this: any, ctx: Context<any>) {
+				const e = ctx.params;
+				await this.enqueue(e.eventId, "welcome", { id: e.userId, email: e.email, firstName: e.firstName }, {
+					token: e.verificationToken,
+					verifyUrl: `${base}/verify-email?token=${encodeURIComponent(e.verificationToken)}`,
+					expiresAt: when(e.verificationExpiresAt),
+				});
+			},
+		},
+
+		"user.passwordResetRequested": {
+			params: consumerContract("user.passwordResetRequested", "userId", "email", "firstName", "resetToken", "resetExpiresAt"),
+			async handler(this: any, ctx: Context<any>) {
+				const e = ctx.params;
+				await this.enqueue(e.eventId, "password-reset", { id: e.userId, email: e.email, firstName: e.firstName }, {
+					token: e.resetToken,
+					resetUrl: `${base}/reset-password?token=${encodeURIComponent(e.resetToken)}`,
+					expiresAt: when(e.resetExpiresAt),
+				});
+			},
+		},
+
+		"transaction.completed": {
+			params: consumerContract("transaction.completed", "transactionId", "type", "amountMinor", "currency", "userId", "fromUserId", "toUserId"),
+			async handler(this: any, ctx: Context<any>) {
+				const e = ctx.params;
+				const facts = { amount: formatMoney(e.amountMinor, e.currency), transactionId: e.transactionId, at: when(e.occurredAt) };
+				if (e.type === "TopUp") {
+					await this.enqueue(e.eventId, "topup-completed", await this.contactOf(ctx, e.userId), facts);
+					return;
+				}
+				const [sender, recipient]: Contact[] = await Promise.all([this.contactOf(ctx, e.fromUserId), this.contactOf(ctx, e.toUserId)]);
+				const nameOf = (c: Contact) => `${c.firstName} ${c.lastName}`;
+				await this.enqueue(e.eventId, "transfer-sent", sender, { ...facts, counterpartyName: nameOf(recipient), counterpartyEmail: recipient.email });
+				await this.enqueue(e.eventId, "transfer-received", recipient, { ...facts, counterpartyName: nameOf(sender), counterpartyEmail: sender.email });
+			},
+		},
+
+		"transaction.failed": {
+			params: consumerContract("transaction.failed", "transactionId", "type", "amountMinor", "currency", "userId", "fromUserId", "reason"),
+			async handler(this: any, ctx: Context<any>) {
+				const e = ctx.params;
+				await this.enqueue(e.eventId, "transaction-failed", await this.contactOf(ctx, e.userId ?? e.fromUserId), {
+					kind: e.type === "TopUp" ? "top-up" : "transfer",
+					amount: formatMoney(e.amountMinor, e.currency),
+					reason: e.reason ?? "it could not be completed",
+					transactionId: e.transactionId,
+					at: when(e.occurredAt),
+				});
+			},
+		},
+	};
+	const validator = new Validator();
+	const checks = Object.fromEntries(Object.entries(eventHandlers).map(([name, h]) => [name, validator.compile({ ...h.params })]));
+
 	return {
 		name: "notifications",
 		mixins: [DbMixin(config, "notifications", { name: "deliveries", indexes: [{ fields: { status: 1 } }, { fields: { userId: 1 } }] })],
@@ -128,61 +189,8 @@ export default function createNotificationsService(config: Config): ServiceSchem
 			},
 		},
 
-		events: {
-			"user.signedUp": {
-				params: consumerContract("user.signedUp", "userId", "email", "firstName", "verificationToken", "verificationExpiresAt"),
-				async handler(this: any, ctx: Context<any>) {
-					const e = ctx.params;
-					await this.enqueue(e.eventId, "welcome", { id: e.userId, email: e.email, firstName: e.firstName }, {
-						token: e.verificationToken,
-						verifyUrl: `${base}/verify-email?token=${encodeURIComponent(e.verificationToken)}`,
-						expiresAt: when(e.verificationExpiresAt),
-					});
-				},
-			},
-
-			"user.passwordResetRequested": {
-				params: consumerContract("user.passwordResetRequested", "userId", "email", "firstName", "resetToken", "resetExpiresAt"),
-				async handler(this: any, ctx: Context<any>) {
-					const e = ctx.params;
-					await this.enqueue(e.eventId, "password-reset", { id: e.userId, email: e.email, firstName: e.firstName }, {
-						token: e.resetToken,
-						resetUrl: `${base}/reset-password?token=${encodeURIComponent(e.resetToken)}`,
-						expiresAt: when(e.resetExpiresAt),
-					});
-				},
-			},
-
-			"transaction.completed": {
-				params: consumerContract("transaction.completed", "transactionId", "type", "amountMinor", "currency", "userId", "fromUserId", "toUserId"),
-				async handler(this: any, ctx: Context<any>) {
-					const e = ctx.params;
-					const facts = { amount: formatMoney(e.amountMinor, e.currency), transactionId: e.transactionId, at: when(e.occurredAt) };
-					if (e.type === "TopUp") {
-						await this.enqueue(e.eventId, "topup-completed", await this.contactOf(ctx, e.userId), facts);
-						return;
-					}
-					const [sender, recipient]: Contact[] = await Promise.all([this.contactOf(ctx, e.fromUserId), this.contactOf(ctx, e.toUserId)]);
-					const nameOf = (c: Contact) => `${c.firstName} ${c.lastName}`;
-					await this.enqueue(e.eventId, "transfer-sent", sender, { ...facts, counterpartyName: nameOf(recipient), counterpartyEmail: recipient.email });
-					await this.enqueue(e.eventId, "transfer-received", recipient, { ...facts, counterpartyName: nameOf(sender), counterpartyEmail: sender.email });
-				},
-			},
-
-			"transaction.failed": {
-				params: consumerContract("transaction.failed", "transactionId", "type", "amountMinor", "currency", "userId", "fromUserId", "reason"),
-				async handler(this: any, ctx: Context<any>) {
-					const e = ctx.params;
-					await this.enqueue(e.eventId, "transaction-failed", await this.contactOf(ctx, e.userId ?? e.fromUserId), {
-						kind: e.type === "TopUp" ? "top-up" : "transfer",
-						amount: formatMoney(e.amountMinor, e.currency),
-						reason: e.reason ?? "it could not be completed",
-						transactionId: e.transactionId,
-						at: when(e.occurredAt),
-					});
-				},
-			},
-		},
+		// In the cluster the durable queue delivers these (see started()): none is missed while this node is down.
+		events: config.transporter ? {} : eventHandlers,
 
 		methods: {
 			contactOf(this: any, ctx: Context, userId: string): Promise<Contact> {
@@ -305,8 +313,23 @@ export default function createNotificationsService(config: Config): ServiceSchem
 			this.broker.metrics.register({ type: "counter", name: "mint.emails.total", labelNames: ["template", "result"], description: "Emails by template and result" });
 		},
 
-		started(this: any) {
+		async started(this: any) {
 			this.transport = createMailTransport(config) as MailTransport;
+			const bus: DurableEvents | undefined = this.broker.durableEvents;
+			if (bus) {
+				await bus.subscribe({
+					group: "notifications",
+					events: Object.keys(eventHandlers),
+					maxAttempts: mail.maxAttempts,
+					retryBaseMs: mail.retryBaseMs,
+					handle: async (event: string, payload: any) => {
+						const problems = checks[event]?.(payload);
+						if (problems !== true) throw new Error(`Event ${event} breaks its contract: ${JSON.stringify(problems)}`);
+						const ctx = { params: payload, call: (action: string, params: object, opts: object) => this.broker.call(action, params, opts) };
+						await eventHandlers[event].handler.call(this, ctx as unknown as Context<any>);
+					},
+				});
+			}
 			this.timer = setInterval(() => this.kick(), mail.pollMs);
 			this.timer.unref();
 			this.kick(); // pending emails from before a restart

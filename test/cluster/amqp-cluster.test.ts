@@ -1,5 +1,6 @@
 /** Three Mint nodes over the real RabbitMQ: a gateway, an auth + wallet node and a transactions node. */
 import crypto from "node:crypto";
+import amqp from "amqplib";
 import type { ServiceBroker } from "moleculer";
 import request from "supertest";
 import { startMint } from "../../server";
@@ -8,16 +9,16 @@ import { describeWithInfra, tcpReachable } from "../helpers/infra";
 import { testConfig } from "../helpers/mint";
 
 const AMQP_URL = process.env.AMQP_URL ?? "amqp://guest:guest@127.0.0.1:5672";
-const amqp = new URL(AMQP_URL);
+const amqpHost = new URL(AMQP_URL);
 
-describeWithInfra("a cluster over RabbitMQ", { name: `RabbitMQ at ${amqp.host}`, available: tcpReachable(amqp.hostname, Number(amqp.port || 5672)) }, () => {
+describeWithInfra("a cluster over RabbitMQ", { name: `RabbitMQ at ${amqpHost.host}`, available: tcpReachable(amqpHost.hostname, Number(amqpHost.port || 5672)) }, () => {
 	let gateway: ServiceBroker;
 	let backend: ServiceBroker;
 	let money: ServiceBroker;
 	let http: ReturnType<typeof request>;
 
+	const namespace = `mint-test-${crypto.randomUUID().slice(0, 8)}`;
 	beforeAll(async () => {
-		const namespace = `mint-test-${crypto.randomUUID().slice(0, 8)}`;
 		const shared = { TRANSPORTER: AMQP_URL, NAMESPACE: namespace };
 		backend = await startMint(testConfig({ ...shared, SERVICES: "auth,wallet", NODE_ID: `${namespace}-backend` }));
 		money = await startMint(testConfig({ ...shared, SERVICES: "transactions", NODE_ID: `${namespace}-money` }));
@@ -33,6 +34,11 @@ describeWithInfra("a cluster over RabbitMQ", { name: `RabbitMQ at ${amqp.host}`,
 		await gateway?.stop();
 		await money?.stop();
 		await backend?.stop();
+		// The durable-events exchange this namespace declared (no queue was bound: nothing else is left).
+		const connection = await amqp.connect(AMQP_URL);
+		const channel = await connection.createChannel();
+		await channel.deleteExchange(`${namespace}.events`);
+		await connection.close();
 	});
 
 	it("signs up through the gateway node and shows the wallet the other node created", async () => {
