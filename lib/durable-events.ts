@@ -68,6 +68,36 @@ export class DurableEvents {
 		await this.consume(await this.open(), subscription);
 	}
 
+	/** Operator: moves a group's dead-lettered events back to its queue, with a fresh retry budget. */
+	async redriveDead(group: string): Promise<number> {
+		const channel = await this.open();
+		const queue = this.queueOf(group);
+		let moved = 0;
+		for (;;) {
+			const message = await channel.get(`${queue}.dead`, { noAck: false });
+			if (!message) return moved;
+			const { [ATTEMPT_HEADER]: _attempts, ...headers } = message.properties.headers ?? {};
+			channel.sendToQueue(queue, message.content, {
+				persistent: true,
+				contentType: "application/json",
+				messageId: message.properties.messageId,
+				type: message.properties.type,
+				headers,
+			});
+			await channel.waitForConfirms();
+			channel.ack(message);
+			moved++;
+		}
+	}
+
+	/** Operator: how many events wait in a group's queues. */
+	async depth(group: string): Promise<{ queued: number; retrying: number; dead: number }> {
+		const channel = await this.open();
+		const queue = this.queueOf(group);
+		const [main, retry, dead] = await Promise.all([queue, `${queue}.retry`, `${queue}.dead`].map(q => channel.checkQueue(q)));
+		return { queued: main.messageCount, retrying: retry.messageCount, dead: dead.messageCount };
+	}
+
 	async close(): Promise<void> {
 		this.closed = true;
 		await this.connection?.close().catch(() => undefined);
@@ -84,7 +114,8 @@ export class DurableEvents {
 			if (!message) return;
 			const attempts = Number(message.properties.headers?.[ATTEMPT_HEADER] ?? 0) + 1;
 			try {
-				await sub.handle(message.fields.routingKey || String(message.properties.type), JSON.parse(message.content.toString("utf8")));
+				// Redelivered from the retry or dead queue, the routing key is the queue's name: the event is in `type`.
+				await sub.handle(String(message.properties.type ?? message.fields.routingKey), JSON.parse(message.content.toString("utf8")));
 				channel.ack(message);
 			} catch (err) {
 				const parkIt = attempts >= sub.maxAttempts;

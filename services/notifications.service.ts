@@ -181,6 +181,16 @@ export default function createNotificationsService(config: Config): ServiceSchem
 				},
 			},
 
+			/** Operator (REPL, cluster): events parked in this service's RabbitMQ dead-letter queue go back to its queue. */
+			redriveDeadEvents: {
+				visibility: "public",
+				async handler(this: any) {
+					const bus: DurableEvents | undefined = this.broker.durableEvents;
+					if (!bus) return { redriven: 0, reason: "no durable queues in embedded mode" };
+					return { redriven: await bus.redriveDead("notifications"), queues: await bus.depth("notifications") };
+				},
+			},
+
 			health: {
 				async handler(this: any) {
 					await this.adapter.count({ query: { _id: "health-check" } });
