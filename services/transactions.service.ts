@@ -51,6 +51,8 @@ export interface TransactionEntity {
 	requestHash: string;
 	/** Until when the process that holds the transaction drives it; then the sweeper may. */
 	leaseUntil: number;
+	/** The outbox: state changes recorded in `history` whose events are not yet confirmed published. */
+	unpublished: number;
 	history: HistoryRecord[];
 	createdAt: string;
 	updatedAt: string;
@@ -300,6 +302,7 @@ export default function createTransactionsService(config: Config): ServiceSchema
 					...(idempotencyKey !== undefined ? { idempotencyKey } : {}),
 					requestHash,
 					leaseUntil: Date.now() + limits.stuckAfterMs,
+					unpublished: 1,
 					history: [{ status: "Pending", at: now }],
 					createdAt: now,
 					updatedAt: now,
@@ -311,7 +314,7 @@ export default function createTransactionsService(config: Config): ServiceSchema
 					if (!isDuplicateKeyError(err)) throw err;
 					return this.replay(await this.adapter.findOne({ _id: id }), requestHash);
 				}
-				await this.announce(tx, tx.history[0]);
+				await this.announceRecorded(tx, tx.history[0]);
 
 				// The creator holds the lease: drive it now, answer with the final state if it ends in time.
 				const driving = this.drive(id).catch((err: unknown) => this.logger.error({ err, transactionId: id }, "transaction processing failed; the sweeper will re-drive it"));
@@ -358,11 +361,41 @@ export default function createTransactionsService(config: Config): ServiceSchema
 				const record: HistoryRecord = { status: to, at, ...(reason ? { reason } : {}) };
 				const changed = await this.adapter.updateMany(
 					{ _id: tx._id, status: from },
-					{ $set: { status: to, updatedAt: at, ...(reason ? { reason } : {}) }, $push: { history: record } },
+					{ $set: { status: to, updatedAt: at, ...(reason ? { reason } : {}) }, $push: { history: record }, $inc: { unpublished: 1 } },
 				);
 				if (changed !== 1) return false;
-				await this.announce(tx, record);
+				await this.announceRecorded(tx, record);
 				return true;
+			},
+
+			/**
+			 * The state change and its event are written together (the history
+			 * record and `unpublished` in one update): once the event is out, the
+			 * outbox count goes down. If publishing fails, or the node dies first,
+			 * the relay (relayUnpublished) publishes the history again later.
+			 */
+			async announceRecorded(this: any, tx: TransactionEntity, record: HistoryRecord) {
+				await this.announce(tx, record);
+				await this.adapter.updateMany({ _id: tx._id, unpublished: { $gt: 0 } }, { $inc: { unpublished: -1 } });
+			},
+
+			/** The outbox relay: re-publishes whole histories (stable event ids, so consumers dedupe) until confirmed. */
+			async relayUnpublished(this: any): Promise<string[]> {
+				const quietSince = new Date(Date.now() - limits.sweepIntervalMs).toISOString();
+				const waiting: TransactionEntity[] = await this.adapter.find({ query: { unpublished: { $gt: 0 }, updatedAt: { $lt: quietSince } }, limit: 500 });
+				const relayed: string[] = [];
+				for (const tx of waiting) {
+					try {
+						for (const record of tx.history) await this.announce(tx, record);
+					} catch (err) {
+						this.logger.warn({ err, transactionId: tx._id }, "outbox relay could not publish; will try again");
+						continue;
+					}
+					await this.adapter.updateMany({ _id: tx._id, unpublished: tx.unpublished }, { $set: { unpublished: 0 } });
+					relayed.push(tx._id);
+				}
+				if (relayed.length) this.logger.warn({ count: relayed.length }, "outbox relay published pending transaction events");
+				return relayed;
 			},
 
 			/** Emits a state change; its eventId is stable per (transaction, status), so replays dedupe. */
@@ -422,10 +455,10 @@ export default function createTransactionsService(config: Config): ServiceSchema
 		},
 
 		started(this: any) {
-			this.sweepTimer = setInterval(
-				() => this.sweepStuck().catch((err: unknown) => this.logger.error({ err }, "sweep failed")),
-				limits.sweepIntervalMs,
-			);
+			this.sweepTimer = setInterval(async () => {
+				await this.sweepStuck().catch((err: unknown) => this.logger.error({ err }, "sweep failed"));
+				await this.relayUnpublished().catch((err: unknown) => this.logger.error({ err }, "outbox relay failed"));
+			}, limits.sweepIntervalMs);
 			this.sweepTimer.unref();
 		},
 

@@ -251,3 +251,49 @@ describe("transaction events", () => {
 		await expectInvariants(mint);
 	});
 });
+
+describe("the transaction outbox", () => {
+	let mint: TestMint;
+	let refusals = 0;
+	// The event bus refuses the first transaction.completed (e.g. RabbitMQ down for a moment).
+	const flakyBus: Middleware = {
+		emit(next: any) {
+			return (event: string, payload: any, opts: any) => {
+				if (event === "transaction.completed" && refusals === 0) {
+					refusals++;
+					throw new Error("event bus unavailable");
+				}
+				return next(event, payload, opts);
+			};
+		},
+	} as Middleware;
+	beforeAll(async () => {
+		mint = await startTestMint({ TX_SWEEP_INTERVAL_MS: "100" }, [flakyBus]);
+	});
+	afterAll(() => mint.stop());
+
+	it("publishes a state change whose event could not go out, later, from the recorded history", async () => {
+		const user = await signup(mint);
+		const result: any = await mint.broker.call("transactions.topup", { amount: 2 }, as(user));
+		expect(refusals).toBe(1);
+		expect(result.transaction.status).toBe("Completed");
+		const transactions = mint.broker.getLocalService("transactions") as any;
+		expect((await transactions.adapter.findOne({ _id: result.transaction.id })).unpublished).toBe(1);
+
+		const completed = await waitFor(() => mint.events.find(e => e.name === "transaction.completed" && e.params.transactionId === result.transaction.id), 5000);
+		expect(completed.params.status).toBe("Completed");
+		await waitFor(async () => ((await transactions.adapter.findOne({ _id: result.transaction.id })).unpublished === 0 ? true : undefined), 5000);
+		// The relay re-sent the whole history under the same event ids: consumers see duplicates they can drop.
+		const ids = mint.events.filter(e => e.name.startsWith("transaction.") && e.params.transactionId === result.transaction.id).map(e => `${e.name}:${e.params.eventId}`);
+		expect(new Set(ids).size).toBe(3);
+		expect(await balancesMinor(mint, [user])).toEqual([200]);
+		await expectInvariants(mint);
+	});
+
+	it("leaves nothing in the outbox when every event goes out", async () => {
+		const user = await signup(mint);
+		const result: any = await mint.broker.call("transactions.topup", { amount: 1 }, as(user));
+		const transactions = mint.broker.getLocalService("transactions") as any;
+		expect((await transactions.adapter.findOne({ _id: result.transaction.id })).unpublished).toBe(0);
+	});
+});
