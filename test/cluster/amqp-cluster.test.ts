@@ -1,17 +1,15 @@
 /** Three Mint nodes over the real RabbitMQ: a gateway, an auth + wallet node and a transactions node. */
 import crypto from "node:crypto";
-import amqp from "amqplib";
 import type { ServiceBroker } from "moleculer";
 import request from "supertest";
 import { startMint } from "../../server";
 import { newPerson, signupBody, sessionFrom } from "../helpers/http";
-import { describeWithInfra, tcpReachable } from "../helpers/infra";
+import { RABBITMQ_URL, describeWithInfra, rabbitmqNeed, removeFromRabbitmq } from "../helpers/infra";
 import { testConfig } from "../helpers/mint";
 
-const AMQP_URL = process.env.AMQP_URL ?? "amqp://guest:guest@127.0.0.1:5672";
-const amqpHost = new URL(AMQP_URL);
+const AMQP_URL = RABBITMQ_URL;
 
-describeWithInfra("a cluster over RabbitMQ", { name: `RabbitMQ at ${amqpHost.host}`, available: tcpReachable(amqpHost.hostname, Number(amqpHost.port || 5672)) }, () => {
+describeWithInfra("a cluster over RabbitMQ", rabbitmqNeed(), () => {
 	let gateway: ServiceBroker;
 	let backend: ServiceBroker;
 	let money: ServiceBroker;
@@ -35,10 +33,7 @@ describeWithInfra("a cluster over RabbitMQ", { name: `RabbitMQ at ${amqpHost.hos
 		await money?.stop();
 		await backend?.stop();
 		// The durable-events exchange this namespace declared (no queue was bound: nothing else is left).
-		const connection = await amqp.connect(AMQP_URL);
-		const channel = await connection.createChannel();
-		await channel.deleteExchange(`${namespace}.events`);
-		await connection.close();
+		await removeFromRabbitmq({ exchanges: [`${namespace}.events`] });
 	});
 
 	it("signs up through the gateway node and shows the wallet the other node created", async () => {

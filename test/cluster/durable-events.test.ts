@@ -1,15 +1,13 @@
 /** The durable event layer itself, against the real RabbitMQ: retries, dead letters, re-drive, waiting while no consumer runs. */
 import crypto from "node:crypto";
-import amqp from "amqplib";
 import { DurableEvents } from "../../lib/durable-events";
-import { describeWithInfra, tcpReachable } from "../helpers/infra";
+import { RABBITMQ_URL, describeWithInfra, rabbitmqNeed, removeFromRabbitmq } from "../helpers/infra";
 import { waitFor } from "../helpers/mint";
 
-const AMQP_URL = process.env.AMQP_URL ?? "amqp://guest:guest@127.0.0.1:5672";
-const amqpHost = new URL(AMQP_URL);
+const AMQP_URL = RABBITMQ_URL;
 const quiet = { info() {}, warn() {}, error() {} };
 
-describeWithInfra("durable events over RabbitMQ", { name: `RabbitMQ at ${amqpHost.host}`, available: tcpReachable(amqpHost.hostname, Number(amqpHost.port || 5672)) }, () => {
+describeWithInfra("durable events over RabbitMQ", rabbitmqNeed(), () => {
 	const namespace = `mint-test-${crypto.randomUUID().slice(0, 8)}`;
 	const buses: DurableEvents[] = [];
 	const bus = () => {
@@ -21,13 +19,10 @@ describeWithInfra("durable events over RabbitMQ", { name: `RabbitMQ at ${amqpHos
 
 	afterAll(async () => {
 		for (const b of buses) await b.close();
-		const connection = await amqp.connect(AMQP_URL);
-		const channel = await connection.createChannel();
-		for (const group of ["flaky", "broken", "late"]) {
-			for (const suffix of ["", ".retry", ".dead"]) await channel.deleteQueue(`${namespace}.${group}${suffix}`);
-		}
-		await channel.deleteExchange(`${namespace}.events`);
-		await connection.close();
+		await removeFromRabbitmq({
+			queues: ["flaky", "broken", "late"].flatMap(group => ["", ".retry", ".dead"].map(suffix => `${namespace}.${group}${suffix}`)),
+			exchanges: [`${namespace}.events`],
+		});
 	});
 
 	it("retries a failing handler with backoff until it succeeds, once per event", async () => {

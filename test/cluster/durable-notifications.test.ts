@@ -6,19 +6,17 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import amqp from "amqplib";
 import type { ServiceBroker } from "moleculer";
 import request from "supertest";
 import { startMint } from "../../server";
 import { newPerson, sessionFrom, signupBody } from "../helpers/http";
-import { describeWithInfra, tcpReachable } from "../helpers/infra";
+import { RABBITMQ_URL, describeWithInfra, rabbitmqNeed, removeFromRabbitmq } from "../helpers/infra";
 import { testConfig, waitFor } from "../helpers/mint";
 import { mailsTo, startSmtp, type TestSmtp } from "../helpers/smtp";
 
-const AMQP_URL = process.env.AMQP_URL ?? "amqp://guest:guest@127.0.0.1:5672";
-const amqpHost = new URL(AMQP_URL);
+const AMQP_URL = RABBITMQ_URL;
 
-describeWithInfra("notifications over durable RabbitMQ queues", { name: `RabbitMQ at ${amqpHost.host}`, available: tcpReachable(amqpHost.hostname, Number(amqpHost.port || 5672)) }, () => {
+describeWithInfra("notifications over durable RabbitMQ queues", rabbitmqNeed(), () => {
 	const namespace = `mint-test-${crypto.randomUUID().slice(0, 8)}`;
 	const notificationsDataDir = fs.mkdtempSync(path.join(os.tmpdir(), "mint-notifications-"));
 	let smtp: TestSmtp;
@@ -55,11 +53,10 @@ describeWithInfra("notifications over durable RabbitMQ queues", { name: `RabbitM
 		await smtp?.close();
 		fs.rmSync(notificationsDataDir, { recursive: true, force: true });
 		// Leave nothing behind in the shared RabbitMQ.
-		const connection = await amqp.connect(AMQP_URL);
-		const channel = await connection.createChannel();
-		for (const queue of ["notifications", "notifications.retry", "notifications.dead"]) await channel.deleteQueue(`${namespace}.${queue}`);
-		await channel.deleteExchange(`${namespace}.events`);
-		await connection.close();
+		await removeFromRabbitmq({
+			queues: ["notifications", "notifications.retry", "notifications.dead"].map(q => `${namespace}.${q}`),
+			exchanges: [`${namespace}.events`],
+		});
 	});
 
 	it("sends the receipts of a transfer made while the notifications node was down", async () => {

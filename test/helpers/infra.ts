@@ -35,3 +35,21 @@ export function describeWithInfra(title: string, need: { name: string; available
 	console.warn(`SKIPPED "${title}": ${reason}`);
 	describe.skip(`${title} (skipped: ${reason})`, body);
 }
+
+/** The RabbitMQ the cluster tests use (AMQP_URL, else the machine's own). */
+export const RABBITMQ_URL = process.env.AMQP_URL ?? "amqp://guest:guest@127.0.0.1:5672";
+
+export function rabbitmqNeed(): { name: string; available: boolean } {
+	const url = new URL(RABBITMQ_URL);
+	return { name: `RabbitMQ at ${url.host}`, available: tcpReachable(url.hostname, Number(url.port || 5672)) };
+}
+
+/** Leaves nothing of a test behind in the shared RabbitMQ. */
+export async function removeFromRabbitmq(what: { queues?: string[]; exchanges?: string[] }): Promise<void> {
+	const { default: amqp } = await import("amqplib");
+	const connection = await amqp.connect(RABBITMQ_URL);
+	const channel = await connection.createChannel();
+	for (const queue of what.queues ?? []) await channel.deleteQueue(queue);
+	for (const exchange of what.exchanges ?? []) await channel.deleteExchange(exchange);
+	await connection.close();
+}
