@@ -8,6 +8,7 @@ import os from "node:os";
 import type { BrokerOptions } from "moleculer";
 import type { Config } from "./lib/config";
 import { DurableEventsMiddleware } from "./lib/durable-events";
+import { RequestContextMiddleware, requestLogFields } from "./lib/request-context";
 
 export function brokerOptions(config: Config): BrokerOptions {
 	return {
@@ -34,6 +35,8 @@ export function brokerOptions(config: Config): BrokerOptions {
 				level: config.logLevel,
 				pino: {
 					options: {
+						// Every line written while serving a request carries its X-Request-Id.
+						mixin: requestLogFields,
 						// Never log secrets, even if a caller passes them in an object.
 						redact: {
 							paths: [
@@ -54,7 +57,7 @@ export function brokerOptions(config: Config): BrokerOptions {
 			},
 		},
 		// In the cluster, events also go to durable RabbitMQ queues (lib/durable-events.ts).
-		middlewares: config.transporter ? [DurableEventsMiddleware(config.transporter)] : [],
+		middlewares: [RequestContextMiddleware, ...(config.transporter ? [DurableEventsMiddleware(config.transporter)] : [])],
 		requestTimeout: config.requestTimeoutMs,
 		retryPolicy: { enabled: true, retries: 0, delay: 100, maxDelay: 2000, factor: 2, check: (err: any) => !!err?.retryable },
 		circuitBreaker: { enabled: true, threshold: 0.5, minRequestCount: 20, windowTime: 60, halfOpenTime: 10_000 },

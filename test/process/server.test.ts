@@ -70,6 +70,32 @@ describe("npm start's entry point", () => {
 		}
 	}, 60_000);
 
+	it("writes the request's X-Request-Id on the log lines of the services that served it", async () => {
+		const mint = await start({ DATA_DIR: dataDir, LOG_LEVEL: "info" });
+		try {
+			const res = await fetch(`${mint.url}/api/v1/auth/signup`, {
+				method: "POST",
+				headers: { "Content-Type": "application/json", "X-Request-Id": "req-log-check-42" },
+				body: JSON.stringify({ firstName: "Ada", lastName: "Lovelace", email: "ada@example.com", password: "correct horse", passwordConfirm: "correct horse" }),
+			});
+			expect(res.status).toBe(201);
+			await new Promise(r => setTimeout(r, 300));
+			const lines = mint
+				.output()
+				.split("\n")
+				.filter(l => l.startsWith("{"))
+				.map(l => JSON.parse(l));
+			const tagged = lines.filter(l => l.requestId === "req-log-check-42");
+			expect(tagged.map(l => l.msg)).toEqual(expect.arrayContaining(["user signed up", "http request"]));
+			expect([...new Set(tagged.map(l => l.svc))]).toEqual(expect.arrayContaining(["auth", "api", "notifications"]));
+			// Nothing secret on any line.
+			expect(mint.output()).not.toContain("correct horse");
+		} finally {
+			mint.child.kill("SIGTERM");
+			expect(await mint.exit).toBe(0);
+		}
+	}, 60_000);
+
 	it("refuses to start on a bad variable, naming it, with exit code 2", async () => {
 		for (const [env, variable] of [
 			[{ PORT: "eighty" }, "PORT"],
