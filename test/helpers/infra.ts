@@ -32,7 +32,8 @@ export function describeWithInfra(title: string, need: { name: string; available
 		});
 		return;
 	}
-	console.warn(`SKIPPED "${title}": ${reason}`);
+	// Straight to stderr: Jest drops the console output of a file whose tests are all skipped.
+	process.stderr.write(`SKIPPED "${title}": ${reason}\n`);
 	describe.skip(`${title} (skipped: ${reason})`, body);
 }
 
