@@ -108,7 +108,6 @@ export function replayHistory(history: HistoryRecord[]): { status: TransactionSt
 	return state;
 }
 const IDEMPOTENCY_KEY = /^[\x20-\x7e]{1,255}$/;
-const USER_ID = /^[A-Za-z0-9-]{1,64}$/;
 const INSUFFICIENT_FUNDS = "Insufficient funds";
 /** Wallet steps are idempotent by transaction id, so a timed-out call may be retried. */
 const WALLET_CALL = { retries: 3 };
@@ -152,7 +151,7 @@ export default function createTransactionsService(config: Config): ServiceSchema
 
 			transfer: {
 				auth: "required",
-				params: { $$strict: true, amount: { type: "any" }, toUserId: { type: "string", min: 1, max: 64, pattern: USER_ID } },
+				params: { $$strict: true, amount: { type: "any" }, toUserId: { type: "uuid" } },
 				async handler(this: any, ctx: Context<{ amount: unknown; toUserId: string }, { user: Caller; idempotencyKey?: string }>): Promise<SubmitResult> {
 					const amountMinor = amountMinorOf(ctx.params.amount, limits.transferMaxMinor);
 					const fromUserId = ctx.meta.user.id;

@@ -16,7 +16,7 @@ const REFRESH_COOKIE_PATH = "/api/v1";
 export type Req = IncomingMessage & { body?: unknown; $params?: Record<string, unknown>; [key: string]: any };
 export type Res = ServerResponse;
 
-const REQUEST_ID = /^[A-Za-z0-9._:-]{8,128}$/;
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
 /** The caller's X-Request-Id when it is sane, else a fresh one. */
 export function requestIdOf(req: Req): string {

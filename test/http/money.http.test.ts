@@ -126,6 +126,7 @@ describe("transfers", () => {
 		["to yourself", (s: Session) => s.user.id, 400],
 		["to an unknown user", () => "00000000-0000-4000-8000-000000000000", 404],
 		["to a malformed id", () => "../../etc/passwd", 400],
+		["to an id that is not a UUID", () => "not-a-user-id", 400],
 		["to a numeric id", () => 42, 400],
 	])("refuses a transfer %s", async (_name, to, status) => {
 		const sender = await signup(mint);
