@@ -15,7 +15,7 @@ import type { Config } from "../lib/config";
 import { conflict, notFound, tooManyRequests, unauthorized, validationError } from "../lib/errors";
 import { consumerContract, publish } from "../lib/events";
 import { DbMixin, isDuplicateKeyError, type Store } from "../mixins/db.mixin";
-import { currentKey, generateKey, openSigningKey, publishedKeys, type SigningKey, type StoredKey } from "./auth/keys";
+import { currentKey, generateKey, openSigningKey, publishedKeys, seal, unseal, type SigningKey, type StoredKey } from "./auth/keys";
 import Redis from "ioredis";
 import { MemoryFailureThrottle, PasswordHasher, RedisFailureThrottle, type FailureThrottle } from "./auth/passwords";
 import { hashToken, randomToken, signAccessToken, successorToken } from "./auth/tokens";
@@ -31,6 +31,16 @@ export interface UserEntity {
 	emailVerifiedAt: string | null;
 	createdAt: string;
 	updatedAt: string;
+	/** The outbox: events about this user not yet confirmed published (payload sealed: it carries tokens). */
+	outbox?: OutboxRecord[];
+	pendingEvents?: number;
+}
+
+interface OutboxRecord {
+	eventId: string;
+	occurredAt: string;
+	name: "user.signedUp" | "user.passwordResetRequested";
+	sealedPayload: string;
 }
 
 export interface PublicUser {
@@ -101,6 +111,9 @@ export function toPublicUser(user: UserEntity): PublicUser {
 	};
 }
 
+/** How long an outbox event may wait before the relay sends it again (and how often the relay looks). */
+const OUTBOX_RELAY_MS = 5000;
+
 const escapeRegExp = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 
 export default function createAuthService(config: Config): ServiceSchema {
@@ -133,8 +146,19 @@ export default function createAuthService(config: Config): ServiceSchema {
 				async handler(this: any, ctx: Context<any>) {
 					const { firstName, middleName, lastName, email, password } = ctx.params;
 					const now = new Date().toISOString();
+					const userId = crypto.randomUUID();
+					const verification = await this.createOneTimeToken(userId, "verify-email", auth.verifyEmailTtlSec);
+					// The welcome event is written with the user, in the same insert: it cannot be lost.
+					const welcome = this.outboxRecord("user.signedUp", {
+						userId,
+						email,
+						firstName,
+						lastName,
+						verificationToken: verification.token,
+						verificationExpiresAt: new Date(verification.expiresAt).toISOString(),
+					});
 					const user: UserEntity = {
-						_id: crypto.randomUUID(),
+						_id: userId,
 						firstName,
 						...(middleName ? { middleName } : {}),
 						lastName,
@@ -144,6 +168,8 @@ export default function createAuthService(config: Config): ServiceSchema {
 						emailVerifiedAt: null,
 						createdAt: now,
 						updatedAt: now,
+						outbox: [welcome],
+						pendingEvents: 1,
 					};
 					try {
 						await this.adapter.insert(user);
@@ -151,15 +177,7 @@ export default function createAuthService(config: Config): ServiceSchema {
 						if (isDuplicateKeyError(err)) throw conflict("An account with this email already exists");
 						throw err;
 					}
-					const verification = await this.createOneTimeToken(user._id, "verify-email", auth.verifyEmailTtlSec);
-					await publish(ctx, "user.signedUp", {
-						userId: user._id,
-						email: user.email,
-						firstName: user.firstName,
-						lastName: user.lastName,
-						verificationToken: verification.token,
-						verificationExpiresAt: new Date(verification.expiresAt).toISOString(),
-					});
+					await this.publishFromOutbox(userId, welcome);
 					this.logger.info({ userId: user._id }, "user signed up");
 					return { user: toPublicUser(user), session: await this.startSession(user._id) };
 				},
@@ -241,13 +259,15 @@ export default function createAuthService(config: Config): ServiceSchema {
 					const user: UserEntity | null = await this.adapter.findOne({ email: ctx.params.email });
 					if (user) {
 						const reset = await this.createOneTimeToken(user._id, "password-reset", auth.passwordResetTtlSec);
-						await publish(ctx, "user.passwordResetRequested", {
+						const record = this.outboxRecord("user.passwordResetRequested", {
 							userId: user._id,
 							email: user.email,
 							firstName: user.firstName,
 							resetToken: reset.token,
 							resetExpiresAt: new Date(reset.expiresAt).toISOString(),
 						});
+						await this.adapter.updateMany({ _id: user._id }, { $push: { outbox: record }, $inc: { pendingEvents: 1 } });
+						await this.publishFromOutbox(user._id, record);
 					}
 					// The same answer whether or not the account exists.
 					return { message: "If an account exists for this email, a reset link has been sent" };
@@ -406,6 +426,39 @@ export default function createAuthService(config: Config): ServiceSchema {
 		},
 
 		methods: {
+			outboxRecord(this: any, name: OutboxRecord["name"], payload: object): OutboxRecord {
+				return { eventId: crypto.randomUUID(), occurredAt: new Date().toISOString(), name, sealedPayload: seal(JSON.stringify(payload), auth.secret) };
+			},
+
+			/**
+			 * Publishes an outbox event, then removes it from the user (compare-and-set
+			 * on its presence). A failure leaves it for the relay; the caller goes on.
+			 */
+			async publishFromOutbox(this: any, userId: string, record: OutboxRecord): Promise<boolean> {
+				try {
+					await publish(this.broker, record.name, JSON.parse(unseal(record.sealedPayload, auth.secret)), { eventId: record.eventId, occurredAt: record.occurredAt });
+				} catch (err) {
+					this.logger.warn({ err, userId, event: record.name }, "event not published yet; the outbox relay will retry");
+					return false;
+				}
+				await this.adapter.updateMany({ _id: userId, "outbox.eventId": record.eventId }, { $pull: { outbox: { eventId: record.eventId } }, $inc: { pendingEvents: -1 } });
+				return true;
+			},
+
+			/** The outbox relay: events left behind by a failed publish or a crash go out again (same event ids). */
+			async relayOutbox(this: any): Promise<number> {
+				const quietBefore = new Date(Date.now() - OUTBOX_RELAY_MS).toISOString();
+				const users: UserEntity[] = await this.adapter.find({ query: { pendingEvents: { $gt: 0 } }, limit: 500 });
+				let published = 0;
+				for (const user of users) {
+					for (const record of user.outbox ?? []) {
+						if (record.occurredAt < quietBefore && (await this.publishFromOutbox(user._id, record))) published++;
+					}
+				}
+				if (published) this.logger.warn({ published }, "outbox relay published pending user events");
+				return published;
+			},
+
 			async startSession(this: any, userId: string, familyId: string = crypto.randomUUID(), refreshToken = randomToken()): Promise<IssuedSession> {
 				const now = Date.now();
 				const refreshExpiresAt = now + auth.refreshTokenTtlSec * 1000;
@@ -573,6 +626,8 @@ export default function createAuthService(config: Config): ServiceSchema {
 		async started(this: any) {
 			await this.redis?.connect();
 			await this.ensureKeys();
+			this.outboxTimer = setInterval(() => this.relayOutbox().catch((err: unknown) => this.logger.error({ err }, "outbox relay failed")), OUTBOX_RELAY_MS);
+			this.outboxTimer.unref();
 			if (auth.keyRotationDays > 0) {
 				this.rotationTimer = setInterval(
 					() => this.rotateIfDue().catch((err: unknown) => this.logger.error({ err }, "scheduled key rotation failed")),
@@ -584,6 +639,7 @@ export default function createAuthService(config: Config): ServiceSchema {
 
 		async stopped(this: any) {
 			clearInterval(this.rotationTimer);
+			clearInterval(this.outboxTimer);
 			await this.redis?.quit();
 		},
 	} as ServiceSchema;

@@ -146,6 +146,20 @@ export async function storeRoundTrip(open: OpenAdapter): Promise<void> {
 			await store.removeMany({ _id: { $in: ["w1", "t1", "t2"] } });
 		});
 
+		await step("the outbox's writes: $push a record, then $pull it by a field with a compare on its presence", async () => {
+			await store.insert({ _id: "o1", email: "outbox@example.com", outbox: [], pendingEvents: 0 });
+			for (const eventId of ["e1", "e2"]) {
+				expect(await store.updateMany({ _id: "o1" }, { $push: { outbox: { eventId, name: "x" } }, $inc: { pendingEvents: 1 } })).toBe(1);
+			}
+			const take = (eventId: string) => store.updateMany({ _id: "o1", "outbox.eventId": eventId }, { $pull: { outbox: { eventId } }, $inc: { pendingEvents: -1 } });
+			expect(await take("e1")).toBe(1);
+			expect(await take("e1")).toBe(0);
+			expect(ids(await store.find({ query: { pendingEvents: { $gt: 0 } } }))).toEqual(["o1"]);
+			const row = await store.findOne({ _id: "o1" });
+			expect([row.outbox.map((r: any) => r.eventId), row.pendingEvents]).toEqual([["e2"], 1]);
+			await store.removeMany({ _id: "o1" });
+		});
+
 		await step("data survives a disconnect and a new adapter on the same storage", async () => {
 			await store.disconnect();
 			store = await openConnected(open);

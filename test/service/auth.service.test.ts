@@ -108,7 +108,9 @@ describe("auth service (shared Mint)", () => {
 			expect(row.passwordHash.split("$")[3].split(",").sort()).toEqual(["m=19456", "p=1", "t=2"]);
 			expect(await argon2.verify(row.passwordHash, person.password)).toBe(true);
 			expect(JSON.stringify(row)).not.toContain(person.password);
-			expect(Object.keys(row).sort()).toEqual(["_id", "createdAt", "email", "emailVerifiedAt", "firstName", "lastName", "passwordHash", "role", "updatedAt"]);
+			expect(Object.keys(row).sort()).toEqual(["_id", "createdAt", "email", "emailVerifiedAt", "firstName", "lastName", "outbox", "passwordHash", "pendingEvents", "role", "updatedAt"]);
+			// The welcome event went out, so the user's outbox is empty again.
+			expect([row.outbox, row.pendingEvents]).toEqual([[], 0]);
 
 			// The mixed-case address still logs in: login lower-cases too.
 			const login = await call("auth.login", { email: person.email, password: person.password });
