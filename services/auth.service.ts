@@ -177,7 +177,7 @@ export default function createAuthService(config: Config): ServiceSchema {
 						if (isDuplicateKeyError(err)) throw conflict("An account with this email already exists");
 						throw err;
 					}
-					await this.publishFromOutbox(userId, welcome);
+					await this.publishFromOutbox(ctx, userId, welcome);
 					this.logger.info({ userId: user._id }, "user signed up");
 					return { user: toPublicUser(user), session: await this.startSession(user._id) };
 				},
@@ -267,7 +267,7 @@ export default function createAuthService(config: Config): ServiceSchema {
 							resetExpiresAt: new Date(reset.expiresAt).toISOString(),
 						});
 						await this.adapter.updateMany({ _id: user._id }, { $push: { outbox: record }, $inc: { pendingEvents: 1 } });
-						await this.publishFromOutbox(user._id, record);
+						await this.publishFromOutbox(ctx, user._id, record);
 					}
 					// The same answer whether or not the account exists.
 					return { message: "If an account exists for this email, a reset link has been sent" };
@@ -434,9 +434,9 @@ export default function createAuthService(config: Config): ServiceSchema {
 			 * Publishes an outbox event, then removes it from the user (compare-and-set
 			 * on its presence). A failure leaves it for the relay; the caller goes on.
 			 */
-			async publishFromOutbox(this: any, userId: string, record: OutboxRecord): Promise<boolean> {
+			async publishFromOutbox(this: any, emitter: { emit(name: string, payload: unknown): unknown }, userId: string, record: OutboxRecord): Promise<boolean> {
 				try {
-					await publish(this.broker, record.name, JSON.parse(unseal(record.sealedPayload, auth.secret)), { eventId: record.eventId, occurredAt: record.occurredAt });
+					await publish(emitter, record.name, JSON.parse(unseal(record.sealedPayload, auth.secret)), { eventId: record.eventId, occurredAt: record.occurredAt });
 				} catch (err) {
 					this.logger.warn({ err, userId, event: record.name }, "event not published yet; the outbox relay will retry");
 					return false;
@@ -452,7 +452,7 @@ export default function createAuthService(config: Config): ServiceSchema {
 				let published = 0;
 				for (const user of users) {
 					for (const record of user.outbox ?? []) {
-						if (record.occurredAt < quietBefore && (await this.publishFromOutbox(user._id, record))) published++;
+						if (record.occurredAt < quietBefore && (await this.publishFromOutbox(this.broker, user._id, record))) published++;
 					}
 				}
 				if (published) this.logger.warn({ published }, "outbox relay published pending user events");
