@@ -138,8 +138,10 @@ export default function createApiService(config: Config): ServiceSchema {
 			if (MONEY_SUBMITTING.has(action)) {
 				const { transaction, replayed, final } = data as SubmitResult;
 				ctx.meta.$statusCode = replayed ? 200 : final ? 201 : 202;
-				if (final && !replayed) ctx.meta.$location = `/api/v1/transactions/${transaction.id}`;
+				const location = `/api/v1/transactions/${transaction.id}`;
 				if (replayed) ctx.meta.$responseHeaders = { "Idempotent-Replayed": "true" };
+				else if (final) ctx.meta.$location = location;
+				else ctx.meta.$responseHeaders = { Location: location }; // 202: where to poll
 				return transaction;
 			}
 			if (SESSION_ENDING.has(action)) appendSetCookie(res, clearedSessionCookies(secure));

@@ -374,7 +374,13 @@ export default function createTransactionsService(config: Config): ServiceSchema
 			 * the relay (relayUnpublished) publishes the history again later.
 			 */
 			async announceRecorded(this: any, tx: TransactionEntity, record: HistoryRecord) {
-				await this.announce(tx, record);
+				try {
+					await this.announce(tx, record);
+				} catch (err) {
+					// The state change stands; the relay publishes its event later.
+					this.logger.warn({ err, transactionId: tx._id, status: record.status }, "event not published yet; the outbox relay will retry");
+					return;
+				}
 				await this.adapter.updateMany({ _id: tx._id, unpublished: { $gt: 0 } }, { $inc: { unpublished: -1 } });
 			},
 

@@ -250,6 +250,7 @@ describe("when processing outlasts TX_SYNC_WAIT_MS", () => {
 			const res = await topUp(slow, session, 9.99);
 			expect(res.status).toBe(202);
 			expect(res.body.status).toBe("Processing");
+			expect(res.headers.location).toBe(`/api/v1/transactions/${res.body.id}`);
 			const done = await waitFor(async () => {
 				const poll = await slow.http.get(`/api/v1/transactions/${res.body.id}`).set("Cookie", session.cookie);
 				return poll.body.status === "Completed" ? poll.body : undefined;
