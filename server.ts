@@ -45,6 +45,8 @@ async function main() {
 		const host = config.host === "0.0.0.0" ? "localhost" : config.host;
 		broker.logger.info(`Mint is listening on http://${host}:${api.listenPort ?? config.port}/api/v1`);
 		console.log(`Mint is up: http://${host}:${api.listenPort ?? config.port}/api/v1 (services: ${config.services.join(", ")})`);
+	} else {
+		console.log(`Mint node is up (services: ${config.services.join(", ") || "none"})`);
 	}
 	let stopping = false;
 	const stop = async (signal: string) => {
