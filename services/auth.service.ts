@@ -91,8 +91,11 @@ export interface Caller {
 	sid: string;
 }
 
-// Names: letters, marks, spaces, apostrophes, dots and hyphens; no control characters or markup.
-const NAME = { type: "string", trim: true, min: 1, max: 100, pattern: /^[\p{L}\p{M}][\p{L}\p{M} .'\-]*$/u } as const;
+// Names: any printable text (people's names hold digits, punctuation, every script), but no control
+// characters and no markup brackets.
+const NAME_TEXT = /^[^\p{C}<>]*$/u;
+const NAME = { type: "string", trim: true, min: 1, max: 100, pattern: NAME_TEXT } as const;
+const MIDDLE_NAME = { type: "string", trim: true, max: 100, optional: true, pattern: NAME_TEXT } as const;
 const EMAIL = { type: "email", normalize: true, max: 254 } as const;
 const PASSWORD = { type: "string", min: 8, max: 128 } as const;
 const TOKEN = { type: "string", min: 10, max: 200, pattern: /^[A-Za-z0-9_-]+$/ } as const;
@@ -137,7 +140,7 @@ export default function createAuthService(config: Config): ServiceSchema {
 				params: {
 					$$strict: true,
 					firstName: NAME,
-					middleName: { type: "string", trim: true, max: 100, optional: true, pattern: /^([\p{L}\p{M}][\p{L}\p{M} .'\-]*)?$/u },
+					middleName: MIDDLE_NAME,
 					lastName: NAME,
 					email: EMAIL,
 					password: PASSWORD,
@@ -358,7 +361,7 @@ export default function createAuthService(config: Config): ServiceSchema {
 				params: {
 					$$strict: true,
 					firstName: { ...NAME, optional: true },
-					middleName: { type: "string", trim: true, max: 100, optional: true, pattern: /^([\p{L}\p{M}][\p{L}\p{M} .'\-]*)?$/u },
+					middleName: MIDDLE_NAME,
 					lastName: { ...NAME, optional: true },
 				} as any,
 				async handler(this: any, ctx: Context<Partial<Pick<UserEntity, "firstName" | "middleName" | "lastName">>, { user: Caller }>) {

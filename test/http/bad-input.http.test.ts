@@ -28,6 +28,7 @@ const signupCases: [string, () => unknown, number, string | undefined][] = [
 	["an object lastName", () => ({ ...valid(), lastName: { a: 1 } }), 400, "lastName"],
 	["a 10 kB firstName", () => ({ ...valid(), firstName: "A".repeat(10_000) }), 400, "firstName"],
 	["markup in a name", () => ({ ...valid(), firstName: "<script>alert(1)</script>" }), 400, "firstName"],
+	["a control character in a name", () => ({ ...valid(), lastName: "Love\u0000lace" }), 400, "lastName"],
 	["an empty lastName", () => ({ ...valid(), lastName: "   " }), 400, "lastName"],
 	["an invalid email", () => ({ ...valid(), email: "not-an-email" }), 400, "email"],
 	["a numeric email", () => ({ ...valid(), email: 12345 }), 400, "email"],
@@ -79,6 +80,14 @@ describe("POST /auth/signup refuses", () => {
 		expect(res.status).toBe(415);
 		expect(res.body).toEqual({ error: { message: "Content-Type must be application/json", status: 415 } });
 		expect(await userCount(mint)).toBe(before);
+	});
+});
+
+describe("names as people have them", () => {
+	it.each(["User 42", "O'Brien-Smith", "José", "李小龍", "Anne-Marie St. Clair", "Dr. Ada, Jr."])("accepts %s", async name => {
+		const res = await mint.http.post("/api/v1/auth/signup").send({ ...valid(), firstName: name, lastName: name });
+		expect(res.status).toBe(201);
+		expect([res.body.firstName, res.body.lastName]).toEqual([name, name]);
 	});
 });
 

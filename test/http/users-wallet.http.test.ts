@@ -61,6 +61,10 @@ describe("users", () => {
 		expect(page.body[0]).not.toHaveProperty("passwordHash");
 		const next = await get("/api/v1/users?limit=2&offset=2", alice);
 		expect(next.body[0].id).not.toBe(page.body[0].id);
+		// The v1 client asks for GET /api/v1/users/ (trailing slash).
+		const slash = await get("/api/v1/users/", alice);
+		expect(slash.status).toBe(200);
+		expect(slash.body.length).toBeGreaterThanOrEqual(3);
 		expect((await get("/api/v1/users?limit=101", alice)).status).toBe(400);
 		expect((await get("/api/v1/users?limit=abc", alice)).status).toBe(400);
 		expect((await get("/api/v1/users")).status).toBe(401);
