@@ -226,7 +226,8 @@ export function loadConfig(env: Env = process.env): Config {
 			bodyLimit,
 			cookieSecure,
 			allowedOrigins: list(env, "ALLOWED_ORIGINS").map(o => origin("ALLOWED_ORIGINS", o)),
-			trustedProxies: list(env, "TRUSTED_PROXIES"),
+			// A proxy on this host (nginx, a dev server) is trusted by default; others must be listed.
+			trustedProxies: env.TRUSTED_PROXIES === undefined ? ["127.0.0.1", "::1"] : list(env, "TRUSTED_PROXIES"),
 		},
 		auth: {
 			secret,

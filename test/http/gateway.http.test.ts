@@ -169,6 +169,12 @@ describe("the Origin check on cookie-authenticated unsafe requests", () => {
 		expect((await put({ Cookie: alice.cookie })).status).toBe(200);
 	});
 
+	it("behind a proxy on this host, compares with the forwarded host and protocol", async () => {
+		const proxied = { Cookie: alice.cookie, Origin: "https://wallet.example.com", "X-Forwarded-Host": "wallet.example.com", "X-Forwarded-Proto": "https" };
+		expect((await put(proxied)).status).toBe(200);
+		expect((await put({ ...proxied, Origin: "https://evil.example.net" })).status).toBe(403);
+	});
+
 	it("does not apply to Bearer requests (no ambient credentials)", async () => {
 		expect((await put({ Authorization: `Bearer ${alice.access}`, Origin: "https://evil.example.net" })).status).toBe(200);
 	});

@@ -35,6 +35,9 @@ describe("loadConfig defaults", () => {
 		expect(config.http.cookieSecure).toBe(true);
 		expect(loadConfig({ COOKIE_SECURE: "false" }).http.cookieSecure).toBe(false);
 		expect(config.http.allowedOrigins).toEqual([]);
+		expect(config.http.trustedProxies).toEqual(["127.0.0.1", "::1"]);
+		expect(loadConfig({ TRUSTED_PROXIES: "" }).http.trustedProxies).toEqual([]);
+		expect(loadConfig({ TRUSTED_PROXIES: "10.0.0.5, 10.0.0.6" }).http.trustedProxies).toEqual(["10.0.0.5", "10.0.0.6"]);
 	});
 
 	it("falls back to the development placeholder secret and OWASP argon2 parameters", () => {
