@@ -78,6 +78,26 @@ class PerServiceMongooseAdapter extends (MongooseAdapter as any) {
 	async disconnect() {
 		await (this as any).conn?.close();
 	}
+
+	// Plain objects, as NeDB returns them: services compare, spread and
+	// serialise documents, which mongoose documents (getters, MongooseArrays,
+	// internal state) do differently.
+	find(filters: object) {
+		return (this as any).createCursor(filters).lean().exec();
+	}
+
+	findOne(query: object) {
+		return (this as any).model.findOne(query).lean().exec();
+	}
+
+	findById(_id: string) {
+		return (this as any).model.findById(_id).lean().exec();
+	}
+
+	async insert(entity: object) {
+		const saved = await new (this as any).model(entity).save();
+		return saved.toObject();
+	}
 }
 
 /** NeDB through moleculer-db's MemoryAdapter, one file per collection. */

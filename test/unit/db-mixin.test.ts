@@ -144,3 +144,21 @@ describe("NeDB store (the embedded backend)", () => {
 		expect(fs.existsSync(path.join(c.dataDir, "contract", `${CONTRACT_SPEC.name}.db`))).toBe(true);
 	});
 });
+
+describe("the Mongoose adapter returns plain objects, as NeDB does", () => {
+	it("reads with lean() and answers inserts with a plain object", async () => {
+		const adapter = createAdapter(config({ MONGO_URI }), "auth", USERS);
+		const calls: string[] = [];
+		const query = (result: unknown) => ({ lean: () => (calls.push("lean"), { exec: async () => result }) });
+		adapter.model = Object.assign(
+			function (this: any, entity: object) {
+				this.save = async () => ({ toObject: () => ({ ...entity, plain: true }) });
+			},
+			{ findOne: () => query({ _id: "u1" }), findById: () => query({ _id: "u2" }) },
+		);
+		expect(await adapter.findOne({ _id: "u1" })).toEqual({ _id: "u1" });
+		expect(await adapter.findById("u2")).toEqual({ _id: "u2" });
+		expect(calls).toEqual(["lean", "lean"]);
+		expect(await adapter.insert({ _id: "u3", email: "x@example.com" })).toEqual({ _id: "u3", email: "x@example.com", plain: true });
+	});
+});
