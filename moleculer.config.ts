@@ -8,6 +8,7 @@ import os from "node:os";
 import type { BrokerOptions } from "moleculer";
 import type { Config } from "./lib/config";
 import { DurableEventsMiddleware } from "./lib/durable-events";
+import { mintReplCommands } from "./lib/repl-commands";
 import { RequestContextMiddleware, requestLogFields } from "./lib/request-context";
 
 export function brokerOptions(config: Config): BrokerOptions {
@@ -58,6 +59,7 @@ export function brokerOptions(config: Config): BrokerOptions {
 		},
 		// In the cluster, events also go to durable RabbitMQ queues (lib/durable-events.ts).
 		middlewares: [RequestContextMiddleware, ...(config.transporter ? [DurableEventsMiddleware(config.transporter)] : [])],
+		replOptions: { delimiter: "mint $", customCommands: mintReplCommands() as any },
 		requestTimeout: config.requestTimeoutMs,
 		retryPolicy: { enabled: true, retries: 0, delay: 100, maxDelay: 2000, factor: 2, check: (err: any) => !!err?.retryable },
 		circuitBreaker: { enabled: true, threshold: 0.5, minRequestCount: 20, windowTime: 60, halfOpenTime: 10_000 },

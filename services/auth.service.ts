@@ -336,6 +336,17 @@ export default function createAuthService(config: Config): ServiceSchema {
 				},
 			},
 
+			/** Operator (REPL `user <email>`): a user by email address. */
+			findByEmail: {
+				visibility: "public",
+				params: { email: { type: "string", min: 3, max: 254 } },
+				async handler(this: any, ctx: Context<{ email: string }>) {
+					const user: UserEntity | null = await this.adapter.findOne({ email: ctx.params.email.trim().toLowerCase() });
+					if (!user) throw notFound("User not found");
+					return toPublicUser(user);
+				},
+			},
+
 			/** For other services: who to write to (notifications' receipts). */
 			contactOf: {
 				visibility: "public",

@@ -248,6 +248,17 @@ export default function createTransactionsService(config: Config): ServiceSchema
 				},
 			},
 
+			/** Operator (REPL `tx <id>`): a transaction with its recorded history, whoever the parties are. */
+			inspect: {
+				visibility: "public",
+				params: { id: { type: "string", min: 1, max: 64 } },
+				async handler(this: any, ctx: Context<{ id: string }>) {
+					const tx: TransactionEntity | null = await this.adapter.findOne({ _id: ctx.params.id });
+					if (!tx) throw notFound("Transaction not found");
+					return { ...toTransactionView(tx), history: tx.history, leaseUntil: new Date(tx.leaseUntil).toISOString(), unpublishedEvents: tx.unpublished ?? 0 };
+				},
+			},
+
 			/** Operator action (REPL): re-drive one transaction whose lease has run out. */
 			redrive: {
 				visibility: "public",
