@@ -2,8 +2,9 @@
  * Durable events over RabbitMQ (amqplib), for the cluster.
  *
  * Moleculer's own events are fire-and-forget: an event emitted while its
- * consumer's node is down is gone. In cluster mode every Mint event is also
- * published, persistent and publisher-confirmed, to the topic exchange
+ * consumer's node is down is gone. In cluster mode the events that must not
+ * be missed (DURABLE_EVENTS) are also published, persistent and
+ * publisher-confirmed, to the topic exchange
  * `<namespace>.events`. A consumer that must not miss events (notifications)
  * reads its own durable queue `<namespace>.<group>`, bound to the events it
  * needs: messages wait there while it is down. A failed handler's message
@@ -12,7 +13,7 @@
  */
 import amqp from "amqplib";
 import type { Middleware } from "moleculer";
-import { EVENT_CONTRACTS } from "./events";
+import { DURABLE_EVENTS } from "./events";
 
 export interface DurableSubscription {
 	group: string;
@@ -29,6 +30,7 @@ interface Logger {
 }
 
 const ATTEMPT_HEADER = "x-mint-attempts";
+const DURABLE = new Set<string>(DURABLE_EVENTS);
 
 export class DurableEvents {
 	private connection?: amqp.ChannelModel;
@@ -179,8 +181,9 @@ export class DurableEvents {
 }
 
 /**
- * Broker middleware: every Mint event that goes through broker.emit (and
- * ctx.emit) is also published durably. The bus is `broker.durableEvents`.
+ * Broker middleware: every durable event that goes through broker.emit (and
+ * ctx.emit) is also published durably; a failure throws, so the producer's
+ * outbox keeps the event for its relay. The bus is `broker.durableEvents`.
  */
 export function DurableEventsMiddleware(url: string): Middleware {
 	let bus: DurableEvents;
@@ -192,7 +195,7 @@ export function DurableEventsMiddleware(url: string): Middleware {
 		},
 		emit(next: any) {
 			return async (event: string, payload: any, opts: any) => {
-				if (event in EVENT_CONTRACTS) await bus.publish(event, payload);
+				if (DURABLE.has(event)) await bus.publish(event, payload);
 				return next(event, payload, opts);
 			};
 		},

@@ -82,6 +82,20 @@ export const EVENT_CONTRACTS = {
 export type EventName = keyof typeof EVENT_CONTRACTS;
 
 /**
+ * The events a consumer must not miss (they become emails). Their producers
+ * keep them in an outbox until published, and in the cluster they also go to
+ * durable RabbitMQ queues. The others are fire-and-forget Moleculer events.
+ */
+export const DURABLE_EVENTS: EventName[] = [
+	"user.signedUp",
+	"user.passwordResetRequested",
+	"transaction.created",
+	"transaction.processing",
+	"transaction.completed",
+	"transaction.failed",
+];
+
+/**
  * A consumer's view of a contract: the envelope and the fields it relies on
  * (a tolerant reader: a producer may add fields without breaking consumers).
  */
