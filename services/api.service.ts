@@ -25,6 +25,7 @@ import {
 	clearedSessionCookies,
 	clientIpOf,
 	cookiesOf,
+	isTrustedPeer,
 	isUnsafeMethod,
 	jsonBodyRules,
 	requestIdOf,
@@ -86,7 +87,6 @@ const READINESS_SERVICES = ["auth", "wallet", "transactions", "notifications"];
 
 export default function createApiService(config: Config): ServiceSchema {
 	const secure = config.http.cookieSecure;
-	const isTrustedPeer = (req: Req) => config.http.trustedProxies.includes((req.socket.remoteAddress ?? "").replace(/^::ffff:/, ""));
 
 	const routeDefaults = {
 		mappingPolicy: "restrict",
@@ -277,7 +277,7 @@ export default function createApiService(config: Config): ServiceSchema {
 				const cookies = req.$cookies as Record<string, string | undefined>;
 				const bearer = bearerTokenOf(req);
 				const cookieAuth = !bearer && !!(cookies[ACCESS_COOKIE] || cookies[REFRESH_COOKIE]);
-				if (cookieAuth && isUnsafeMethod(req.method)) checkOrigin(req, config, isTrustedPeer(req));
+				if (cookieAuth && isUnsafeMethod(req.method)) checkOrigin(req, config, isTrustedPeer(req, config.http.trustedProxies));
 				// Health checks never depend on auth; anonymous requests need no keys.
 				if ((!bearer && !cookieAuth) || req.$action?.name?.startsWith("api.")) return null;
 				await this.ensureRevocationsLoaded();

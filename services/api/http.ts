@@ -27,7 +27,7 @@ export function requestIdOf(req: Req): string {
 /** The client IP: the socket peer, or the last X-Forwarded-For hop when the peer is a trusted proxy. */
 export function clientIpOf(req: Req, trustedProxies: string[]): string {
 	const peer = normalizeIp(req.socket.remoteAddress ?? "unknown");
-	if (!trustedProxies.includes(peer)) return peer;
+	if (!isTrustedPeer(req, trustedProxies)) return peer;
 	const forwarded = String(req.headers["x-forwarded-for"] ?? "")
 		.split(",")
 		.map(s => s.trim())
@@ -36,6 +36,9 @@ export function clientIpOf(req: Req, trustedProxies: string[]): string {
 }
 
 const normalizeIp = (ip: string) => (ip.startsWith("::ffff:") ? ip.slice(7) : ip);
+
+/** Is the socket peer a proxy whose X-Forwarded-* headers we believe? */
+export const isTrustedPeer = (req: Req, trustedProxies: string[]) => trustedProxies.includes(normalizeIp(req.socket.remoteAddress ?? ""));
 
 export function cookiesOf(req: Req): Record<string, string | undefined> {
 	const header = req.headers.cookie;
