@@ -236,7 +236,6 @@ export default function createAuthService(config: Config): ServiceSchema {
 			},
 
 			me: {
-				auth: "optional",
 				async handler(this: any, ctx: Context<unknown, { user?: Caller }>) {
 					if (!ctx.meta.user) return null;
 					const user = await this.adapter.findOne({ _id: ctx.meta.user.id });
