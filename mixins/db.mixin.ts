@@ -14,6 +14,7 @@
  */
 import fs from "node:fs";
 import path from "node:path";
+import Nedb from "@seald-io/nedb";
 import type { ServiceSchema } from "moleculer";
 import DbService from "moleculer-db";
 import MongooseAdapter from "moleculer-db-adapter-mongoose";
@@ -100,33 +101,123 @@ class PerServiceMongooseAdapter extends (MongooseAdapter as any) {
 	}
 }
 
-/** NeDB through moleculer-db's MemoryAdapter, one file per collection. */
+/** What moleculer-db and Mint pass to find() and count(). */
+interface CursorParams {
+	query?: object;
+	sort?: string[];
+	limit?: number;
+	offset?: number;
+	search?: string;
+}
+
+/**
+ * NeDB through moleculer-db's MemoryAdapter, one file per collection.
+ *
+ * Every method is overridden to use NeDB's own promise API: the base
+ * connect() swaps the datastore's methods for util.promisify wrappers, one of
+ * which returns a Promise, so Node warns (DEP0174) on every update.
+ */
 class FileMemoryAdapter extends (DbService.MemoryAdapter as any) {
+	declare opts: { filename: string };
+	declare db: Nedb | null;
+
 	constructor(private readonly spec: CollectionSpec, filename: string) {
 		fs.mkdirSync(path.dirname(filename), { recursive: true });
 		super({ filename });
 	}
 
 	async connect() {
-		await super.connect();
-		const db = (this as any).db;
+		const db = new Nedb({ filename: this.opts.filename });
+		await db.loadDatabaseAsync();
 		for (const index of this.spec.indexes ?? []) {
 			const fields = Object.keys(index.fields);
 			if (fields.length !== 1) throw new Error(`NeDB supports single-field indexes only (${this.spec.name})`);
-			await db.ensureIndex({ fieldName: fields[0], unique: !!index.unique, sparse: !!index.sparse });
+			await db.ensureIndexAsync({ fieldName: fields[0], unique: !!index.unique, sparse: !!index.sparse });
 		}
 		// NeDB appends every write; compact the file now and then.
 		db.setAutocompactionInterval(10 * 60_000);
+		this.db = db;
 	}
 
 	async disconnect() {
-		const db = (this as any).db;
+		const db = this.db;
+		this.db = null;
 		if (db) {
 			db.stopAutocompaction();
 			await db.compactDatafileAsync();
 		}
-		await super.disconnect();
 	}
+
+	private get store(): Nedb {
+		if (!this.db) throw new Error(`NeDB store ${this.spec.name} is not connected`);
+		return this.db;
+	}
+
+	createCursor(params?: CursorParams | null) {
+		const { query, sort, search } = params ?? {};
+		// Mint never searches; refuse rather than silently match everything.
+		if (search) throw new Error("FileMemoryAdapter does not support search");
+		const cursor = this.store.findAsync(query ?? {});
+		if (sort) cursor.sort(Object.fromEntries(sort.map(f => (f.startsWith("-") ? [f.slice(1), -1] : [f, 1]))));
+		return paginate(cursor, params);
+	}
+
+	async find(params?: CursorParams | null) {
+		return this.createCursor(params).execAsync();
+	}
+
+	async findOne(query: object) {
+		return this.store.findOneAsync(query).execAsync();
+	}
+
+	async findById(_id: unknown) {
+		return this.findOne({ _id });
+	}
+
+	async findByIds(ids: unknown[]) {
+		return this.store.findAsync({ _id: { $in: ids } }).execAsync();
+	}
+
+	// Counts in place: no copy of each matching document, unlike find().
+	async count(params?: CursorParams | null) {
+		return paginate(this.store.countAsync(params?.query ?? {}), params).execAsync();
+	}
+
+	async insert(entity: object) {
+		return this.store.insertAsync(entity);
+	}
+
+	async insertMany(entities: object[]) {
+		return this.store.insertAsync(entities);
+	}
+
+	async updateMany(query: object, update: object): Promise<number> {
+		return (await this.store.updateAsync(query, update, { multi: true })).numAffected;
+	}
+
+	async updateById(_id: unknown, update: object) {
+		return (await this.store.updateAsync({ _id }, update, { returnUpdatedDocs: true })).affectedDocuments;
+	}
+
+	async removeMany(query: object): Promise<number> {
+		return this.store.removeAsync(query, { multi: true });
+	}
+
+	async removeById(_id: unknown): Promise<number> {
+		return this.store.removeAsync({ _id }, {});
+	}
+
+	async clear(): Promise<number> {
+		return this.store.removeAsync({}, { multi: true });
+	}
+}
+
+/** moleculer-db's offset and limit: applied only when positive. */
+function paginate<T>(cursor: Nedb.Cursor<T>, params?: CursorParams | null): Nedb.Cursor<T> {
+	const { limit, offset } = params ?? {};
+	if (typeof limit === "number" && limit > 0) cursor.limit(limit);
+	if (typeof offset === "number" && offset > 0) cursor.skip(offset);
+	return cursor;
 }
 
 export function createAdapter(config: Config, serviceName: string, spec: CollectionSpec): any {

@@ -2,9 +2,14 @@
  * The DB mixin without any server: which adapter createAdapter() builds for
  * which config, how the Mongoose one is set up, and the store contract on a
  * real NeDB file.
+ *
+ * The environment re-emits Node's own warnings on the test's `process`, so the
+ * NeDB store can be shown to cause no DEP0174.
+ * @jest-environment ./test/unit/helpers/host-warnings.environment.ts
  */
 import fs from "node:fs";
 import path from "node:path";
+import util from "node:util";
 import mongoose from "mongoose";
 import { createAdapter, DbMixin, isDuplicateKeyError } from "../../mixins/db.mixin";
 import { testConfig } from "../helpers/mint";
@@ -142,6 +147,56 @@ describe("NeDB store (the embedded backend)", () => {
 		await storeRoundTrip(spec => createAdapter(c, "contract", spec));
 		// It really was a file under DATA_DIR, not memory.
 		expect(fs.existsSync(path.join(c.dataDir, "contract", `${CONTRACT_SPEC.name}.db`))).toBe(true);
+	});
+});
+
+describe("the NeDB store uses NeDB's own promises", () => {
+	let warnings: Error[];
+	const collect = (warning: Error) => void warnings.push(warning);
+	beforeEach(() => {
+		warnings = [];
+		process.on("warning", collect);
+	});
+	afterEach(() => {
+		process.off("warning", collect);
+		jest.restoreAllMocks();
+	});
+
+	it("runs every adapter operation without util.promisify and without a DEP0174 warning", async () => {
+		const promisify = jest.spyOn(util, "promisify");
+		const store = createAdapter(config(), "quiet", USERS);
+		store.init({}, { logger: console, schema: {}, settings: {} });
+		await store.connect();
+		try {
+			expect(await store.insert({ _id: "u1", email: "a@example.com", rank: 3 })).toEqual({ _id: "u1", email: "a@example.com", rank: 3 });
+			expect(await store.insertMany([{ _id: "u2", email: "b@example.com", rank: 1 }, { _id: "u3", email: "c@example.com", rank: 2 }])).toHaveLength(2);
+			expect(isDuplicateKeyError(await store.insert({ _id: "u4", email: "a@example.com" }).catch((err: unknown) => err))).toBe(true);
+
+			expect((await store.find({ sort: ["-rank"], limit: 2, offset: 1 })).map((d: any) => d._id)).toEqual(["u3", "u2"]);
+			expect((await store.findOne({ email: "b@example.com" }))._id).toBe("u2");
+			expect(await store.findOne({ email: "nobody@example.com" })).toBeNull();
+			expect((await store.findById("u3")).rank).toBe(2);
+			expect((await store.findByIds(["u1", "u3", "zz"])).map((d: any) => d._id).sort()).toEqual(["u1", "u3"]);
+			expect(await store.count()).toBe(3);
+			expect(await store.count({ query: { rank: { $gt: 1 } } })).toBe(2);
+			expect(await store.count({ limit: 2, offset: 2 })).toBe(1);
+
+			expect(await store.updateMany({ rank: { $gte: 2 } }, { $inc: { rank: 10 } })).toBe(2);
+			expect(await store.updateMany({ rank: 3 }, { $set: { rank: 0 } })).toBe(0);
+			expect(await store.updateById("u2", { $set: { rank: 7 } })).toEqual({ _id: "u2", email: "b@example.com", rank: 7 });
+
+			expect(await store.removeById("u2")).toBe(1);
+			expect(await store.removeMany({ rank: { $gt: 10 } })).toBe(2);
+			await store.insert({ _id: "u5", email: "e@example.com" });
+			expect(await store.clear()).toBe(1);
+			expect(await store.count()).toBe(0);
+		} finally {
+			await store.disconnect();
+		}
+		// Node emits the warning on a later tick.
+		await new Promise(resolve => setImmediate(resolve));
+		expect(promisify).not.toHaveBeenCalled();
+		expect(warnings.map(w => (w as NodeJS.ErrnoException).code)).not.toContain("DEP0174");
 	});
 });
 
