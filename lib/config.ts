@@ -4,6 +4,7 @@
  * naming the variable.
  */
 import path from "node:path";
+import proxyaddr from "proxy-addr";
 
 export const ALL_SERVICES = ["api", "auth", "wallet", "transactions", "notifications"] as const;
 export type ServiceName = (typeof ALL_SERVICES)[number];
@@ -28,7 +29,8 @@ export interface Config {
 	currency: string;
 	requestTimeoutMs: number;
 	http: {
-		bodyLimit: string;
+		/** Largest JSON body in bytes, after Content-Encoding is undone. */
+		bodyLimitBytes: number;
 		cookieSecure: boolean;
 		allowedOrigins: string[];
 		trustedProxies: string[];
@@ -177,7 +179,18 @@ export function loadConfig(env: Env = process.env): Config {
 	if (!/^[A-Z]{3}$/.test(currency)) throw new ConfigError("CURRENCY", `must be an ISO 4217 code like USD, got "${currency}"`);
 
 	const bodyLimit = str(env, "BODY_LIMIT", "100kb") as string;
-	if (!/^\d+(b|kb|mb)$/i.test(bodyLimit)) throw new ConfigError("BODY_LIMIT", `must look like 100kb, got "${bodyLimit}"`);
+	const limitMatch = /^(\d+)(b|kb|mb)$/i.exec(bodyLimit);
+	if (!limitMatch) throw new ConfigError("BODY_LIMIT", `must look like 100kb, got "${bodyLimit}"`);
+	const bodyLimitBytes = Number(limitMatch[1]) * { b: 1, kb: 1024, mb: 1024 * 1024 }[limitMatch[2].toLowerCase() as "b" | "kb" | "mb"];
+	if (bodyLimitBytes < 1024 || bodyLimitBytes > 10 * 1024 * 1024) throw new ConfigError("BODY_LIMIT", `must be between 1kb and 10mb, got "${bodyLimit}"`);
+
+	// A proxy on this host (nginx, a dev server) is trusted by default; others must be listed.
+	const trustedProxies = env.TRUSTED_PROXIES === undefined ? ["loopback"] : list(env, "TRUSTED_PROXIES");
+	try {
+		proxyaddr.compile(trustedProxies);
+	} catch (err) {
+		throw new ConfigError("TRUSTED_PROXIES", `must list IP addresses, CIDR ranges or loopback/linklocal/uniquelocal: ${(err as Error).message}`);
+	}
 
 	// Secure cookies by default (browsers, curl and most cookie jars accept
 	// them from http://localhost too); COOKIE_SECURE=false is the explicit
@@ -223,11 +236,10 @@ export function loadConfig(env: Env = process.env): Config {
 		currency,
 		requestTimeoutMs: int(env, "REQUEST_TIMEOUT_MS", 10_000, 100, 600_000),
 		http: {
-			bodyLimit,
+			bodyLimitBytes,
 			cookieSecure,
 			allowedOrigins: list(env, "ALLOWED_ORIGINS").map(o => origin("ALLOWED_ORIGINS", o)),
-			// A proxy on this host (nginx, a dev server) is trusted by default; others must be listed.
-			trustedProxies: env.TRUSTED_PROXIES === undefined ? ["127.0.0.1", "::1"] : list(env, "TRUSTED_PROXIES"),
+			trustedProxies,
 		},
 		auth: {
 			secret,

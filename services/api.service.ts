@@ -11,23 +11,25 @@
 import type { Context, ServiceSchema } from "moleculer";
 import ApiGateway from "moleculer-web";
 import type { Config } from "../lib/config";
-import { unauthorized } from "../lib/errors";
+import { unauthorized, unavailable } from "../lib/errors";
 import { consumerContract } from "../lib/events";
+import { NOT_READY_RETRY_AFTER_SEC, liveness, readiness } from "../lib/readiness";
 import type { Caller, IssuedSession, PublicUser } from "./auth.service";
 import type { SubmitResult } from "./transactions.service";
 import {
 	ACCESS_COOKIE,
 	REFRESH_COOKIE,
 	actionParams,
+	answerClientError,
 	appendSetCookie,
 	bearerTokenOf,
 	checkOrigin,
 	clearedSessionCookies,
 	clientIpOf,
+	compileTrustedProxies,
 	cookiesOf,
 	isTrustedPeer,
 	isUnsafeMethod,
-	jsonBodyRules,
 	requestIdOf,
 	sessionCookies,
 	setSecurityHeaders,
@@ -35,6 +37,7 @@ import {
 	type Res,
 } from "./api/http";
 import { toHttpError } from "./api/http-errors";
+import { jsonBody } from "./api/json-body";
 import { AccessTokenVerifier } from "./api/token-verifier";
 
 /** Actions that answer with a new session: the gateway turns it into cookies and answers the user. */
@@ -85,8 +88,12 @@ const REVOCATION_RESYNC_MS = 10_000;
 /** Services whose health the readiness check asks for, when this node's SERVICES route to them. */
 const READINESS_SERVICES = ["auth", "wallet", "transactions", "notifications"];
 
+/** Actions a node answers while its services are still starting: liveness, and readiness saying so. */
+const ANSWERED_WHILE_STARTING = new Set(["api.health", "api.ready"]);
+
 export default function createApiService(config: Config): ServiceSchema {
 	const secure = config.http.cookieSecure;
+	const trustProxy = compileTrustedProxies(config.http.trustedProxies);
 
 	const routeDefaults = {
 		mappingPolicy: "restrict",
@@ -95,8 +102,8 @@ export default function createApiService(config: Config): ServiceSchema {
 		authentication: true,
 		authorization: true,
 		logging: false,
-		bodyParsers: { json: { strict: true, limit: config.http.bodyLimit } },
-		use: [jsonBodyRules],
+		bodyParsers: false,
+		use: [jsonBody(config.http.bodyLimitBytes)],
 		callOptions: { timeout: config.requestTimeoutMs },
 		// A web client served from another origin (ALLOWED_ORIGINS) may call with credentials.
 		cors: config.http.allowedOrigins.length
@@ -110,6 +117,11 @@ export default function createApiService(config: Config): ServiceSchema {
 				}
 			: undefined,
 		onBeforeCall(this: any, ctx: Context<unknown, any>, _route: unknown, req: Req) {
+			// The server listens before every local service has started (auth may still be generating keys).
+			if (!ANSWERED_WHILE_STARTING.has(req.$action?.name)) {
+				if (this.broker.stopping) throw unavailable("Mint is shutting down, try again shortly");
+				if (!this.broker.started) throw unavailable("Mint is starting, try again shortly", 2);
+			}
 			const params = actionParams(req, req.method ?? "GET");
 			const target = req.$params as Record<string, unknown>;
 			for (const key of Object.keys(target)) delete target[key];
@@ -169,7 +181,7 @@ export default function createApiService(config: Config): ServiceSchema {
 				const requestId = requestIdOf(req);
 				options.requestID = requestId;
 				req.$requestId = requestId;
-				req.$clientIp = clientIpOf(req, config.http.trustedProxies);
+				req.$clientIp = clientIpOf(req, trustProxy);
 				res.setHeader("X-Request-Id", requestId);
 				setSecurityHeaders(res, secure);
 				const started = process.hrtime.bigint();
@@ -189,7 +201,13 @@ export default function createApiService(config: Config): ServiceSchema {
 			},
 			onError(this: any, req: Req, res: Res, err: unknown) {
 				const http = toHttpError(err);
-				if (http.status >= 500) this.logger.error({ err, requestId: req.$requestId }, "request failed");
+				if (http.status === 500) {
+					// Unexpected: the client gets a generic message, the operator the error, its request id and a count.
+					this.logger.error({ err, requestId: req.$requestId }, "request failed unexpectedly");
+					this.broker.metrics.increment("mint.http.unexpected.errors.total");
+				} else if (http.status >= 500) {
+					this.logger.warn({ err: { type: (err as any)?.type, message: (err as any)?.message }, requestId: req.$requestId }, "request not served");
+				}
 				if (res.headersSent) return res.end();
 				res.statusCode = http.status;
 				for (const [name, value] of Object.entries(http.headers)) res.setHeader(name, value);
@@ -205,41 +223,19 @@ export default function createApiService(config: Config): ServiceSchema {
 		actions: {
 			health: {
 				handler(this: any) {
-					return { status: "ok", nodeID: this.broker.nodeID, uptimeSec: Math.round(process.uptime()) };
+					return liveness(this.broker);
 				},
 			},
 
-			/** Readiness: each service's own health (which touches its database), the transporter, the cache. */
+			/** Readiness: this node has started, each service's own health (which touches its database), the transporter, the cache. */
 			ready: {
 				async handler(this: any, ctx: Context<unknown, any>) {
-					const checks: Record<string, "ok" | "down"> = {};
-					await Promise.all(
-						READINESS_SERVICES.map(async name => {
-							try {
-								await ctx.call(`${name}.health`, {}, { timeout: 2000, retries: 0 });
-								checks[name] = "ok";
-							} catch {
-								checks[name] = "down";
-							}
-						}),
-					);
-					if (this.broker.transit) checks.transporter = this.broker.transit.connected ? "ok" : "down";
-					const redis = this.broker.cacher?.client;
-					if (redis?.ping) {
-						try {
-							await redis.ping();
-							checks.cache = "ok";
-						} catch {
-							checks.cache = "down";
-						}
-					}
-					const down = Object.keys(checks).filter(k => checks[k] === "down");
-					if (down.length) {
+					const report = await readiness(this.broker, READINESS_SERVICES);
+					if (!report.ready) {
 						ctx.meta.$statusCode = 503;
-						ctx.meta.$responseHeaders = { "Retry-After": "5" };
-						return { status: "unavailable", error: { message: `Not ready: ${down.join(", ")}`, status: 503 }, checks };
+						ctx.meta.$responseHeaders = { "Retry-After": String(NOT_READY_RETRY_AFTER_SEC) };
 					}
-					return { status: "ready", checks };
+					return report.body;
 				},
 			},
 		},
@@ -277,7 +273,7 @@ export default function createApiService(config: Config): ServiceSchema {
 				const cookies = req.$cookies as Record<string, string | undefined>;
 				const bearer = bearerTokenOf(req);
 				const cookieAuth = !bearer && !!(cookies[ACCESS_COOKIE] || cookies[REFRESH_COOKIE]);
-				if (cookieAuth && isUnsafeMethod(req.method)) checkOrigin(req, config, isTrustedPeer(req, config.http.trustedProxies));
+				if (cookieAuth && isUnsafeMethod(req.method)) checkOrigin(req, config, isTrustedPeer(req, trustProxy));
 				// Health checks never depend on auth; anonymous requests need no keys.
 				if ((!bearer && !cookieAuth) || req.$action?.name?.startsWith("api.")) return null;
 				await this.ensureRevocationsLoaded();
@@ -333,6 +329,12 @@ export default function createApiService(config: Config): ServiceSchema {
 		},
 
 		created(this: any) {
+			this.broker.metrics.register({
+				type: "counter",
+				name: "mint.http.unexpected.errors.total",
+				description: "Requests answered 500: an error nothing expected (its log line has the request id)",
+			});
+			this.server.on("clientError", answerClientError);
 			this.verifier = new AccessTokenVerifier({
 				issuer: config.auth.issuer,
 				audience: config.auth.audience,

@@ -96,7 +96,20 @@ export interface Caller {
 const NAME_TEXT = /^[^\p{C}<>]*$/u;
 const NAME = { type: "string", trim: true, min: 1, max: 100, pattern: NAME_TEXT } as const;
 const MIDDLE_NAME = { type: "string", trim: true, max: 100, optional: true, pattern: NAME_TEXT } as const;
-const EMAIL = { type: "email", normalize: true, max: 254 } as const;
+/**
+ * The WHATWG "valid email address" (what browsers accept), with a dot in the
+ * domain: ASCII only, so no account can look like another's through
+ * homoglyphs or invisible characters (a Cyrillic "а", a zero-width space).
+ */
+const EMAIL_ADDRESS = /^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$/;
+const EMAIL = {
+	type: "string",
+	trim: true,
+	lowercase: true,
+	max: 254,
+	pattern: EMAIL_ADDRESS,
+	messages: { stringPattern: "The '{field}' field must be a valid email address." },
+} as const;
 const PASSWORD = { type: "string", min: 8, max: 128 } as const;
 const TOKEN = { type: "string", min: 10, max: 200, pattern: /^[A-Za-z0-9_-]+$/ } as const;
 

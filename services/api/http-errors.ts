@@ -17,9 +17,11 @@ const GENERIC: Record<number, string> = {
 	403: "Forbidden",
 	404: "Not found",
 	405: "Method not allowed",
+	408: "Request timeout",
 	409: "Conflict",
 	413: "Request body too large",
 	415: "Content-Type must be application/json",
+	431: "Request headers too large",
 	422: "Unprocessable request",
 	429: "Too many requests, try again later",
 	500: "Internal server error",
@@ -60,7 +62,10 @@ export function toHttpError(err: unknown): HttpError {
 	});
 
 	if (UNAVAILABLE_TYPES.has(type)) {
-		return make(503, GENERIC[503], undefined, { "Retry-After": String(RETRY_AFTER_UNAVAILABLE_SEC) });
+		// Mint's own (e.g. "Mint is starting") say why and when to retry; Moleculer's stay generic.
+		const ours = e.name === "MintError";
+		const retryAfter = ours ? Number(e.data?.retryAfter ?? RETRY_AFTER_UNAVAILABLE_SEC) : RETRY_AFTER_UNAVAILABLE_SEC;
+		return make(503, ours ? String(e.message) : GENERIC[503], undefined, { "Retry-After": String(retryAfter) });
 	}
 
 	// fastest-validator through Moleculer: ValidationError, code 422, data = [{ field, message }].
@@ -75,14 +80,6 @@ export function toHttpError(err: unknown): HttpError {
 				: [{ path: String(d.path ?? d.field ?? ""), message: String(d.message ?? "Invalid value") }],
 		);
 		return make(400, details.length && e.name === "MintError" ? String(e.message) : "Validation failed", details);
-	}
-
-	// body-parser: malformed JSON, too large, bad charset.
-	if (typeof e.type === "string" && e.type.startsWith("entity.") || e.type === "encoding.unsupported" || e.type === "charset.unsupported") {
-		if (e.type === "entity.too.large") return make(413);
-		if (e.type === "entity.parse.failed") return make(400, "Malformed JSON body");
-		if (e.type === "encoding.unsupported" || e.type === "charset.unsupported") return make(415, "Unsupported body encoding");
-		return make(400);
 	}
 
 	const status = Number(e.code ?? e.status);

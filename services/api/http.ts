@@ -1,13 +1,16 @@
 /**
  * What the gateway does to every HTTP request before and after an action
  * runs: request ids, client IPs behind trusted proxies, cookies, JSON body
- * rules, the Origin check and security headers.
+ * params, the Origin check and security headers.
  */
 import crypto from "node:crypto";
-import type { IncomingMessage, ServerResponse } from "node:http";
+import { STATUS_CODES, type IncomingMessage, type ServerResponse } from "node:http";
+import type { Duplex } from "node:stream";
 import { parseCookie, stringifySetCookie } from "cookie";
+import proxyaddr from "proxy-addr";
 import type { Config } from "../../lib/config";
-import { MintError, forbidden, validationError } from "../../lib/errors";
+import { forbidden } from "../../lib/errors";
+import { toHttpError } from "./http-errors";
 
 export const ACCESS_COOKIE = "access.token";
 export const REFRESH_COOKIE = "refresh.token";
@@ -24,21 +27,20 @@ export function requestIdOf(req: Req): string {
 	return typeof given === "string" && REQUEST_ID.test(given) ? given : crypto.randomUUID();
 }
 
-/** The client IP: the socket peer, or the last X-Forwarded-For hop when the peer is a trusted proxy. */
-export function clientIpOf(req: Req, trustedProxies: string[]): string {
-	const peer = normalizeIp(req.socket.remoteAddress ?? "unknown");
-	if (!isTrustedPeer(req, trustedProxies)) return peer;
-	const forwarded = String(req.headers["x-forwarded-for"] ?? "")
-		.split(",")
-		.map(s => s.trim())
-		.filter(Boolean);
-	return forwarded.length ? normalizeIp(forwarded[forwarded.length - 1]) : peer;
+/** Which socket peers are proxies whose X-Forwarded-* headers we believe (TRUSTED_PROXIES: addresses, CIDR ranges, names). */
+export type TrustProxy = (address: string, hop: number) => boolean;
+export const compileTrustedProxies = (list: string[]): TrustProxy => proxyaddr.compile(list);
+
+/** The client IP: the first address, from the socket peer back along X-Forwarded-For, that is not a trusted proxy. */
+export function clientIpOf(req: Req, trust: TrustProxy): string {
+	// proxy-addr starts from the socket's address, which is gone once the socket closes.
+	return normalizeIp(proxyaddr(req, trust) ?? "unknown");
 }
 
 const normalizeIp = (ip: string) => (ip.startsWith("::ffff:") ? ip.slice(7) : ip);
 
 /** Is the socket peer a proxy whose X-Forwarded-* headers we believe? */
-export const isTrustedPeer = (req: Req, trustedProxies: string[]) => trustedProxies.includes(normalizeIp(req.socket.remoteAddress ?? ""));
+export const isTrustedPeer = (req: Req, trust: TrustProxy) => trust(req.socket.remoteAddress ?? "", 0);
 
 export function cookiesOf(req: Req): Record<string, string | undefined> {
 	const header = req.headers.cookie;
@@ -110,39 +112,6 @@ export function setSecurityHeaders(res: Res, secure: boolean): void {
 const UNSAFE_METHODS = new Set(["POST", "PUT", "PATCH", "DELETE"]);
 export const isUnsafeMethod = (method = "GET") => UNSAFE_METHODS.has(method.toUpperCase());
 
-const FORBIDDEN_KEYS = new Set(["__proto__", "constructor", "prototype"]);
-
-/** The path of the first prototype-polluting key in a parsed JSON value, if any. */
-export function forbiddenKeyIn(value: unknown, path = ""): string | undefined {
-	if (value === null || typeof value !== "object") return undefined;
-	for (const key of Object.keys(value)) {
-		const here = path ? `${path}.${key}` : key;
-		if (FORBIDDEN_KEYS.has(key)) return here;
-		const inner = forbiddenKeyIn((value as Record<string, unknown>)[key], here);
-		if (inner) return inner;
-	}
-	return undefined;
-}
-
-const hasBody = (req: Req) =>
-	req.headers["transfer-encoding"] !== undefined || (req.headers["content-length"] !== undefined && req.headers["content-length"] !== "0");
-
-/** Route middleware after the JSON body parser: JSON only, objects only, no prototype keys. */
-export function jsonBodyRules(req: Req, _res: Res, next: (err?: unknown) => void): void {
-	if (hasBody(req)) {
-		const type = String(req.headers["content-type"] ?? "");
-		if (!/^application\/json\s*(;|$)/i.test(type)) {
-			return next(new MintError("Content-Type must be application/json", 415, "UNSUPPORTED_MEDIA_TYPE"));
-		}
-		if (req.body === null || typeof req.body !== "object" || Array.isArray(req.body)) {
-			return next(validationError([{ path: "", message: "The body must be a JSON object" }]));
-		}
-		const bad = forbiddenKeyIn(req.body);
-		if (bad) return next(validationError([{ path: bad, message: "This key is not allowed" }]));
-	}
-	next();
-}
-
 /**
  * Replaces moleculer-web's merged params: a request body is never
  * overridden by the query string. Body methods get body + path params; other
@@ -170,9 +139,39 @@ const firstHeader = (req: Req, name: string) => {
 /** Cookie-authenticated unsafe requests must come from our own origin or an allowed one. */
 export function checkOrigin(req: Req, config: Config, peerTrusted: boolean): void {
 	const origin = req.headers.origin;
-	if (typeof origin !== "string") return;
+	if (typeof origin !== "string") {
+		// Without Origin a browser still says where the request comes from; non-browser clients send neither header.
+		const site = req.headers["sec-fetch-site"];
+		if (site === undefined || site === "same-origin") return;
+		throw forbidden("Origin not allowed");
+	}
 	const normalized = origin.toLowerCase();
 	if (normalized === ownOriginOf(req, peerTrusted)) return;
 	if (config.http.allowedOrigins.includes(normalized)) return;
 	throw forbidden("Origin not allowed");
+}
+
+/**
+ * Node's HTTP parser refused a request before any handler saw it (a CR or LF
+ * in a header, headers over 16 kB, a malformed request line): answer in the
+ * SPEC error format with a request id instead of Node's bare 400.
+ */
+export function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+	if (err.code === "ECONNRESET" || !socket.writable) {
+		socket.destroy();
+		return;
+	}
+	const status = err.code === "HPE_HEADER_OVERFLOW" ? 431 : err.code === "ERR_HTTP_REQUEST_TIMEOUT" ? 408 : 400;
+	const body = JSON.stringify(toHttpError({ code: status }).body);
+	socket.end(
+		[
+			`HTTP/1.1 ${status} ${STATUS_CODES[status]}`,
+			"Content-Type: application/json; charset=utf-8",
+			`Content-Length: ${Buffer.byteLength(body)}`,
+			`X-Request-Id: ${crypto.randomUUID()}`,
+			"Connection: close",
+			"",
+			body,
+		].join("\r\n"),
+	);
 }

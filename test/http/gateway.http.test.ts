@@ -52,7 +52,7 @@ describe("routing", () => {
 		}
 		const ready = await mint.http.get("/ready");
 		expect(ready.status).toBe(200);
-		expect(ready.body).toEqual({ status: "ready", checks: { auth: "ok", wallet: "ok", transactions: "ok", notifications: "ok" } });
+		expect(ready.body).toEqual({ status: "ready", checks: { node: "ok", auth: "ok", wallet: "ok", transactions: "ok", notifications: "ok" } });
 	});
 });
 
@@ -214,7 +214,7 @@ describe("a dependency that is down", () => {
 		const ready = await mint.http.get("/ready");
 		expect(ready.status).toBe(503);
 		expect(ready.body.error.message).toBe("Not ready: wallet");
-		expect(ready.body.checks).toEqual({ auth: "ok", wallet: "down", transactions: "ok", notifications: "ok" });
+		expect(ready.body.checks).toEqual({ node: "ok", auth: "ok", wallet: "down", transactions: "ok", notifications: "ok" });
 	});
 });
 

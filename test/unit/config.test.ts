@@ -35,7 +35,10 @@ describe("loadConfig defaults", () => {
 		expect(config.http.cookieSecure).toBe(true);
 		expect(loadConfig({ COOKIE_SECURE: "false" }).http.cookieSecure).toBe(false);
 		expect(config.http.allowedOrigins).toEqual([]);
-		expect(config.http.trustedProxies).toEqual(["127.0.0.1", "::1"]);
+		expect(config.http.trustedProxies).toEqual(["loopback"]);
+		expect(config.http.bodyLimitBytes).toBe(100 * 1024);
+		expect(loadConfig({ BODY_LIMIT: "2mb" }).http.bodyLimitBytes).toBe(2 * 1024 * 1024);
+		expect(loadConfig({ TRUSTED_PROXIES: "172.16.0.0/12, fd00::/8, 10.0.0.5" }).http.trustedProxies).toEqual(["172.16.0.0/12", "fd00::/8", "10.0.0.5"]);
 		expect(loadConfig({ TRUSTED_PROXIES: "" }).http.trustedProxies).toEqual([]);
 		expect(loadConfig({ TRUSTED_PROXIES: "10.0.0.5, 10.0.0.6" }).http.trustedProxies).toEqual(["10.0.0.5", "10.0.0.6"]);
 	});
@@ -97,6 +100,10 @@ describe("loadConfig refuses bad variables, naming them", () => {
 		["COOKIE_SECURE", "maybe"],
 		["NODE_ENV", "staging"],
 		["BODY_LIMIT", "lots"],
+		["BODY_LIMIT", "1gb"],
+		["BODY_LIMIT", "100mb"],
+		["TRUSTED_PROXIES", "nginx"],
+		["TRUSTED_PROXIES", "10.0.0.0/33"],
 		["REQUEST_TIMEOUT_MS", "10"],
 	])("%s=%s is a ConfigError for %s", (variable, value) => {
 		const err = configErrorFor({ [variable]: value });

@@ -1,6 +1,6 @@
 import { Errors } from "moleculer";
 import { RETRY_AFTER_UNAVAILABLE_SEC, toHttpError } from "../../services/api/http-errors";
-import { businessRule, conflict, forbidden, notFound, tooManyRequests, unauthorized, validationError } from "../../lib/errors";
+import { businessRule, conflict, forbidden, notFound, tooManyRequests, unauthorized, unavailable, validationError } from "../../lib/errors";
 
 const fieldError = (type: string, field: string | undefined, extra: Record<string, unknown> = {}) => ({ type, field, message: `${field} is wrong`, ...extra });
 
@@ -113,16 +113,22 @@ describe("toHttpError: anything else", () => {
 	});
 });
 
-describe("toHttpError: body-parser errors", () => {
+describe("toHttpError: Mint's own 503s", () => {
+	it("keeps the message and Retry-After of a MintError, and stays generic for Moleculer's", () => {
+		const starting = toHttpError(unavailable("Mint is starting, try again shortly", 2));
+		expect([starting.status, starting.body, starting.headers]).toEqual([
+			503,
+			{ error: { message: "Mint is starting, try again shortly", status: 503 } },
+			{ "Retry-After": "2" },
+		]);
+		const moleculer = toHttpError(Object.assign(new Error("Service 'x' is not available on node y"), { type: "SERVICE_UNAVAILABLE", code: 503 }));
+		expect(moleculer.body.error.message).toBe("Service temporarily unavailable, try again later");
+	});
+
 	it.each([
-		[{ type: "entity.too.large", status: 413, message: "request entity too large" }, 413, "Request body too large"],
-		[{ type: "entity.parse.failed", status: 400, message: "Unexpected token } in JSON at position 7" }, 400, "Malformed JSON body"],
-		[{ type: "encoding.unsupported", status: 415, message: "unsupported content encoding \"br\"" }, 415, "Unsupported body encoding"],
-		[{ type: "charset.unsupported", status: 415, message: "unsupported charset \"KOI8\"" }, 415, "Unsupported body encoding"],
-		[{ type: "entity.verify.failed", status: 403, message: "verify failed" }, 400, "Bad request"],
-	])("%o maps to %p %p", (err, status, message) => {
-		const http = toHttpError(Object.assign(new Error(err.message), err));
-		expect(http.status).toBe(status);
-		expect(http.body).toEqual({ error: { message, status } });
+		[408, "Request timeout"],
+		[431, "Request headers too large"],
+	])("answers %p with a generic message", (status, message) => {
+		expect(toHttpError({ code: status }).body).toEqual({ error: { message, status } });
 	});
 });

@@ -5,12 +5,14 @@ import {
 	checkOrigin,
 	clearedSessionCookies,
 	clientIpOf,
+	compileTrustedProxies,
 	cookiesOf,
-	forbiddenKeyIn,
+	isTrustedPeer,
 	requestIdOf,
 	sessionCookies,
 	type Req,
 } from "../../services/api/http";
+import { forbiddenKeyIn } from "../../services/api/json-body";
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
@@ -18,7 +20,7 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{1
 const fakeReq = (headers: Record<string, string | undefined> = {}, extra: { remoteAddress?: string; encrypted?: boolean; $params?: unknown } = {}): Req =>
 	({
 		headers,
-		socket: { remoteAddress: extra.remoteAddress ?? "10.0.0.1", encrypted: extra.encrypted },
+		socket: { remoteAddress: "remoteAddress" in extra ? extra.remoteAddress : "10.0.0.1", encrypted: extra.encrypted },
 		$params: extra.$params,
 	}) as any;
 
@@ -60,7 +62,8 @@ describe("requestIdOf", () => {
 });
 
 describe("clientIpOf", () => {
-	const TRUSTED = ["10.0.0.1"];
+	const TRUSTED = compileTrustedProxies(["10.0.0.1"]);
+	const NONE = compileTrustedProxies([]);
 
 	it("uses the socket peer and ignores X-Forwarded-For from an untrusted peer", () => {
 		expect(clientIpOf(fakeReq({ "x-forwarded-for": "1.2.3.4" }, { remoteAddress: "203.0.113.9" }), TRUSTED)).toBe("203.0.113.9");
@@ -75,12 +78,30 @@ describe("clientIpOf", () => {
 	});
 
 	it("strips the IPv4-mapped IPv6 prefix from the peer and the forwarded hop", () => {
-		expect(clientIpOf(fakeReq({}, { remoteAddress: "::ffff:192.0.2.5" }), [])).toBe("192.0.2.5");
+		expect(clientIpOf(fakeReq({}, { remoteAddress: "::ffff:192.0.2.5" }), NONE)).toBe("192.0.2.5");
 		expect(clientIpOf(fakeReq({ "x-forwarded-for": "::ffff:192.0.2.6" }, { remoteAddress: "::ffff:10.0.0.1" }), TRUSTED)).toBe("192.0.2.6");
 	});
 
 	it("ignores X-Forwarded-For entirely when no proxy is trusted", () => {
-		expect(clientIpOf(fakeReq({ "x-forwarded-for": "1.2.3.4" }), [])).toBe("10.0.0.1");
+		expect(clientIpOf(fakeReq({ "x-forwarded-for": "1.2.3.4" }), NONE)).toBe("10.0.0.1");
+	});
+
+	it("trusts a CIDR range such as a compose network's, and walks back over every trusted hop", () => {
+		const compose = compileTrustedProxies(["172.16.0.0/12"]);
+		expect(clientIpOf(fakeReq({ "x-forwarded-for": "198.51.100.7" }, { remoteAddress: "172.18.0.5" }), compose)).toBe("198.51.100.7");
+		// client -> edge proxy 172.20.0.9 -> nginx 172.18.0.5: the client is the first untrusted address from the right.
+		expect(clientIpOf(fakeReq({ "x-forwarded-for": "6.6.6.6, 198.51.100.7, 172.20.0.9" }, { remoteAddress: "172.18.0.5" }), compose)).toBe("198.51.100.7");
+		expect(clientIpOf(fakeReq({ "x-forwarded-for": "198.51.100.7" }, { remoteAddress: "172.32.0.1" }), compose)).toBe("172.32.0.1");
+	});
+
+	it("knows loopback, the default, for IPv4, IPv6 and IPv4-mapped peers", () => {
+		const loopback = compileTrustedProxies(["loopback"]);
+		for (const peer of ["127.0.0.1", "127.0.0.53", "::1", "::ffff:127.0.0.1"]) expect(isTrustedPeer(fakeReq({}, { remoteAddress: peer }), loopback)).toBe(true);
+		for (const peer of ["10.0.0.1", "::ffff:10.0.0.1", "fe80::1"]) expect(isTrustedPeer(fakeReq({}, { remoteAddress: peer }), loopback)).toBe(false);
+	});
+
+	it("answers for a request whose socket has already closed", () => {
+		expect(clientIpOf(fakeReq({}, { remoteAddress: undefined }), TRUSTED)).toBe("unknown");
 	});
 });
 
