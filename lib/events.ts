@@ -82,18 +82,22 @@ export const EVENT_CONTRACTS = {
 export type EventName = keyof typeof EVENT_CONTRACTS;
 
 /**
- * The events a consumer must not miss (they become emails). Their producers
- * keep them in an outbox until published, and in the cluster they also go to
- * durable RabbitMQ queues. The others are fire-and-forget Moleculer events.
+ * The durable topology, declared once: in the cluster each consumer group
+ * that must not miss events reads its own RabbitMQ queue `<namespace>.<group>`,
+ * bound to these events. Publishers declare these queues too (lib/durable-events.ts),
+ * so an event published before its consumer ever ran waits for it.
  */
-export const DURABLE_EVENTS: EventName[] = [
-	"user.signedUp",
-	"user.passwordResetRequested",
-	"transaction.created",
-	"transaction.processing",
-	"transaction.completed",
-	"transaction.failed",
-];
+export const DURABLE_SUBSCRIPTIONS = {
+	notifications: ["user.signedUp", "user.passwordResetRequested", "transaction.completed", "transaction.failed"],
+} as const satisfies Record<string, readonly EventName[]>;
+
+/**
+ * The events a consumer must not miss (they become emails): exactly those a
+ * durable subscription reads. Their producers keep them in an outbox until
+ * published, and in the cluster they also go to the durable queues. The
+ * others are fire-and-forget Moleculer events.
+ */
+export const DURABLE_EVENTS: readonly EventName[] = [...new Set(Object.values(DURABLE_SUBSCRIPTIONS).flat())];
 
 /**
  * A consumer's view of a contract: the envelope and the fields it relies on

@@ -17,7 +17,7 @@ import type { Config } from "../lib/config";
 import { notFound } from "../lib/errors";
 import Validator from "fastest-validator";
 import type { DurableEvents } from "../lib/durable-events";
-import { consumerContract } from "../lib/events";
+import { DURABLE_SUBSCRIPTIONS, consumerContract } from "../lib/events";
 import { formatMoney } from "../lib/money";
 import { DbMixin, isDuplicateKeyError } from "../mixins/db.mixin";
 import { MailTemplates, createMailTransport, retryDelayMs, type MailTransport, type TemplateName } from "./notifications/mailer";
@@ -329,7 +329,7 @@ export default function createNotificationsService(config: Config): ServiceSchem
 			if (bus) {
 				await bus.subscribe({
 					group: "notifications",
-					events: Object.keys(eventHandlers),
+					events: DURABLE_SUBSCRIPTIONS.notifications,
 					maxAttempts: mail.maxAttempts,
 					retryBaseMs: mail.retryBaseMs,
 					handle: async (event: string, payload: any) => {

@@ -32,8 +32,11 @@ describeWithInfra("a cluster over RabbitMQ", rabbitmqNeed(), () => {
 		await gateway?.stop();
 		await money?.stop();
 		await backend?.stop();
-		// The durable-events exchange this namespace declared (no queue was bound: nothing else is left).
-		await removeFromRabbitmq({ exchanges: [`${namespace}.events`] });
+		// The durable-events exchange and the queues the publishers declared for their subscribers.
+		await removeFromRabbitmq({
+			queues: ["notifications", "notifications.retry", "notifications.dead"].map(q => `${namespace}.${q}`),
+			exchanges: [`${namespace}.events`],
+		});
 	});
 
 	it("signs up through the gateway node and shows the wallet the other node created", async () => {

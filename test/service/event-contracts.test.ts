@@ -1,7 +1,9 @@
 /** Contract tests, producer side: every event Mint emits in a full scenario meets its contract. */
-import { EVENT_CONTRACTS, checkEvent, publish, type EventName } from "../../lib/events";
+import os from "node:os";
+import { DURABLE_SUBSCRIPTIONS, EVENT_CONTRACTS, checkEvent, publish, type EventName } from "../../lib/events";
+import createNotificationsService from "../../services/notifications.service";
 import { newPerson, signup } from "../helpers/http";
-import { startTestMint, waitFor, type TestMint } from "../helpers/mint";
+import { startTestMint, testConfig, waitFor, type TestMint } from "../helpers/mint";
 import { topUp, transfer } from "../helpers/money";
 
 let mint: TestMint;
@@ -58,5 +60,13 @@ describe("publish", () => {
 		const event = await publish(emitter, "wallet.created", { walletId: "w", userId: "u", currency: "USD" });
 		expect(emitted).toEqual([event]);
 		expect(Object.keys(EVENT_CONTRACTS)).toContain("wallet.created");
+	});
+});
+
+describe("durable subscriptions", () => {
+	it("the notifications service handles exactly the events its durable queue is bound to", () => {
+		// Embedded (no transporter), the service binds its handlers as Moleculer events: their keys are what it handles.
+		const schema = createNotificationsService(testConfig({ DATA_DIR: os.tmpdir() }));
+		expect(Object.keys(schema.events ?? {}).sort()).toEqual([...DURABLE_SUBSCRIPTIONS.notifications].sort());
 	});
 });
