@@ -88,8 +88,20 @@ const REVOCATION_RESYNC_MS = 10_000;
 /** Services whose health the readiness check asks for, when this node's SERVICES route to them. */
 const READINESS_SERVICES = ["auth", "wallet", "transactions", "notifications"];
 
-/** Actions a node answers while its services are still starting: liveness, and readiness saying so. */
-const ANSWERED_WHILE_STARTING = new Set(["api.health", "api.ready"]);
+/** What a node answers while its services are still starting: liveness, and readiness saying so. */
+const ANSWERED_WHILE_STARTING = /^(\/api\/v1)?\/(health|ready)$/;
+
+/**
+ * Route middleware, first: the server listens before every local service has
+ * started (auth may still be generating its keys), and keeps listening while
+ * the node stops. Meanwhile requests get 503 with Retry-After.
+ */
+function whileStarting(this: { broker: { started: boolean; stopping: boolean } }, req: Req, _res: Res, next: (err?: unknown) => void) {
+	if (ANSWERED_WHILE_STARTING.test(req.parsedUrl)) return next();
+	if (this.broker.stopping) return next(unavailable("Mint is shutting down, try again shortly"));
+	if (!this.broker.started) return next(unavailable("Mint is starting, try again shortly", 2));
+	next();
+}
 
 export default function createApiService(config: Config): ServiceSchema {
 	const secure = config.http.cookieSecure;
@@ -103,7 +115,7 @@ export default function createApiService(config: Config): ServiceSchema {
 		authorization: true,
 		logging: false,
 		bodyParsers: false,
-		use: [jsonBody(config.http.bodyLimitBytes)],
+		use: [whileStarting, jsonBody(config.http.bodyLimitBytes)],
 		callOptions: { timeout: config.requestTimeoutMs },
 		// A web client served from another origin (ALLOWED_ORIGINS) may call with credentials.
 		cors: config.http.allowedOrigins.length
@@ -117,11 +129,6 @@ export default function createApiService(config: Config): ServiceSchema {
 				}
 			: undefined,
 		onBeforeCall(this: any, ctx: Context<unknown, any>, _route: unknown, req: Req) {
-			// The server listens before every local service has started (auth may still be generating keys).
-			if (!ANSWERED_WHILE_STARTING.has(req.$action?.name)) {
-				if (this.broker.stopping) throw unavailable("Mint is shutting down, try again shortly");
-				if (!this.broker.started) throw unavailable("Mint is starting, try again shortly", 2);
-			}
 			const params = actionParams(req, req.method ?? "GET");
 			const target = req.$params as Record<string, unknown>;
 			for (const key of Object.keys(target)) delete target[key];

@@ -61,7 +61,8 @@ export function toHttpError(err: unknown): HttpError {
 		headers,
 	});
 
-	if (UNAVAILABLE_TYPES.has(type)) {
+	const status = Number(e.code ?? e.status);
+	if (UNAVAILABLE_TYPES.has(type) || status === 503) {
 		// Mint's own (e.g. "Mint is starting") say why and when to retry; Moleculer's stay generic.
 		const ours = e.name === "MintError";
 		const retryAfter = ours ? Number(e.data?.retryAfter ?? RETRY_AFTER_UNAVAILABLE_SEC) : RETRY_AFTER_UNAVAILABLE_SEC;
@@ -82,7 +83,6 @@ export function toHttpError(err: unknown): HttpError {
 		return make(400, details.length && e.name === "MintError" ? String(e.message) : "Validation failed", details);
 	}
 
-	const status = Number(e.code ?? e.status);
 	if ((MINT_ERROR_TYPES as readonly string[]).includes(type) && status >= 400 && status < 500) {
 		const headers: Record<string, string> = {};
 		if (status === 429) headers["Retry-After"] = String(e.data?.retryAfter ?? 60);

@@ -125,6 +125,11 @@ describe("toHttpError: Mint's own 503s", () => {
 		expect(moleculer.body.error.message).toBe("Service temporarily unavailable, try again later");
 	});
 
+	it("maps moleculer-web's untyped ServiceUnavailableError (a service not registered yet) to 503, not 500", () => {
+		const http = toHttpError(new Errors.MoleculerError("Service unavailable", 503));
+		expect([http.status, http.body.error.message, http.headers]).toEqual([503, "Service temporarily unavailable, try again later", { "Retry-After": "5" }]);
+	});
+
 	it.each([
 		[408, "Request timeout"],
 		[431, "Request headers too large"],
