@@ -8,6 +8,7 @@ import os from "node:os";
 import type { BrokerOptions } from "moleculer";
 import type { Config } from "./lib/config";
 import { DurableEventsMiddleware } from "./lib/durable-events";
+import { ProbeServerMiddleware } from "./lib/probe-server";
 import { mintReplCommands } from "./lib/repl-commands";
 import { RequestContextMiddleware, requestLogFields } from "./lib/request-context";
 
@@ -58,7 +59,12 @@ export function brokerOptions(config: Config): BrokerOptions {
 			},
 		},
 		// In the cluster, events also go to durable RabbitMQ queues (lib/durable-events.ts).
-		middlewares: [RequestContextMiddleware, ...(config.transporter ? [DurableEventsMiddleware(config.transporter)] : [])],
+		middlewares: [
+			RequestContextMiddleware,
+			...(config.transporter ? [DurableEventsMiddleware(config.transporter)] : []),
+			// A node without the gateway still answers /health and /ready on PORT (lib/probe-server.ts).
+			...(config.services.length > 0 && !config.services.includes("api") ? [ProbeServerMiddleware(config)] : []),
+		],
 		replOptions: { delimiter: "mint $", customCommands: mintReplCommands() as any },
 		requestTimeout: config.requestTimeoutMs,
 		retryPolicy: { enabled: true, retries: 0, delay: 100, maxDelay: 2000, factor: 2, check: (err: any) => !!err?.retryable },

@@ -5,6 +5,7 @@
  */
 import { ServiceBroker, type BrokerOptions, type ServiceSchema } from "moleculer";
 import { ConfigError, loadConfig, type Config } from "./lib/config";
+import { probePortOf } from "./lib/probe-server";
 import { brokerOptions } from "./moleculer.config";
 import { createServices } from "./services";
 
@@ -24,7 +25,29 @@ export async function startMint(
 	return broker;
 }
 
+/**
+ * After an error nothing caught, the process is in an unknown state: log it
+ * and exit non-zero, so the supervisor (compose `restart`, systemd
+ * `Restart=on-failure`) starts the node afresh. Money steps are idempotent
+ * and their sweepers finish what a dead node left half done.
+ */
+function exitOnUncaughtErrors(loggerOf: () => { fatal(obj: object, msg: string): void } | undefined) {
+	const crash = (what: string) => (err: unknown) => {
+		try {
+			const logger = loggerOf();
+			if (logger) logger.fatal({ err }, `${what}; exiting for the supervisor to restart this node`);
+			else console.error(`Mint: ${what}; exiting`, err);
+		} finally {
+			process.exit(1);
+		}
+	};
+	process.on("uncaughtException", crash("uncaught exception"));
+	process.on("unhandledRejection", crash("unhandled promise rejection"));
+}
+
 async function main() {
+	let broker: ServiceBroker | undefined;
+	exitOnUncaughtErrors(() => broker?.logger);
 	let config: Config;
 	try {
 		config = loadConfig();
@@ -35,25 +58,28 @@ async function main() {
 		}
 		throw err;
 	}
-	const broker = await startMint(config);
+	broker = await startMint(config);
 	if (config.repl) {
 		broker.repl();
 		return; // the REPL owns the terminal; its `quit` stops the broker
 	}
 	const api = broker.getLocalService("api") as any;
+	const host = config.host === "0.0.0.0" ? "localhost" : config.host;
 	if (api) {
-		const host = config.host === "0.0.0.0" ? "localhost" : config.host;
 		broker.logger.info(`Mint is listening on http://${host}:${api.listenPort ?? config.port}/api/v1`);
 		console.log(`Mint is up: http://${host}:${api.listenPort ?? config.port}/api/v1 (services: ${config.services.join(", ")})`);
 	} else {
-		console.log(`Mint node is up (services: ${config.services.join(", ") || "none"})`);
+		const probePort = probePortOf(broker);
+		const probe = probePort === undefined ? "" : ` (ready: http://${host}:${probePort}/ready)`;
+		console.log(`Mint node is up (services: ${config.services.join(", ") || "none"})${probe}`);
 	}
 	let stopping = false;
+	const running = broker;
 	const stop = async (signal: string) => {
 		if (stopping) return;
 		stopping = true;
-		broker.logger.info(`${signal}: shutting down`);
-		await broker.stop();
+		running.logger.info(`${signal}: shutting down`);
+		await running.stop();
 		process.exit(0);
 	};
 	process.on("SIGINT", () => void stop("SIGINT"));

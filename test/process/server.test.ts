@@ -19,8 +19,8 @@ interface Running {
 	exit: Promise<number | null>;
 }
 
-function start(env: Record<string, string>): Promise<Running> {
-	const child = spawn(process.execPath, [SERVER], { cwd: ROOT, env: { PATH: process.env.PATH ?? "", PORT: "0", JWT_KEY_BITS: "2048", LOG_LEVEL: "warn", ...env } });
+function start(env: Record<string, string>, nodeArgs: string[] = []): Promise<Running> {
+	const child = spawn(process.execPath, [...nodeArgs, SERVER], { cwd: ROOT, env: { PATH: process.env.PATH ?? "", PORT: "0", JWT_KEY_BITS: "2048", LOG_LEVEL: "warn", ...env } });
 	let output = "";
 	const exit = new Promise<number | null>(resolve => child.on("exit", code => resolve(code)));
 	return new Promise((resolve, reject) => {
@@ -109,5 +109,48 @@ describe("npm start's entry point", () => {
 			expect(result).toMatch(/^exited with 2 before starting/);
 			expect(result).toContain(`Invalid configuration: ${variable}`);
 		}
+	}, 60_000);
+
+	it("survives the 90 kB login of 15,000 nested objects that once killed it, and prints no deprecation warning", async () => {
+		const mint = await start({ DATA_DIR: dataDir });
+		try {
+			const res = await fetch(`${mint.url}/api/v1/auth/login`, {
+				method: "POST",
+				headers: { "Content-Type": "application/json" },
+				body: `{"email":${'{"a":'.repeat(15_000)}1${"}".repeat(15_000)},"password":"x"}`,
+			});
+			expect([res.status, await res.json()]).toEqual([400, { error: { message: "The JSON body is nested deeper than 32 levels", status: 400 } }]);
+			const signup = await fetch(`${mint.url}/api/v1/auth/signup`, {
+				method: "POST",
+				headers: { "Content-Type": "application/json" },
+				body: JSON.stringify({ firstName: "Ada", lastName: "Lovelace", email: "ada@example.com", password: "correct horse", passwordConfirm: "correct horse" }),
+			});
+			expect(signup.status).toBe(201);
+			expect(mint.output()).not.toContain("DeprecationWarning");
+		} finally {
+			mint.child.kill("SIGTERM");
+			expect(await mint.exit).toBe(0);
+		}
+	}, 60_000);
+
+	it.each([
+		["an uncaught exception", "setImmediate(() => { throw new Error('injected fault'); })", "uncaught exception"],
+		["an unhandled promise rejection", "Promise.reject(new Error('injected fault'))", "unhandled promise rejection"],
+	])("exits with code 1 after %s, logging it, so the supervisor restarts the node", async (_name, fault, logged) => {
+		// Fault injection from outside the product: a preloaded script raises the fault on SIGUSR2.
+		const injector = path.join(dataDir, "inject-fault.js");
+		fs.writeFileSync(injector, `process.on("SIGUSR2", () => { ${fault}; });\n`);
+		const mint = await start({ DATA_DIR: dataDir }, ["--require", injector]);
+		expect((await fetch(`${mint.url}/api/v1/health`)).status).toBe(200);
+		mint.child.kill("SIGUSR2");
+		expect(await mint.exit).toBe(1);
+		const fatal = mint
+			.output()
+			.split("\n")
+			.filter(l => l.startsWith("{"))
+			.map(l => JSON.parse(l))
+			.find(l => l.level === 60);
+		expect(fatal.msg).toBe(`${logged}; exiting for the supervisor to restart this node`);
+		expect(fatal.err.message).toBe("injected fault");
 	}, 60_000);
 });
