@@ -62,8 +62,8 @@ export function brokerOptions(config: Config): BrokerOptions {
 		middlewares: [
 			RequestContextMiddleware,
 			...(config.transporter ? [DurableEventsMiddleware(config.transporter)] : []),
-			// A node without the gateway still answers /health and /ready on PORT (lib/probe-server.ts).
-			...(config.services.length > 0 && !config.services.includes("api") ? [ProbeServerMiddleware(config)] : []),
+			// A node without the gateway still answers /health and /ready on an explicit PORT (lib/probe-server.ts).
+			...(config.probePort !== undefined && config.services.length > 0 && !config.services.includes("api") ? [ProbeServerMiddleware(config)] : []),
 		],
 		replOptions: { delimiter: "mint $", customCommands: mintReplCommands() as any },
 		requestTimeout: config.requestTimeoutMs,

@@ -20,6 +20,12 @@ export interface Config {
 	services: ServiceName[];
 	host: string;
 	port: number;
+	/**
+	 * Where a node without the gateway answers /health and /ready: PORT when
+	 * it is set explicitly (as the Docker image does), so several such nodes
+	 * started by hand on one host do not contend for 3000.
+	 */
+	probePort?: number;
 	publicUrl?: string;
 	dataDir: string;
 	mongoUri?: string;
@@ -227,6 +233,7 @@ export function loadConfig(env: Env = process.env): Config {
 		services: services as ServiceName[],
 		host,
 		port,
+		probePort: str(env, "PORT") === undefined ? undefined : port,
 		publicUrl,
 		dataDir: path.resolve(str(env, "DATA_DIR", "./data") as string),
 		mongoUri: url(env, "MONGO_URI", ["mongodb:", "mongodb+srv:"]),

@@ -1,7 +1,7 @@
 /**
  * GET /health and GET /ready on PORT for a node that hosts no gateway (for
- * example SERVICES=notifications), so a supervisor watches every node the
- * same way: the Docker image's HEALTHCHECK asks /ready whatever the node
+ * example SERVICES=notifications) when PORT is set, so a supervisor watches
+ * every node the same way: the Docker image's HEALTHCHECK asks /ready whatever the node
  * hosts. It listens before the services start (answering 503 until they
  * have), reads no request body and serves nothing else.
  */
@@ -52,7 +52,7 @@ export function ProbeServerMiddleware(config: Config): Middleware {
 			});
 			await new Promise<void>((resolve, reject) => {
 				listening.once("error", reject);
-				listening.listen(config.port, config.host, () => resolve());
+				listening.listen(config.probePort, config.host, () => resolve());
 			});
 			server = listening;
 			ports.set(broker, (listening.address() as AddressInfo).port);

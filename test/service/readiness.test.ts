@@ -3,9 +3,12 @@
  * gateway answers 503 with Retry-After and /ready says "starting"; a node
  * without a gateway answers /health and /ready from its probe server.
  */
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import { ServiceBroker, type ServiceSchema } from "moleculer";
 import request from "supertest";
-import type { Config } from "../../lib/config";
+import { loadConfig, type Config } from "../../lib/config";
 import { probePortOf } from "../../lib/probe-server";
 import { brokerOptions } from "../../moleculer.config";
 import { createServices } from "../../services";
@@ -79,4 +82,22 @@ describe("a node that is still starting", () => {
 		broker = undefined;
 		await expect(probe("/health")).rejects.toThrow();
 	}, 30_000);
+});
+
+describe("nodes without the gateway on one host", () => {
+	it("serve no probe unless PORT is set, so two of them started by hand do not contend for 3000", async () => {
+		const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "mint-noport-"));
+		const config = loadConfig({ NODE_ENV: "test", SERVICES: "wallet", DATA_DIR: dataDir, LOG_LEVEL: "warn" });
+		const brokers = [new ServiceBroker({ ...brokerOptions(config), nodeID: "a" }), new ServiceBroker({ ...brokerOptions(config), nodeID: "b" })];
+		try {
+			for (const broker of brokers) {
+				for (const schema of createServices(config)) broker.createService(schema);
+				await broker.start();
+				expect(probePortOf(broker)).toBeUndefined();
+			}
+		} finally {
+			for (const broker of brokers) await broker.stop();
+			fs.rmSync(dataDir, { recursive: true, force: true });
+		}
+	});
 });

@@ -62,6 +62,8 @@ describe("loadConfig defaults", () => {
 			ALLOWED_ORIGINS: "https://App.Example.com/some/path, http://localhost:5173",
 		});
 		expect(custom.port).toBe(8080);
+		expect(custom.probePort).toBe(8080);
+		expect(loadConfig({}).probePort).toBeUndefined();
 		expect(custom.services).toEqual(["api", "wallet"]);
 		expect(custom.currency).toBe("EUR");
 		expect(custom.logLevel).toBe("debug");
