@@ -213,7 +213,7 @@ export default function createApiService(config: Config): ServiceSchema {
 					this.logger.error({ err, requestId: req.$requestId }, "request failed unexpectedly");
 					this.broker.metrics.increment("mint.http.unexpected.errors.total");
 				} else if (http.status >= 500) {
-					this.logger.warn({ err: { type: (err as any)?.type, message: (err as any)?.message }, requestId: req.$requestId }, "request not served");
+					this.logger.warn({ requestId: req.$requestId, status: http.status, reason: (err as { message?: string })?.message }, "request not served");
 				}
 				if (res.headersSent) return res.end();
 				res.statusCode = http.status;
@@ -263,6 +263,11 @@ export default function createApiService(config: Config): ServiceSchema {
 		},
 
 		methods: {
+			/** moleculer-web logs a 5xx itself, in loose pieces; onError logs each error once, as one structured line. */
+			errorHandler(this: any, req: Req, res: Res, err: unknown) {
+				this.sendError(req, res, err);
+			},
+
 			/**
 			 * moleculer-web answers 403 to any Origin not in the CORS list, which
 			 * would refuse browsers' same-origin requests (they send Origin on
