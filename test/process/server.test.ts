@@ -35,7 +35,10 @@ function start(env: Record<string, string>, nodeArgs: string[] = []): Promise<Ru
 		};
 		child.stdout.on("data", onData);
 		child.stderr.on("data", onData);
-		exit.then(code => reject(new Error(`exited with ${code} before starting:\n${output}`)));
+		exit.then(code => {
+			clearTimeout(timer);
+			reject(new Error(`exited with ${code} before starting:\n${output}`));
+		});
 	});
 }
 
