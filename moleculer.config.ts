@@ -15,6 +15,8 @@ import { RequestContextMiddleware, requestLogFields } from "./lib/request-contex
 export function brokerOptions(config: Config): BrokerOptions {
 	return {
 		namespace: config.namespace,
+		// server.ts owns the process's signals and crash handling; Moleculer's own handlers would stop the broker a second time.
+		skipProcessEventRegistration: true,
 		nodeID: config.nodeId ?? `${os.hostname()}-${process.pid}`,
 		transporter: config.transporter
 			? {

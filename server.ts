@@ -59,9 +59,19 @@ async function main() {
 		throw err;
 	}
 	broker = await startMint(config);
+	let stopping = false;
+	const running = broker;
+	const stop = async (signal: string) => {
+		if (stopping) return;
+		stopping = true;
+		running.logger.info(`${signal}: shutting down`);
+		await running.stop();
+		process.exit(0);
+	};
+	process.on("SIGTERM", () => void stop("SIGTERM"));
 	if (config.repl) {
 		broker.repl();
-		return; // the REPL owns the terminal; its `quit` stops the broker
+		return; // the REPL owns the terminal (and Ctrl-C); its `quit` stops the broker
 	}
 	const api = broker.getLocalService("api") as any;
 	const host = config.host === "0.0.0.0" ? "localhost" : config.host;
@@ -73,17 +83,7 @@ async function main() {
 		const probe = probePort === undefined ? "" : ` (ready: http://${host}:${probePort}/ready)`;
 		console.log(`Mint node is up (services: ${config.services.join(", ") || "none"})${probe}`);
 	}
-	let stopping = false;
-	const running = broker;
-	const stop = async (signal: string) => {
-		if (stopping) return;
-		stopping = true;
-		running.logger.info(`${signal}: shutting down`);
-		await running.stop();
-		process.exit(0);
-	};
 	process.on("SIGINT", () => void stop("SIGINT"));
-	process.on("SIGTERM", () => void stop("SIGTERM"));
 }
 
 if (require.main === module) {
