@@ -12,7 +12,9 @@ import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import amqp from "amqplib";
 import autocannon from "autocannon";
+import { DURABLE_SUBSCRIPTIONS } from "../lib/events";
 
 const ROOT = path.resolve(__dirname, "../..");
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
@@ -163,7 +165,8 @@ async function main() {
 		await stop(embedded.child);
 
 		// A cluster over RabbitMQ.
-		const cluster = { ...common, TRANSPORTER: AMQP_URL, NAMESPACE: `mint-bench-${process.pid}` };
+		const namespace = `mint-bench-${process.pid}`;
+		const cluster = { ...common, TRANSPORTER: AMQP_URL, NAMESPACE: namespace };
 		const core = await spawnNode(["dist/server.js"], { ...cluster, SERVICES: "auth,wallet,transactions", DATA_DIR: tmp() }, /Mint node is up/);
 		const notifications = await spawnNode(["dist/server.js"], { ...cluster, SERVICES: "notifications", DATA_DIR: tmp() }, /Mint node is up/);
 		const gateway = await spawnNode(["dist/server.js"], { ...cluster, SERVICES: "api", DATA_DIR: tmp() }, /Mint is up: (http:\/\/\S+)\/api\/v1/);
@@ -172,6 +175,7 @@ async function main() {
 		rows.push(...c.rows);
 		checks.push(`cluster: ${c.check}`);
 		for (const p of [gateway, notifications, core]) await stop(p.child);
+		await removeDurableTopology(namespace);
 	} finally {
 		for (const child of children) if (child.exitCode === null) child.kill("SIGKILL");
 		for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
@@ -186,6 +190,17 @@ async function main() {
 	}
 	console.log(`\nmoney after the load: ${checks.join("; ")}`);
 	if (checks.some(c => !c.includes("conserved ("))) process.exitCode = 1;
+}
+
+/** The run's durable queues and exchange outlive its nodes: leave nothing in the RabbitMQ. */
+async function removeDurableTopology(namespace: string) {
+	const connection = await amqp.connect(AMQP_URL);
+	const channel = await connection.createChannel();
+	for (const group of Object.keys(DURABLE_SUBSCRIPTIONS)) {
+		for (const suffix of ["", ".retry", ".dead"]) await channel.deleteQueue(`${namespace}.${group}${suffix}`);
+	}
+	await channel.deleteExchange(`${namespace}.events`);
+	await connection.close();
 }
 
 /** The gateway is up before the other nodes are discovered: wait until /ready says so. */
