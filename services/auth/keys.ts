@@ -8,6 +8,7 @@
  */
 import crypto from "node:crypto";
 import { calculateJwkThumbprint, type JWK } from "jose";
+import { seal, unseal } from "../../lib/sealing";
 
 export type KeyState = "next" | "current" | "retired";
 
@@ -48,7 +49,7 @@ export async function generateKey(bits: number, secret: string, now = Date.now()
 	};
 }
 
-export function openSigningKey(stored: StoredKey, secret: string): SigningKey {
+export function openSigningKey(stored: StoredKey, secret: string | readonly string[]): SigningKey {
 	return { kid: stored._id, privateKey: crypto.createPrivateKey(unseal(stored.sealedPrivateKey, secret)) };
 }
 
@@ -62,23 +63,4 @@ export function currentKey(keys: StoredKey[]): StoredKey | undefined {
 	return keys
 		.filter(k => k.state === "current")
 		.sort((a, b) => (b.activatedAt ?? 0) - (a.activatedAt ?? 0) || a._id.localeCompare(b._id))[0];
-}
-
-// AES-256-GCM with a key derived from AUTH_SECRET: a stolen database alone does not leak signing keys.
-function sealingKey(secret: string): Buffer {
-	return Buffer.from(crypto.hkdfSync("sha256", secret, "mint-auth", "signing-key-seal", 32));
-}
-
-export function seal(plaintext: string, secret: string): string {
-	const iv = crypto.randomBytes(12);
-	const cipher = crypto.createCipheriv("aes-256-gcm", sealingKey(secret), iv);
-	const data = Buffer.concat([cipher.update(plaintext, "utf8"), cipher.final()]);
-	return [iv, cipher.getAuthTag(), data].map(b => b.toString("base64url")).join(".");
-}
-
-export function unseal(sealed: string, secret: string): string {
-	const [iv, tag, data] = sealed.split(".").map(part => Buffer.from(part, "base64url"));
-	const decipher = crypto.createDecipheriv("aes-256-gcm", sealingKey(secret), iv, { authTagLength: 16 });
-	decipher.setAuthTag(tag);
-	return Buffer.concat([decipher.update(data), decipher.final()]).toString("utf8");
 }

@@ -1,6 +1,7 @@
 import crypto from "node:crypto";
 import { calculateJwkThumbprint } from "jose";
-import { currentKey, generateKey, openSigningKey, publishedKeys, seal, unseal, type KeyState, type StoredKey } from "../../services/auth/keys";
+import { seal, unseal } from "../../lib/sealing";
+import { currentKey, generateKey, openSigningKey, publishedKeys, type KeyState, type StoredKey } from "../../services/auth/keys";
 import { KEY_BITS, TEST_SECRET, flipCharInMiddle } from "./helpers/signing";
 
 const CREATED_AT = 1_700_000_000_000;
@@ -69,6 +70,17 @@ describe("seal / unseal", () => {
 		expect(tag).toHaveLength(16);
 		expect(data).toHaveLength(Buffer.byteLength(plaintext));
 		expect(a).not.toContain("PRIVATE");
+	});
+
+	it("unseal opens a value sealed with a previous secret, given it after the current one", () => {
+		const old = "the-previous-secret-of-sufficient-length";
+		expect(unseal(seal(plaintext, old), [TEST_SECRET, old])).toBe(plaintext);
+		expect(() => unseal(seal(plaintext, old), [TEST_SECRET])).toThrow(/unable to authenticate/i);
+	});
+
+	it("a value sealed for one purpose does not open for another", () => {
+		expect(() => unseal(seal(plaintext, TEST_SECRET, "mail-vars"), TEST_SECRET, "signing-key-seal")).toThrow(/unable to authenticate/i);
+		expect(unseal(seal(plaintext, TEST_SECRET, "mail-vars"), TEST_SECRET, "mail-vars")).toBe(plaintext);
 	});
 
 	it("unseal with a wrong secret throws", () => {
