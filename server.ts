@@ -6,6 +6,7 @@
 import { ServiceBroker, type BrokerOptions, type ServiceSchema } from "moleculer";
 import { ConfigError, loadConfig, type Config } from "./lib/config";
 import { probePortOf } from "./lib/probe-server";
+import { ensurePrivateDataDir } from "./lib/secrets";
 import { brokerOptions } from "./moleculer.config";
 import { createServices } from "./services";
 
@@ -18,6 +19,7 @@ export async function startMint(
 	extraServices: ServiceSchema[] = [],
 	extraMiddlewares: NonNullable<BrokerOptions["middlewares"]> = [],
 ): Promise<ServiceBroker> {
+	ensurePrivateDataDir(config.dataDir);
 	const options = brokerOptions(config);
 	const broker = new ServiceBroker({ ...options, middlewares: [...(options.middlewares ?? []), ...extraMiddlewares] });
 	for (const schema of [...createServices(config), ...extraServices]) broker.createService(schema);
@@ -46,6 +48,8 @@ function exitOnUncaughtErrors(loggerOf: () => { fatal(obj: object, msg: string):
 }
 
 async function main() {
+	// Everything a node writes (data files, .eml, a generated secret) is readable by its own user only.
+	process.umask(0o077);
 	let broker: ServiceBroker | undefined;
 	exitOnUncaughtErrors(() => broker?.logger);
 	let config: Config;

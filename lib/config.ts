@@ -9,9 +9,6 @@ import proxyaddr from "proxy-addr";
 export const ALL_SERVICES = ["api", "auth", "wallet", "transactions", "notifications"] as const;
 export type ServiceName = (typeof ALL_SERVICES)[number];
 
-/** Development placeholder for AUTH_SECRET; production refuses it. */
-export const PLACEHOLDER_SECRET = "dev-only-insecure-secret-change-me";
-
 export interface Config {
 	nodeEnv: "development" | "production" | "test";
 	production: boolean;
@@ -42,7 +39,10 @@ export interface Config {
 		trustedProxies: string[];
 	};
 	auth: {
-		secret: string;
+		/** AUTH_SECRET; unset outside production: the node generates one (lib/secrets.ts). */
+		secret?: string;
+		/** AUTH_SECRET_PREVIOUS: older secrets, still used to open what they sealed. */
+		previousSecrets: string[];
 		issuer: string;
 		audience: string;
 		accessTokenTtlSec: number;
@@ -206,12 +206,15 @@ export function loadConfig(env: Env = process.env): Config {
 		throw new ConfigError("COOKIE_SECURE", "cannot be false in production");
 	}
 
-	const secret = str(env, "AUTH_SECRET") ?? (production ? undefined : PLACEHOLDER_SECRET);
-	if (secret === undefined) throw new ConfigError("AUTH_SECRET", "must be set in production");
-	if (production && (secret === PLACEHOLDER_SECRET || /change[-_ ]?me|placeholder|secret/i.test(secret))) {
-		throw new ConfigError("AUTH_SECRET", "is a placeholder; set a random value of at least 32 characters");
+	const secret = str(env, "AUTH_SECRET");
+	if (secret === undefined && production) throw new ConfigError("AUTH_SECRET", "must be set in production");
+	const previousSecrets = list(env, "AUTH_SECRET_PREVIOUS");
+	for (const [name, value] of [...(secret === undefined ? [] : [["AUTH_SECRET", secret]]), ...previousSecrets.map(v => ["AUTH_SECRET_PREVIOUS", v])]) {
+		if (value.length < 32) throw new ConfigError(name, "must be at least 32 characters");
+		if (production && /change[-_ ]?me|placeholder|secret/i.test(value)) {
+			throw new ConfigError(name, "is a placeholder; set a random value of at least 32 characters");
+		}
 	}
-	if (secret.length < 32) throw new ConfigError("AUTH_SECRET", "must be at least 32 characters");
 
 	// In production the REPL runs only on an operator node that hosts no services
 	// (`npm run repl`), never inside a serving, network-facing process.
@@ -250,6 +253,7 @@ export function loadConfig(env: Env = process.env): Config {
 		},
 		auth: {
 			secret,
+			previousSecrets,
 			issuer: str(env, "JWT_ISSUER", "mint") as string,
 			audience: str(env, "JWT_AUDIENCE", "mint-api") as string,
 			accessTokenTtlSec: int(env, "ACCESS_TOKEN_TTL_SEC", 900, 60, 86_400),

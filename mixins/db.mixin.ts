@@ -122,7 +122,7 @@ class FileMemoryAdapter extends (DbService.MemoryAdapter as any) {
 	declare db: Nedb | null;
 
 	constructor(private readonly spec: CollectionSpec, filename: string) {
-		fs.mkdirSync(path.dirname(filename), { recursive: true });
+		fs.mkdirSync(path.dirname(filename), { recursive: true, mode: 0o700 });
 		super({ filename });
 	}
 

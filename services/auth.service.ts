@@ -16,6 +16,7 @@ import { conflict, notFound, tooManyRequests, unauthorized, validationError } fr
 import { consumerContract, publish } from "../lib/events";
 import { DbMixin, isDuplicateKeyError, type Store } from "../mixins/db.mixin";
 import { seal, unseal } from "../lib/sealing";
+import { nodeSecrets } from "../lib/secrets";
 import { currentKey, generateKey, openSigningKey, publishedKeys, type SigningKey, type StoredKey } from "./auth/keys";
 import Redis from "ioredis";
 import { MemoryFailureThrottle, PasswordHasher, RedisFailureThrottle, type FailureThrottle } from "./auth/passwords";
@@ -135,6 +136,7 @@ const escapeRegExp = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&
 
 export default function createAuthService(config: Config): ServiceSchema {
 	const auth = config.auth;
+	const secrets = nodeSecrets(config);
 	const hasher = new PasswordHasher(auth.argon2);
 	let throttle: FailureThrottle;
 
@@ -454,7 +456,7 @@ export default function createAuthService(config: Config): ServiceSchema {
 
 		methods: {
 			outboxRecord(this: any, name: OutboxRecord["name"], payload: object): OutboxRecord {
-				return { eventId: crypto.randomUUID(), occurredAt: new Date().toISOString(), name, sealedPayload: seal(JSON.stringify(payload), auth.secret) };
+				return { eventId: crypto.randomUUID(), occurredAt: new Date().toISOString(), name, sealedPayload: seal(JSON.stringify(payload), secrets.current) };
 			},
 
 			/**
@@ -463,7 +465,7 @@ export default function createAuthService(config: Config): ServiceSchema {
 			 */
 			async publishFromOutbox(this: any, emitter: { emit(name: string, payload: unknown): unknown }, userId: string, record: OutboxRecord): Promise<boolean> {
 				try {
-					await publish(emitter, record.name, JSON.parse(unseal(record.sealedPayload, auth.secret)), { eventId: record.eventId, occurredAt: record.occurredAt });
+					await publish(emitter, record.name, JSON.parse(unseal(record.sealedPayload, secrets.unsealWith)), { eventId: record.eventId, occurredAt: record.occurredAt });
 				} catch (err) {
 					this.logger.warn({ err, userId, event: record.name }, "event not published yet; the outbox relay will retry");
 					return false;
@@ -523,7 +525,7 @@ export default function createAuthService(config: Config): ServiceSchema {
 				const id = hashToken(refreshToken);
 				let row: SessionEntity | null = await this.stores.sessions.findOne({ _id: id });
 				if (!row || row.revokedAt || row.expiresAt <= now) throw unauthorized("Session expired");
-				const successor = successorToken(refreshToken, auth.secret);
+				const successor = successorToken(refreshToken, secrets.current);
 				if (row.rotatedAt === null) {
 					const won = await this.stores.sessions.updateMany({ _id: id, rotatedAt: null }, { $set: { rotatedAt: now } });
 					if (won === 1) return this.continueSession(row, successor);
@@ -591,7 +593,7 @@ export default function createAuthService(config: Config): ServiceSchema {
 			 */
 			async rotateSigningKeys(this: any, emitter: { emit(name: string, payload: unknown): unknown }, onlyIfCurrentIs?: string) {
 				const store: Store<StoredKey> = this.stores.signingKeys;
-				const fresh = await generateKey(auth.keyBits, auth.secret); // slow: before the critical step
+				const fresh = await generateKey(auth.keyBits, secrets.current); // slow: before the critical step
 				const now = Date.now();
 				const keys = await store.find({ sort: ["createdAt"] });
 				const previous = currentKey(keys);
@@ -628,11 +630,11 @@ export default function createAuthService(config: Config): ServiceSchema {
 				const store: Store<StoredKey> = this.stores.signingKeys;
 				let keys = await store.find({});
 				if (!currentKey(keys)) {
-					const key = await generateKey(auth.keyBits, auth.secret);
+					const key = await generateKey(auth.keyBits, secrets.current);
 					await store.insert({ ...key, state: "current", activatedAt: Date.now() });
 				}
 				keys = await store.find({});
-				if (!keys.some(k => k.state === "next")) await store.insert(await generateKey(auth.keyBits, auth.secret));
+				if (!keys.some(k => k.state === "next")) await store.insert(await generateKey(auth.keyBits, secrets.current));
 				await this.loadKeys();
 			},
 
@@ -640,7 +642,7 @@ export default function createAuthService(config: Config): ServiceSchema {
 				const keys: StoredKey[] = await this.stores.signingKeys.find({});
 				const current = currentKey(keys);
 				if (!current) throw new Error("No current signing key");
-				this.signingKey = openSigningKey(current, auth.secret);
+				this.signingKey = openSigningKey(current, secrets.unsealWith);
 			},
 		},
 
@@ -651,6 +653,9 @@ export default function createAuthService(config: Config): ServiceSchema {
 		},
 
 		async started(this: any) {
+			if (secrets.generatedFile) {
+				this.logger.warn({ file: secrets.generatedFile }, "AUTH_SECRET is not set: using the secret generated in DATA_DIR (every node of a cluster needs the same AUTH_SECRET)");
+			}
 			await this.redis?.connect();
 			await this.ensureKeys();
 			this.outboxTimer = setInterval(() => this.relayOutbox().catch((err: unknown) => this.logger.error({ err }, "outbox relay failed")), OUTBOX_RELAY_MS);

@@ -62,6 +62,11 @@ describe("npm start's entry point", () => {
 		first.child.kill("SIGINT");
 		expect(await first.exit).toBe(0);
 		expect(fs.readFileSync(path.join(dataDir, "auth/users.db"), "utf8")).toContain("ada@example.com");
+		// Private to the node's user: DATA_DIR and its folders 0700, its files (the generated secret included) 0600.
+		for (const dir of [dataDir, path.join(dataDir, "auth"), path.join(dataDir, "mail")]) expect([dir, fs.statSync(dir).mode & 0o777]).toEqual([dir, 0o700]);
+		for (const file of ["auth/users.db", "auth/sessions.db", "auth-secret", ...fs.readdirSync(path.join(dataDir, "mail")).map(f => `mail/${f}`)]) {
+			expect([file, fs.statSync(path.join(dataDir, file)).mode & 0o777]).toEqual([file, 0o600]);
+		}
 
 		const second = await start({ DATA_DIR: dataDir });
 		try {

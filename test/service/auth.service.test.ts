@@ -6,7 +6,8 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import argon2 from "argon2";
-import { unseal } from "../../services/auth/keys";
+import { unseal } from "../../lib/sealing";
+import { nodeSecrets } from "../../lib/secrets";
 import { successorToken, tokenKid, verifyAccessToken } from "../../services/auth/tokens";
 import { newPerson, signupBody, type Person } from "../helpers/http";
 import { startTestMint, waitFor, type TestMint } from "../helpers/mint";
@@ -151,7 +152,7 @@ describe("auth service (shared Mint)", () => {
 	describe("refresh rotation", () => {
 		it("10 concurrent refreshes with the same token all succeed with the same successor, stored once", async () => {
 			const { user, session } = await signupWith(mint);
-			const successor = successorToken(session.refreshToken, mint.config.auth.secret);
+			const successor = successorToken(session.refreshToken, nodeSecrets(mint.config).current);
 
 			const { ok, errors } = await settle(Array.from({ length: 10 }, () => call("auth.refresh", { refreshToken: session.refreshToken })));
 			expect(errors).toEqual([]);
@@ -171,7 +172,7 @@ describe("auth service (shared Mint)", () => {
 			// The successor is a working refresh token of the same session.
 			const again = await call("auth.refresh", { refreshToken: successor });
 			expect(again.session.sessionId).toBe(session.sessionId);
-			expect(again.session.refreshToken).toBe(successorToken(successor, mint.config.auth.secret));
+			expect(again.session.refreshToken).toBe(successorToken(successor, nodeSecrets(mint.config).current));
 		});
 	});
 
@@ -320,7 +321,7 @@ describe("signing keys", () => {
 				expect(row.sealedPrivateKey).not.toContain("PRIVATE KEY");
 				for (const field of PRIVATE_JWK_FIELDS) expect(row.publicJwk).not.toHaveProperty(field);
 				// It is the key, encrypted: the secret opens it, another secret does not.
-				expect(unseal(row.sealedPrivateKey, mint.config.auth.secret)).toMatch(/^-----BEGIN PRIVATE KEY-----\n/);
+				expect(unseal(row.sealedPrivateKey, nodeSecrets(mint.config).current)).toMatch(/^-----BEGIN PRIVATE KEY-----\n/);
 				expect(() => unseal(row.sealedPrivateKey, "x".repeat(40))).toThrow();
 			}
 			expect(readTree(path.join(mint.dataDir, "auth"))).not.toContain("PRIVATE KEY");

@@ -1,6 +1,6 @@
 import crypto from "node:crypto";
 import path from "node:path";
-import { ConfigError, PLACEHOLDER_SECRET, loadConfig } from "../../lib/config";
+import { ConfigError, loadConfig } from "../../lib/config";
 
 type Env = Record<string, string | undefined>;
 
@@ -43,8 +43,9 @@ describe("loadConfig defaults", () => {
 		expect(loadConfig({ TRUSTED_PROXIES: "10.0.0.5, 10.0.0.6" }).http.trustedProxies).toEqual(["10.0.0.5", "10.0.0.6"]);
 	});
 
-	it("falls back to the development placeholder secret and OWASP argon2 parameters", () => {
-		expect(config.auth.secret).toBe(PLACEHOLDER_SECRET);
+	it("has no secret of its own (the node generates one, lib/secrets.ts) and OWASP argon2 parameters", () => {
+		expect(config.auth.secret).toBeUndefined();
+		expect(config.auth.previousSecrets).toEqual([]);
 		expect(config.auth.argon2).toEqual({ memoryCost: 19_456, timeCost: 2, parallelism: 1 });
 		expect(config.auth.keyBits).toBe(3072);
 		expect(config.auth.publicBaseUrl).toBe("http://localhost:3000");
@@ -137,10 +138,13 @@ describe("loadConfig in production", () => {
 		expect(err.message).toContain("must be set in production");
 	});
 
-	it("refuses the development placeholder AUTH_SECRET", () => {
-		const err = configErrorFor(production({ AUTH_SECRET: PLACEHOLDER_SECRET }));
-		expect(err.variable).toBe("AUTH_SECRET");
-		expect(err.message).toContain("placeholder");
+	it("refuses the placeholder AUTH_SECRET older versions shipped, and placeholder-looking ones", () => {
+		for (const placeholder of ["dev-only-insecure-secret-change-me", "please-change-me-to-something-random-0123"]) {
+			const err = configErrorFor(production({ AUTH_SECRET: placeholder }));
+			expect(err.variable).toBe("AUTH_SECRET");
+			expect(err.message).toContain("placeholder");
+		}
+		expect(configErrorFor(production({ AUTH_SECRET_PREVIOUS: "short" })).variable).toBe("AUTH_SECRET_PREVIOUS");
 	});
 
 	it("refuses COOKIE_SECURE=false", () => {
