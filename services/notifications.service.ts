@@ -8,6 +8,10 @@
  * operator can list and replay. Records live in the service's own database,
  * so a pending email survives a restart.
  *
+ * A record never holds a one-time token in clear: the variables that carry
+ * one (the code and the link) are sealed with AUTH_SECRET, the email is
+ * rendered when it is sent, and the sealed part is dropped once it is.
+ *
  * Consumes: user.signedUp, user.passwordResetRequested, transaction.completed, transaction.failed
  * Calls:    auth.contactOf (names and addresses for transaction receipts)
  */
@@ -19,8 +23,10 @@ import Validator from "fastest-validator";
 import type { DurableEvents } from "../lib/durable-events";
 import { DURABLE_SUBSCRIPTIONS, consumerContract } from "../lib/events";
 import { formatMoney } from "../lib/money";
+import { seal, unseal } from "../lib/sealing";
+import { nodeSecrets, type NodeSecrets } from "../lib/secrets";
 import { DbMixin, isDuplicateKeyError } from "../mixins/db.mixin";
-import { MailTemplates, createMailTransport, retryDelayMs, type MailTransport, type TemplateName } from "./notifications/mailer";
+import { MailTemplates, createMailTransport, retryDelayMs, type MailTransport, type RenderedMail, type TemplateName } from "./notifications/mailer";
 
 export type DeliveryStatus = "pending" | "sent" | "failed-retrying" | "dead";
 
@@ -30,9 +36,15 @@ export interface DeliveryEntity {
 	template: TemplateName;
 	to: string;
 	userId: string;
+	/** As an operator sees it: a secret variable shows as "[sealed]". */
 	subject: string;
-	html: string;
-	text: string;
+	/** The template variables that are no secret. Absent only in records written before rendering moved to send time. */
+	vars?: Record<string, string>;
+	/** The secret ones (a one-time token and the link carrying it), sealed ("mail-vars"); dropped once the email is sent. */
+	sealedVars?: string;
+	/** The rendered email, in records written before rendering moved to send time only. */
+	html?: string;
+	text?: string;
 	status: DeliveryStatus;
 	attempts: number;
 	nextAttemptAt: number;
@@ -53,6 +65,8 @@ export interface Contact {
 
 const SENDING_LEASE_MS = 60_000;
 const BATCH = 50;
+/** What a secret variable renders as wherever the record keeps a rendering. */
+const SEALED = "[sealed]";
 
 export const deliveryIdFor = (eventId: string, template: string, to: string) =>
 	crypto.createHash("sha256").update(`${eventId}\n${template}\n${to.toLowerCase()}`).digest("hex");
@@ -73,9 +87,15 @@ const deliveryView = (d: DeliveryEntity) => ({
 
 const when = (iso: string) => new Date(iso).toUTCString();
 
+/** Names the fields and rules a payload broke, never their values: a value may be a one-time token. */
+const contractProblems = (problems: unknown) =>
+	Array.isArray(problems) ? problems.map((p: { field?: string; type?: string }) => `${p.field} (${p.type})`).join(", ") : "no contract for this event";
+
 export default function createNotificationsService(config: Config): ServiceSchema {
 	const mail = config.mail;
 	const base = config.auth.publicBaseUrl.replace(/\/$/, "");
+	// Read when the service is created, not when its schema is built (that may touch DATA_DIR).
+	let secrets: NodeSecrets;
 
 	/** What each event asks of this service, bound to Moleculer events (embedded) or the durable queue (cluster). */
 	const eventHandlers: Record<string, { params: Record<string, unknown>; handler(this: any, ctx: Context<any>): Promise<void> }> = {
@@ -83,11 +103,13 @@ export default function createNotificationsService(config: Config): ServiceSchem
 			params: consumerContract("user.signedUp", "userId", "email", "firstName", "verificationToken", "verificationExpiresAt"),
 			async handler(this: any, ctx: Context<any>) {
 				const e = ctx.params;
-				await this.enqueue(e.eventId, "welcome", { id: e.userId, email: e.email, firstName: e.firstName }, {
-					token: e.verificationToken,
-					verifyUrl: `${base}/verify-email?token=${encodeURIComponent(e.verificationToken)}`,
-					expiresAt: when(e.verificationExpiresAt),
-				});
+				await this.enqueue(
+					e.eventId,
+					"welcome",
+					{ id: e.userId, email: e.email, firstName: e.firstName },
+					{ expiresAt: when(e.verificationExpiresAt) },
+					{ token: e.verificationToken, verifyUrl: `${base}/verify-email?token=${encodeURIComponent(e.verificationToken)}` },
+				);
 			},
 		},
 
@@ -95,11 +117,13 @@ export default function createNotificationsService(config: Config): ServiceSchem
 			params: consumerContract("user.passwordResetRequested", "userId", "email", "firstName", "resetToken", "resetExpiresAt"),
 			async handler(this: any, ctx: Context<any>) {
 				const e = ctx.params;
-				await this.enqueue(e.eventId, "password-reset", { id: e.userId, email: e.email, firstName: e.firstName }, {
-					token: e.resetToken,
-					resetUrl: `${base}/reset-password?token=${encodeURIComponent(e.resetToken)}`,
-					expiresAt: when(e.resetExpiresAt),
-				});
+				await this.enqueue(
+					e.eventId,
+					"password-reset",
+					{ id: e.userId, email: e.email, firstName: e.firstName },
+					{ expiresAt: when(e.resetExpiresAt) },
+					{ token: e.resetToken, resetUrl: `${base}/reset-password?token=${encodeURIComponent(e.resetToken)}` },
+				);
 			},
 		},
 
@@ -207,17 +231,32 @@ export default function createNotificationsService(config: Config): ServiceSchem
 				return ctx.call("auth.contactOf", { id: userId }, { retries: 3 });
 			},
 
-			/** The delivery record, rendered now; a second record for the same (event, template, recipient) is refused. */
-			async enqueue(this: any, eventId: string, template: TemplateName, contact: Pick<Contact, "id" | "email" | "firstName">, vars: Record<string, string>) {
+			/**
+			 * The delivery record; a second record for the same (event, template, recipient) is refused.
+			 * secretVars (one-time tokens and the links that carry them) are stored sealed only.
+			 */
+			async enqueue(
+				this: any,
+				eventId: string,
+				template: TemplateName,
+				contact: Pick<Contact, "id" | "email" | "firstName">,
+				vars: Record<string, string>,
+				secretVars: Record<string, string> = {},
+			) {
 				const now = new Date().toISOString();
-				const rendered = this.templates.render(template, { firstName: contact.firstName, ...vars });
+				const publicVars = { firstName: contact.firstName, ...vars };
+				// Rendered now as well, with the secrets masked: a template that cannot render fails the event, not the send.
+				const masked = Object.fromEntries(Object.keys(secretVars).map(name => [name, SEALED]));
+				const { subject } = this.templates.render(template, { ...publicVars, ...masked });
 				const delivery: DeliveryEntity = {
 					_id: deliveryIdFor(eventId, template, contact.email),
 					eventId,
 					template,
 					to: contact.email.toLowerCase(),
 					userId: contact.id,
-					...rendered,
+					subject,
+					vars: publicVars,
+					...(Object.keys(secretVars).length > 0 ? { sealedVars: seal(JSON.stringify(secretVars), secrets.current, "mail-vars") } : {}),
 					status: "pending",
 					attempts: 0,
 					nextAttemptAt: Date.now(),
@@ -272,14 +311,25 @@ export default function createNotificationsService(config: Config): ServiceSchem
 				}
 			},
 
+			/** The email as it goes out: rendered from the record's variables, its secret ones unsealed just for this. */
+			mailOf(this: any, delivery: DeliveryEntity): RenderedMail {
+				if (!delivery.vars) return { subject: delivery.subject, html: delivery.html ?? "", text: delivery.text ?? "" };
+				const secretVars = delivery.sealedVars ? JSON.parse(unseal(delivery.sealedVars, secrets.unsealWith, "mail-vars")) : {};
+				return this.templates.render(delivery.template, { ...delivery.vars, ...secretVars });
+			},
+
 			async attempt(this: any, delivery: DeliveryEntity) {
 				const attempts = delivery.attempts + 1;
 				const at = new Date().toISOString();
 				try {
-					const sent = await this.transport.send({ to: delivery.to, subject: delivery.subject, html: delivery.html, text: delivery.text });
+					const sent = await this.transport.send({ to: delivery.to, ...this.mailOf(delivery) });
+					// A sent email's secrets (and an older record's rendering) are of no more use here.
 					await this.adapter.updateMany(
 						{ _id: delivery._id },
-						{ $set: { status: "sent", attempts, messageId: sent.messageId, sentAt: at, updatedAt: at, leaseUntil: 0 }, $unset: { lastError: true } },
+						{
+							$set: { status: "sent", attempts, messageId: sent.messageId, sentAt: at, updatedAt: at, leaseUntil: 0 },
+							$unset: { lastError: true, sealedVars: true, html: true, text: true },
+						},
 					);
 					this.count(delivery.template, "sent");
 					if (sent.file) this.logger.info({ file: sent.file, subject: delivery.subject, to: delivery.to }, "email written");
@@ -319,6 +369,7 @@ export default function createNotificationsService(config: Config): ServiceSchem
 		},
 
 		created(this: any) {
+			secrets = nodeSecrets(config);
 			this.templates = new MailTemplates();
 			this.broker.metrics.register({ type: "counter", name: "mint.emails.total", labelNames: ["template", "result"], description: "Emails by template and result" });
 		},
@@ -334,7 +385,7 @@ export default function createNotificationsService(config: Config): ServiceSchem
 					retryBaseMs: mail.retryBaseMs,
 					handle: async (event: string, payload: any) => {
 						const problems = checks[event]?.(payload);
-						if (problems !== true) throw new Error(`Event ${event} breaks its contract: ${JSON.stringify(problems)}`);
+						if (problems !== true) throw new Error(`Event ${event} breaks its contract: ${contractProblems(problems)}`);
 						const ctx = { params: payload, call: (action: string, params: object, opts: object) => this.broker.call(action, params, opts) };
 						await eventHandlers[event].handler.call(this, ctx as unknown as Context<any>);
 					},

@@ -1,4 +1,9 @@
-/** docker-compose.yml: every Mint node's environment passes Mint's own config check, and docker-compose accepts the file. */
+/**
+ * docker-compose.yml: every Mint node's environment passes Mint's own config
+ * check, only the gateway is reachable from the network (operator UIs on
+ * 127.0.0.1, MongoDB and Redis on no port), the broker's credentials come
+ * from the environment, and docker-compose accepts the file.
+ */
 import { execFileSync, spawnSync } from "node:child_process";
 import crypto from "node:crypto";
 import fs from "node:fs";
@@ -10,9 +15,38 @@ import { describeWithInfra } from "../helpers/infra";
 const ROOT = path.resolve(__dirname, "../..");
 const compose = parse(fs.readFileSync(path.join(ROOT, "docker-compose.yml"), "utf8"), { merge: true });
 const secret = crypto.randomBytes(36).toString("base64url");
+const brokerPassword = crypto.randomBytes(24).toString("hex");
+const VARIABLES: Record<string, string> = { AUTH_SECRET: secret, RABBITMQ_PASSWORD: brokerPassword };
+
+/** docker-compose's substitution (${VAR}, ${VAR:-default}, ${VAR:?message}) with these variables set; a missing required one throws. */
+function interpolate(value: string, variables: Record<string, string | undefined>): string {
+	return value.replace(/\$\{(\w+)(?::([-?])([^}]*))?\}/g, (_, name: string, kind?: string, rest?: string) => {
+		const set = variables[name];
+		if (set !== undefined && set !== "") return set;
+		if (kind === "-") return rest ?? "";
+		if (kind === "?") throw new Error(`${name}: ${rest}`);
+		return "";
+	});
+}
+
 const mintNodes = Object.entries<any>(compose.services).filter(([, s]) => s.image === "mint:local");
-const envOf = (service: any) =>
-	Object.fromEntries(Object.entries<string>(service.environment).map(([k, v]) => [k, String(v).replace(/\$\{AUTH_SECRET:\?[^}]*\}/, secret)]));
+const envOf = (service: any, variables = VARIABLES) =>
+	Object.fromEntries(Object.entries<string>(service.environment).map(([k, v]) => [k, interpolate(String(v), variables)]));
+
+/** The host address a published port listens on ("" = every interface), from the short ("[ip:]host:container[/proto]") or long syntax. */
+function hostIpOf(port: string | number | { host_ip?: string; published?: string | number }): string {
+	if (typeof port === "object") return port.host_ip ?? "";
+	const spec = String(port).replace(/\/(tcp|udp|sctp)$/, "");
+	const ipv6 = /^\[([^\]]+)\]:/.exec(spec);
+	if (ipv6) return ipv6[1];
+	const parts = spec.split(":");
+	return parts.length === 3 ? parts[0] : "";
+}
+const LOOPBACK = ["127.0.0.1", "::1", "localhost"];
+
+/** service -> the host addresses of its published ports. */
+const publishedBy = (services: Record<string, any>) =>
+	Object.fromEntries(Object.entries(services).map(([name, s]) => [name, ((s.ports ?? []) as any[]).map(hostIpOf)]));
 
 describe("docker-compose.yml", () => {
 	it("runs every Mint service on some node, each node's environment valid for production", () => {
@@ -39,21 +73,70 @@ describe("docker-compose.yml", () => {
 				expect(compose.services[host]).toBeDefined();
 			}
 		}
-		expect(compose.services.mailpit.ports).toContain("8025:8025");
 		expect(compose.services.gateway.ports).toContain("3000:3000");
 		expect(compose.services.gateway.environment.HOST).toBe("0.0.0.0");
+	});
+
+	it("opens only the gateway to the network: RabbitMQ management and Mailpit on 127.0.0.1, MongoDB and Redis on no port", () => {
+		const published = publishedBy(compose.services);
+		expect(published.rabbitmq).toEqual(["127.0.0.1"]);
+		expect(published.mailpit).toEqual(["127.0.0.1"]);
+		expect(compose.services.rabbitmq.ports).toEqual(["127.0.0.1:15672:15672"]);
+		expect(compose.services.mailpit.ports).toEqual(["127.0.0.1:8025:8025"]);
+		expect([published.mongo, published.redis]).toEqual([[], []]);
+		for (const [name, hosts] of Object.entries(published)) {
+			if (name === "gateway") continue;
+			for (const host of hosts) expect([name, LOOPBACK.includes(host)]).toEqual([name, true]);
+		}
+		for (const [name, service] of Object.entries<any>(compose.services)) expect([name, service.network_mode]).toEqual([name, undefined]);
+	});
+
+	it("takes RabbitMQ's user and password from the environment, the same for the broker and every Mint node", () => {
+		const rabbitmq = compose.services.rabbitmq.environment;
+		expect(rabbitmq.RABBITMQ_DEFAULT_USER).toMatch(/^\$\{RABBITMQ_USER(:-\w+)?\}$/);
+		// No default password: the file refuses to start without one.
+		expect(rabbitmq.RABBITMQ_DEFAULT_PASS).toMatch(/^\$\{RABBITMQ_PASSWORD:\?[^}]+\}$/);
+		for (const [name, service] of mintNodes) {
+			expect([name, service.environment.TRANSPORTER]).toEqual([name, expect.stringMatching(/^amqp:\/\/\$\{RABBITMQ_USER(:-\w+)?\}:\$\{RABBITMQ_PASSWORD:\?[^}]+\}@rabbitmq:5672$/)]);
+			for (const variables of [VARIABLES, { ...VARIABLES, RABBITMQ_USER: "ops" }]) {
+				const transporter = new URL(envOf(service, variables).TRANSPORTER);
+				expect([transporter.username, transporter.password]).toEqual([
+					interpolate(rabbitmq.RABBITMQ_DEFAULT_USER, variables),
+					interpolate(rabbitmq.RABBITMQ_DEFAULT_PASS, variables),
+				]);
+				expect(transporter.password).toBe(brokerPassword);
+			}
+		}
+		expect(() => envOf(mintNodes[0][1], { AUTH_SECRET: secret })).toThrow(/RABBITMQ_PASSWORD/);
 	});
 });
 
 const hasCompose = spawnSync("docker-compose", ["version"], { stdio: "ignore" }).status === 0;
 
 describeWithInfra("docker-compose config", { name: "docker-compose (Debian package docker-compose)", available: hasCompose }, () => {
-	it("accepts the file with AUTH_SECRET set, and refuses it without, naming the variable", () => {
-		const out = execFileSync("docker-compose", ["config", "--services"], { cwd: ROOT, env: { ...process.env, AUTH_SECRET: secret } }).toString();
+	// Only what the test sets: a developer's own AUTH_SECRET or RABBITMQ_* must not change the outcome.
+	const { AUTH_SECRET: _secret, RABBITMQ_USER: _user, RABBITMQ_PASSWORD: _password, ...baseEnv } = process.env;
+	const config = (variables: Record<string, string>, ...args: string[]) => spawnSync("docker-compose", ["config", ...args], { cwd: ROOT, env: { ...baseEnv, ...variables } });
+
+	it("accepts the file with AUTH_SECRET and RABBITMQ_PASSWORD set, and refuses it without either, naming the variable", () => {
+		const out = execFileSync("docker-compose", ["config", "--services"], { cwd: ROOT, env: { ...baseEnv, ...VARIABLES } }).toString();
 		expect(out.split("\n").filter(Boolean).sort()).toEqual(Object.keys(compose.services).sort());
-		const { AUTH_SECRET: _drop, ...withoutSecret } = process.env;
-		const refused = spawnSync("docker-compose", ["config"], { cwd: ROOT, env: withoutSecret });
-		expect(refused.status).not.toBe(0);
-		expect(refused.stderr.toString()).toContain("AUTH_SECRET");
+		for (const missing of ["AUTH_SECRET", "RABBITMQ_PASSWORD"]) {
+			const { [missing]: _drop, ...others } = VARIABLES;
+			const refused = config(others);
+			expect([missing, refused.status]).not.toEqual([missing, 0]);
+			expect(refused.stderr.toString()).toContain(missing);
+		}
+	});
+
+	it("resolves to ports on 127.0.0.1 except the gateway's, and to the broker credentials given", () => {
+		const resolved = config({ ...VARIABLES, RABBITMQ_USER: "ops" });
+		expect(resolved.status).toBe(0);
+		const services = parse(resolved.stdout.toString()).services;
+		const published = publishedBy(services);
+		expect(published.gateway).toEqual([""]);
+		expect([published.rabbitmq, published.mailpit, published.mongo, published.redis]).toEqual([["127.0.0.1"], ["127.0.0.1"], [], []]);
+		expect(services.rabbitmq.environment).toMatchObject({ RABBITMQ_DEFAULT_USER: "ops", RABBITMQ_DEFAULT_PASS: brokerPassword });
+		for (const [name] of mintNodes) expect([name, services[name].environment.TRANSPORTER]).toEqual([name, `amqp://ops:${brokerPassword}@rabbitmq:5672`]);
 	});
 });
