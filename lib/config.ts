@@ -50,12 +50,18 @@ export interface Config {
 		refreshGraceSec: number;
 		keyBits: number;
 		keyRotationDays: number;
+		/** How often the gateway rereads the JWKS: a retired key leaves it without any event. */
+		jwksRefreshSec: number;
 		verifyEmailTtlSec: number;
 		passwordResetTtlSec: number;
 		publicBaseUrl: string;
 		loginMaxFailuresPerAccount: number;
 		loginMaxFailuresPerIp: number;
 		loginWindowSec: number;
+		/** A session (refresh-token family) ends this long after its login, however often it is refreshed. */
+		sessionMaxAgeSec: number;
+		/** Per hour: signups per client IP and per email address; reset emails per address and per IP. Per minute: searches per user. */
+		limits: { signupsPerIp: number; signupsPerEmail: number; resetsPerEmail: number; resetsPerIp: number; searchesPerUser: number };
 		argon2: { memoryCost: number; timeCost: number; parallelism: number };
 	};
 	/** Open the Moleculer REPL on this process's terminal (`npm run repl`). */
@@ -261,12 +267,21 @@ export function loadConfig(env: Env = process.env): Config {
 			refreshGraceSec: int(env, "REFRESH_GRACE_SEC", 30, 0, 300),
 			keyBits: int(env, "JWT_KEY_BITS", 3072, 2048, 8192),
 			keyRotationDays: int(env, "KEY_ROTATION_DAYS", 0, 0, 3650),
+			jwksRefreshSec: int(env, "JWKS_REFRESH_SEC", 300, 1, 300),
 			verifyEmailTtlSec: int(env, "VERIFY_EMAIL_TTL_SEC", 48 * 3600, 300, 30 * 86_400),
 			passwordResetTtlSec: int(env, "PASSWORD_RESET_TTL_SEC", 3600, 60, 86_400),
 			publicBaseUrl: publicUrl ?? `http://localhost:${port}`,
 			loginMaxFailuresPerAccount: int(env, "LOGIN_MAX_FAILURES_PER_ACCOUNT", 5, 1, 1000),
 			loginMaxFailuresPerIp: int(env, "LOGIN_MAX_FAILURES_PER_IP", 50, 1, 100_000),
 			loginWindowSec: int(env, "LOGIN_WINDOW_SEC", 900, 1, 86_400),
+			sessionMaxAgeSec: int(env, "SESSION_MAX_AGE_SEC", 30 * 86_400, 300, 365 * 86_400),
+			limits: {
+				signupsPerIp: int(env, "SIGNUPS_PER_IP_HOUR", 20, 1, 1_000_000),
+				signupsPerEmail: int(env, "SIGNUPS_PER_EMAIL_HOUR", 5, 1, 1_000_000),
+				resetsPerEmail: int(env, "RESET_EMAILS_PER_ADDRESS_HOUR", 5, 1, 1_000_000),
+				resetsPerIp: int(env, "RESET_EMAILS_PER_IP_HOUR", 20, 1, 1_000_000),
+				searchesPerUser: int(env, "SEARCHES_PER_USER_MINUTE", 30, 1, 1_000_000),
+			},
 			argon2: {
 				// OWASP: Argon2id, m=19 MiB, t=2, p=1 as the floor.
 				memoryCost: int(env, "ARGON2_MEMORY_KIB", 19_456, 19_456, 1_048_576),

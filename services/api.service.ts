@@ -43,17 +43,18 @@ import { AccessTokenVerifier } from "./api/token-verifier";
 /** Actions that answer with a new session: the gateway turns it into cookies and answers the user. */
 const SESSION_ISSUING = new Set(["auth.signup", "auth.login", "auth.refresh"]);
 /** Actions that end sessions: the gateway clears the cookies. */
-const SESSION_ENDING = new Set(["auth.logout", "auth.resetPassword"]);
+const SESSION_ENDING = new Set(["auth.logout", "auth.logoutAll", "auth.resetPassword"]);
 /** Actions that submit money movements: 201 final, 202 still running, 200 an idempotent replay. */
 const MONEY_SUBMITTING = new Set(["transactions.topup", "transactions.transfer"]);
 /** Actions that take the refresh token from its cookie rather than doing a silent refresh. */
 const USES_REFRESH_COOKIE = new Set(["auth.refresh", "auth.logout"]);
-const STATUS_BY_ACTION: Record<string, number> = { "auth.signup": 201, "auth.logout": 204, "auth.forgotPassword": 202 };
+const STATUS_BY_ACTION: Record<string, number> = { "auth.signup": 201, "auth.logout": 204, "auth.logoutAll": 204, "auth.forgotPassword": 202 };
 
 const V1_ALIASES = {
 	"POST /auth/signup": "auth.signup",
 	"POST /auth/login": "auth.login",
 	"POST /auth/logout": "auth.logout",
+	"POST /auth/logout-all": "auth.logoutAll",
 	"POST /auth/refresh": "auth.refresh",
 	"GET /auth/user": "auth.me",
 	"POST /auth/verify-email": "auth.verifyEmail",
@@ -164,7 +165,7 @@ export default function createApiService(config: Config): ServiceSchema {
 				return transaction;
 			}
 			if (SESSION_ENDING.has(action)) appendSetCookie(res, clearedSessionCookies(secure));
-			if (action === "auth.logout") return null;
+			if (STATUS_BY_ACTION[action] === 204) return null;
 			// The v1 client shows its login page on a literal `null` body.
 			if (data === null) {
 				ctx.meta.$responseType = "application/json; charset=utf-8";
@@ -256,8 +257,11 @@ export default function createApiService(config: Config): ServiceSchema {
 			},
 			"auth.keysRotated": {
 				params: consumerContract("auth.keysRotated", "currentKid"),
-				handler(this: any) {
-					this.verifier.invalidateJwks();
+				async handler(this: any) {
+					// The rotation may have removed a retired key: drop it now, not at the next periodic refresh.
+					await this.verifier
+						.refreshJwks()
+						.catch((err: unknown) => this.logger.warn({ err }, "JWKS refresh after a key rotation failed; keeping the last key set"));
 				},
 			},
 		},
@@ -351,12 +355,28 @@ export default function createApiService(config: Config): ServiceSchema {
 				issuer: config.auth.issuer,
 				audience: config.auth.audience,
 				fetchJwks: () => this.broker.call("auth.jwks", {}, { timeout: 5000 }),
+				maxLifetimeSec: config.auth.accessTokenTtlSec,
 			});
 		},
 
 		started(this: any) {
 			const address = this.server.address();
 			if (address && typeof address === "object") this.listenPort = address.port;
+			// A retired key leaves the JWKS when its tokens expire, with no event: reread it periodically.
+			this.jwksRefreshTimer = setInterval(() => {
+				if (this.jwksRefreshing) return;
+				this.jwksRefreshing = this.verifier
+					.refreshJwks()
+					.catch((err: unknown) => this.logger.warn({ err }, "periodic JWKS refresh failed; keeping the last key set"))
+					.finally(() => {
+						this.jwksRefreshing = undefined;
+					});
+			}, config.auth.jwksRefreshSec * 1000);
+			this.jwksRefreshTimer.unref();
+		},
+
+		stopped(this: any) {
+			clearInterval(this.jwksRefreshTimer);
 		},
 	} as ServiceSchema;
 }

@@ -2,6 +2,13 @@
  * auth: users, passwords (Argon2id), sessions (refresh-token families),
  * RS256 signing keys and the JWKS.
  *
+ * Sessions: a login starts a family (its refresh tokens rotate within it);
+ * revoking a family or all of a user's (logout, logout-all, reset, reuse,
+ * an operator) always wins over a refresh racing it: every new refresh token
+ * is written first, then its family and user are read again, and a family
+ * revoked, past its absolute lifetime or older than the user's session epoch
+ * takes the new token down with it.
+ *
  * Emits:   user.signedUp, user.passwordResetRequested, user.emailVerified,
  *          auth.sessionsRevoked, auth.keysRotated
  * Consumes: auth.keysRotated (reload keys rotated on another node)
@@ -12,14 +19,16 @@
 import crypto from "node:crypto";
 import type { Context, ServiceSchema } from "moleculer";
 import type { Config } from "../lib/config";
-import { conflict, notFound, tooManyRequests, unauthorized, validationError } from "../lib/errors";
+import { conflict, forbidden, notFound, unauthorized, validationError } from "../lib/errors";
 import { consumerContract, publish } from "../lib/events";
+import { createLimiter, takePoints } from "../lib/limits";
 import { DbMixin, isDuplicateKeyError, type Store } from "../mixins/db.mixin";
 import { seal, unseal } from "../lib/sealing";
 import { nodeSecrets } from "../lib/secrets";
 import { currentKey, generateKey, openSigningKey, publishedKeys, type SigningKey, type StoredKey } from "./auth/keys";
 import Redis from "ioredis";
-import { MemoryFailureThrottle, PasswordHasher, RedisFailureThrottle, type FailureThrottle } from "./auth/passwords";
+import { LoginGuard } from "./auth/login-guard";
+import { PasswordHasher } from "./auth/passwords";
 import { hashToken, randomToken, signAccessToken, successorToken } from "./auth/tokens";
 
 export interface UserEntity {
@@ -33,6 +42,10 @@ export interface UserEntity {
 	emailVerifiedAt: string | null;
 	createdAt: string;
 	updatedAt: string;
+	/** Incremented by logout-all and password reset: families started under an older epoch are dead. */
+	sessionEpoch?: number;
+	/** The one live password-reset token (its hash): issuing another replaces it, using it clears it. */
+	resetTokenId?: string;
 	/** The outbox: events about this user not yet confirmed published (payload sealed: it carries tokens). */
 	outbox?: OutboxRecord[];
 	pendingEvents?: number;
@@ -57,6 +70,36 @@ export interface PublicUser {
 	updatedAt: string;
 }
 
+/** A session: one login and the refresh tokens that succeed each other from it. */
+interface FamilyEntity {
+	_id: string; // the family id: the access token's sid
+	userId: string;
+	/** The user's sessionEpoch when the family started. */
+	epoch: number;
+	createdAt: number;
+	/** The absolute end of the session (SESSION_MAX_AGE_SEC after login), however often it is refreshed. */
+	absoluteExpiresAt: number;
+	revokedAt: number | null;
+}
+
+/** Another user as anyone signed in sees them: never the email. */
+export interface PublicProfile {
+	id: string;
+	firstName: string;
+	middleName?: string;
+	lastName: string;
+	createdAt: string;
+}
+
+/** A search result: enough to pick a recipient by email. */
+export interface DirectoryEntry {
+	id: string;
+	firstName: string;
+	middleName?: string;
+	lastName: string;
+	email: string;
+}
+
 interface SessionEntity {
 	_id: string; // sha256 of the refresh token
 	familyId: string;
@@ -67,7 +110,7 @@ interface SessionEntity {
 	revokedAt: number | null;
 }
 
-interface OneTimeTokenEntity {
+export interface OneTimeTokenEntity {
 	_id: string; // sha256 of the token
 	purpose: "verify-email" | "password-reset";
 	userId: string;
@@ -129,23 +172,32 @@ export function toPublicUser(user: UserEntity): PublicUser {
 	};
 }
 
+const names = (user: UserEntity) => ({ firstName: user.firstName, ...(user.middleName ? { middleName: user.middleName } : {}), lastName: user.lastName });
+export const toPublicProfile = (user: UserEntity): PublicProfile => ({ id: user._id, ...names(user), createdAt: user.createdAt });
+export const toDirectoryEntry = (user: UserEntity): DirectoryEntry => ({ id: user._id, ...names(user), email: user.email });
+
+/** How often expired sessions, one-time tokens and revocations are purged. */
+const PURGE_INTERVAL_MS = 3_600_000;
+const SEARCH_RESULTS = 10;
+
 /** How long an outbox event may wait before the relay sends it again (and how often the relay looks). */
 const OUTBOX_RELAY_MS = 5000;
-
-const escapeRegExp = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 
 export default function createAuthService(config: Config): ServiceSchema {
 	const auth = config.auth;
 	const secrets = nodeSecrets(config);
 	const hasher = new PasswordHasher(auth.argon2);
-	let throttle: FailureThrottle;
+	// Counted in Redis when REDIS_URL is set (shared by every auth node), else in this process: see created().
+	let loginGuard: LoginGuard;
+	let limiters: Record<"signupsPerIp" | "signupsPerEmail" | "resetsPerEmail" | "resetsPerIp" | "searchesPerUser", ReturnType<typeof createLimiter>>;
 
 	return {
 		name: "auth",
 		mixins: [
 			DbMixin(config, "auth", { name: "users", indexes: [{ fields: { email: 1 }, unique: true }] }, [
 				{ name: "sessions", indexes: [{ fields: { familyId: 1 } }, { fields: { userId: 1 } }] },
-				{ name: "oneTimeTokens" },
+				{ name: "families", indexes: [{ fields: { userId: 1 } }] },
+				{ name: "oneTimeTokens", indexes: [{ fields: { userId: 1 } }] },
 				{ name: "signingKeys" },
 				{ name: "revocations" },
 			]),
@@ -162,8 +214,15 @@ export default function createAuthService(config: Config): ServiceSchema {
 					password: PASSWORD,
 					passwordConfirm: { type: "equal", field: "password", strict: true },
 				},
-				async handler(this: any, ctx: Context<any>) {
+				async handler(this: any, ctx: Context<any, { clientIp?: string }>) {
 					const { firstName, middleName, lastName, email, password } = ctx.params;
+					await takePoints(
+						[
+							[limiters.signupsPerIp, ctx.meta.clientIp ?? "unknown"],
+							[limiters.signupsPerEmail, email],
+						],
+						"Too many signups, try again later",
+					);
 					const now = new Date().toISOString();
 					const userId = crypto.randomUUID();
 					const verification = await this.createOneTimeToken(userId, "verify-email", auth.verifyEmailTtlSec);
@@ -198,7 +257,7 @@ export default function createAuthService(config: Config): ServiceSchema {
 					}
 					await this.publishFromOutbox(ctx, userId, welcome);
 					this.logger.info({ userId: user._id }, "user signed up");
-					return { user: toPublicUser(user), session: await this.startSession(user._id) };
+					return { user: toPublicUser(user), session: await this.startSession(user) };
 				},
 			},
 
@@ -210,23 +269,13 @@ export default function createAuthService(config: Config): ServiceSchema {
 				},
 				async handler(this: any, ctx: Context<any, any>) {
 					const { email, password } = ctx.params;
-					const ipKey = `ip:${ctx.meta.clientIp ?? "unknown"}`;
-					const accountKey = `account:${email}`;
-					for (const [key, max] of [
-						[ipKey, auth.loginMaxFailuresPerIp],
-						[accountKey, auth.loginMaxFailuresPerAccount],
-					] as const) {
-						const decision = await throttle.check(key, max);
-						if (decision.blocked) throw tooManyRequests(decision.retryAfterSec, "Too many failed logins, try again later");
-					}
+					const ip = ctx.meta.clientIp ?? "unknown";
+					await loginGuard.admit(email, ip); // counted before the check
 					const user: UserEntity | null = await this.adapter.findOne({ email });
 					const ok = user ? await hasher.verify(user.passwordHash, password) : await hasher.verifyNobody(password);
-					if (!user || !ok) {
-						await Promise.all([throttle.fail(ipKey), throttle.fail(accountKey)]);
-						throw unauthorized("Invalid email or password");
-					}
-					await throttle.clear(accountKey);
-					return { user: toPublicUser(user), session: await this.startSession(user._id) };
+					if (!user || !ok) throw unauthorized("Invalid email or password");
+					await loginGuard.succeeded(email, ip);
+					return { user: toPublicUser(user), session: await this.startSession(user) };
 				},
 			},
 
@@ -248,6 +297,25 @@ export default function createAuthService(config: Config): ServiceSchema {
 					}
 					await this.revokeFamilies(ctx, [...families]);
 					return null;
+				},
+			},
+
+			/** Ends every session of the caller, on every device. */
+			logoutAll: {
+				auth: "required",
+				params: { $$strict: true },
+				async handler(this: any, ctx: Context<unknown, { user: Caller }>) {
+					await this.revokeAllSessionsOf(ctx, ctx.meta.user.id);
+					return null;
+				},
+			},
+
+			/** Operator (REPL): ends every session of a user. */
+			revokeSessionsOf: {
+				visibility: "public",
+				params: { userId: { type: "string", min: 1, max: 64 } },
+				async handler(this: any, ctx: Context<{ userId: string }>) {
+					return { revokedFamilies: await this.revokeAllSessionsOf(ctx, ctx.params.userId) };
 				},
 			},
 
@@ -273,21 +341,20 @@ export default function createAuthService(config: Config): ServiceSchema {
 
 			forgotPassword: {
 				params: { $$strict: true, email: EMAIL },
-				async handler(this: any, ctx: Context<{ email: string }>) {
+				async handler(this: any, ctx: Context<{ email: string }, { clientIp?: string }>) {
+					await takePoints(
+						[
+							[limiters.resetsPerIp, ctx.meta.clientIp ?? "unknown"],
+							[limiters.resetsPerEmail, ctx.params.email],
+						],
+						"Too many reset requests, try again later",
+					);
 					const user: UserEntity | null = await this.adapter.findOne({ email: ctx.params.email });
+					// The same answer, in the same time, whether or not the account exists: the email
+					// (written to the outbox after the answer) is what tells the owner.
 					if (user) {
-						const reset = await this.createOneTimeToken(user._id, "password-reset", auth.passwordResetTtlSec);
-						const record = this.outboxRecord("user.passwordResetRequested", {
-							userId: user._id,
-							email: user.email,
-							firstName: user.firstName,
-							resetToken: reset.token,
-							resetExpiresAt: new Date(reset.expiresAt).toISOString(),
-						});
-						await this.adapter.updateMany({ _id: user._id }, { $push: { outbox: record }, $inc: { pendingEvents: 1 } });
-						await this.publishFromOutbox(ctx, user._id, record);
+						setImmediate(() => this.issuePasswordReset(user).catch((err: unknown) => this.logger.error({ err, userId: user._id }, "password reset not issued")));
 					}
-					// The same answer whether or not the account exists.
 					return { message: "If an account exists for this email, a reset link has been sent" };
 				},
 			},
@@ -303,8 +370,7 @@ export default function createAuthService(config: Config): ServiceSchema {
 					const userId = await this.consumeOneTimeToken(ctx.params.token, "password-reset");
 					const now = new Date().toISOString();
 					await this.adapter.updateMany({ _id: userId }, { $set: { passwordHash: await hasher.hash(ctx.params.password), updatedAt: now } });
-					const sessions: SessionEntity[] = await this.stores.sessions.find({ query: { userId, revokedAt: null } });
-					await this.revokeFamilies(ctx, [...new Set(sessions.map(s => s.familyId))]);
+					await this.revokeAllSessionsOf(ctx, userId);
 					const user: UserEntity = await this.adapter.findOne({ _id: userId });
 					return toPublicUser(user);
 				},
@@ -317,7 +383,9 @@ export default function createAuthService(config: Config): ServiceSchema {
 					limit: { type: "number", integer: true, min: 1, max: 100, convert: true, optional: true },
 					offset: { type: "number", integer: true, min: 0, max: 1_000_000, convert: true, optional: true },
 				},
-				async handler(this: any, ctx: Context<{ limit?: number; offset?: number }>) {
+				async handler(this: any, ctx: Context<{ limit?: number; offset?: number }, { user: Caller }>) {
+					const caller: UserEntity | null = await this.adapter.findOne({ _id: ctx.meta.user.id });
+					if (caller?.role !== "admin") throw forbidden("Only admins can list users");
 					const users: UserEntity[] = await this.adapter.find({
 						sort: ["createdAt", "_id"],
 						limit: ctx.params.limit ?? 20,
@@ -329,15 +397,17 @@ export default function createAuthService(config: Config): ServiceSchema {
 
 			searchUsers: {
 				auth: "required",
-				params: { $$strict: true, email: { type: "string", trim: true, min: 2, max: 254 } },
+				params: { $$strict: true, email: { type: "string", trim: true, min: 3, max: 254 } },
 				async handler(this: any, ctx: Context<{ email: string }, { user: Caller }>) {
-					const pattern = new RegExp(escapeRegExp(ctx.params.email.toLowerCase()), "i");
+					await takePoints([[limiters.searchesPerUser, ctx.meta.user.id]], "Too many searches, try again in a minute");
+					// Emails are stored lower-cased: a range on the text is a literal, case-insensitive prefix match (no pattern).
+					const prefix = ctx.params.email.toLowerCase();
 					const users: UserEntity[] = await this.adapter.find({
-						query: { email: { $regex: pattern }, _id: { $ne: ctx.meta.user.id } },
+						query: { email: { $gte: prefix, $lt: `${prefix}\uffff` }, _id: { $ne: ctx.meta.user.id } },
 						sort: ["email"],
-						limit: 20,
+						limit: SEARCH_RESULTS,
 					});
-					return users.map(toPublicUser);
+					return users.map(toDirectoryEntry);
 				},
 			},
 
@@ -347,7 +417,7 @@ export default function createAuthService(config: Config): ServiceSchema {
 				async handler(this: any, ctx: Context<{ id: string }>) {
 					const user = await this.adapter.findOne({ _id: ctx.params.id });
 					if (!user) throw notFound("User not found");
-					return toPublicUser(user);
+					return toPublicProfile(user);
 				},
 			},
 
@@ -488,19 +558,57 @@ export default function createAuthService(config: Config): ServiceSchema {
 				return published;
 			},
 
-			async startSession(this: any, userId: string, familyId: string = crypto.randomUUID(), refreshToken = randomToken()): Promise<IssuedSession> {
+			/** A login: a new family under the user's current session epoch, and its first refresh token. */
+			async startSession(this: any, user: UserEntity): Promise<IssuedSession> {
 				const now = Date.now();
-				const refreshExpiresAt = now + auth.refreshTokenTtlSec * 1000;
+				const family: FamilyEntity = {
+					_id: crypto.randomUUID(),
+					userId: user._id,
+					epoch: user.sessionEpoch ?? 0,
+					createdAt: now,
+					absoluteExpiresAt: now + auth.sessionMaxAgeSec * 1000,
+					revokedAt: null,
+				};
+				await this.stores.families.insert(family);
+				const refreshToken = randomToken();
+				const expiresAt = await this.insertRefreshToken(family, refreshToken, now);
+				await this.assertFamilyLive(family._id, user._id, hashToken(refreshToken));
+				return this.issueAccess(user._id, family._id, refreshToken, expiresAt);
+			},
+
+			/** A refresh token row of the family; it expires with the token's TTL or the session's end, whichever comes first. */
+			async insertRefreshToken(this: any, family: FamilyEntity, refreshToken: string, now = Date.now()): Promise<number> {
+				const expiresAt = Math.min(now + auth.refreshTokenTtlSec * 1000, family.absoluteExpiresAt);
 				await this.stores.sessions.insert({
 					_id: hashToken(refreshToken),
-					familyId,
-					userId,
+					familyId: family._id,
+					userId: family.userId,
 					createdAt: now,
-					expiresAt: refreshExpiresAt,
+					expiresAt,
 					rotatedAt: null,
 					revokedAt: null,
 				} satisfies SessionEntity);
-				return this.issueAccess(userId, familyId, refreshToken, refreshExpiresAt);
+				return expiresAt;
+			},
+
+			/**
+			 * Read after a refresh token was written: a family revoked meanwhile,
+			 * past its absolute end, or older than the user's session epoch takes
+			 * the new token down with it. Revocations write the family (or the
+			 * epoch) first, so whichever way a refresh and a revocation
+			 * interleave, the refresh's token cannot outlive the revocation.
+			 */
+			async assertFamilyLive(this: any, familyId: string, userId: string, tokenId: string): Promise<void> {
+				const now = Date.now();
+				const [family, user]: [FamilyEntity | null, UserEntity | null] = await Promise.all([
+					this.stores.families.findOne({ _id: familyId }),
+					this.adapter.findOne({ _id: userId }),
+				]);
+				const live = !!family && !!user && family.revokedAt === null && family.absoluteExpiresAt > now && family.epoch === (user.sessionEpoch ?? 0);
+				if (live) return;
+				await this.stores.sessions.updateMany({ _id: tokenId, revokedAt: null }, { $set: { revokedAt: now } });
+				if (family && family.revokedAt === null) await this.revokeFamilies(this.broker, [familyId]);
+				throw unauthorized("Session expired");
 			},
 
 			async issueAccess(this: any, userId: string, familyId: string, refreshToken: string, refreshExpiresAtMs: number): Promise<IssuedSession> {
@@ -540,32 +648,79 @@ export default function createAuthService(config: Config): ServiceSchema {
 			},
 
 			async continueSession(this: any, row: SessionEntity, successor: string) {
-				const user: UserEntity | null = await this.adapter.findOne({ _id: row.userId });
-				if (!user) throw unauthorized("Session expired");
-				const existing: SessionEntity | null = await this.stores.sessions.findOne({ _id: hashToken(successor) });
-				if (existing) {
-					if (existing.revokedAt) throw unauthorized("Session expired");
-					return { user: toPublicUser(user), session: await this.issueAccess(user._id, row.familyId, successor, existing.expiresAt) };
+				const [user, family]: [UserEntity | null, FamilyEntity | null] = await Promise.all([
+					this.adapter.findOne({ _id: row.userId }),
+					this.stores.families.findOne({ _id: row.familyId }),
+				]);
+				// Sessions from before families existed have none: they log in again.
+				if (!user || !family) throw unauthorized("Session expired");
+				const successorId = hashToken(successor);
+				const existing: SessionEntity | null = await this.stores.sessions.findOne({ _id: successorId });
+				let expiresAt = existing?.expiresAt;
+				if (existing?.revokedAt) throw unauthorized("Session expired");
+				if (!existing) {
+					try {
+						expiresAt = await this.insertRefreshToken(family, successor);
+					} catch (err) {
+						if (!isDuplicateKeyError(err)) throw err;
+						// A racing request created the same successor first.
+						return this.continueSession(row, successor);
+					}
 				}
-				try {
-					return { user: toPublicUser(user), session: await this.startSession(user._id, row.familyId, successor) };
-				} catch (err) {
-					if (!isDuplicateKeyError(err)) throw err;
-					// A racing request created the same successor first.
-					return this.continueSession(row, successor);
-				}
+				await this.assertFamilyLive(family._id, user._id, successorId);
+				return { user: toPublicUser(user), session: await this.issueAccess(user._id, family._id, successor, expiresAt) };
 			},
 
+			/** Revokes session families: the family records first (what a racing refresh reads), then their tokens; gateways are told. */
 			async revokeFamilies(this: any, emitter: { emit(name: string, payload: unknown): unknown }, familyIds: string[]) {
 				if (familyIds.length === 0) return;
 				const now = Date.now();
 				const expiresAt = now + (auth.accessTokenTtlSec + 60) * 1000;
 				for (const familyId of familyIds) {
+					await this.stores.families.updateMany({ _id: familyId, revokedAt: null }, { $set: { revokedAt: now } });
 					await this.stores.sessions.updateMany({ familyId, revokedAt: null }, { $set: { revokedAt: now } });
 					await this.stores.revocations.removeMany({ _id: familyId });
 					await this.stores.revocations.insert({ _id: familyId, expiresAt } satisfies RevocationEntity);
 				}
 				await publish(emitter, "auth.sessionsRevoked", { sids: familyIds, expiresAt });
+			},
+
+			/**
+			 * Every session of a user (logout-all, password reset, an operator):
+			 * the epoch moves first, so a login or refresh racing this cannot
+			 * keep a family; then the families known now are revoked and announced.
+			 */
+			async revokeAllSessionsOf(this: any, emitter: { emit(name: string, payload: unknown): unknown }, userId: string): Promise<number> {
+				await this.adapter.updateMany({ _id: userId }, { $inc: { sessionEpoch: 1 } });
+				const families: FamilyEntity[] = await this.stores.families.find({ query: { userId, revokedAt: null } });
+				await this.revokeFamilies(emitter, families.map(f => f._id));
+				return families.length;
+			},
+
+			/** A reset token for the user, written to the outbox with its email; it replaces any other (the user holds the live one). */
+			async issuePasswordReset(this: any, user: UserEntity): Promise<void> {
+				const reset = await this.createOneTimeToken(user._id, "password-reset", auth.passwordResetTtlSec);
+				await this.adapter.updateMany({ _id: user._id }, { $set: { resetTokenId: hashToken(reset.token) } });
+				const record = this.outboxRecord("user.passwordResetRequested", {
+					userId: user._id,
+					email: user.email,
+					firstName: user.firstName,
+					resetToken: reset.token,
+					resetExpiresAt: new Date(reset.expiresAt).toISOString(),
+				});
+				await this.adapter.updateMany({ _id: user._id }, { $push: { outbox: record }, $inc: { pendingEvents: 1 } });
+				await this.publishFromOutbox(this.broker, user._id, record);
+			},
+
+			/** Expired one-time tokens, refresh tokens, families and revocations go. */
+			async purgeExpired(this: any): Promise<Record<string, number>> {
+				const now = Date.now();
+				return {
+					oneTimeTokens: await this.stores.oneTimeTokens.removeMany({ expiresAt: { $lt: now } }),
+					sessions: await this.stores.sessions.removeMany({ expiresAt: { $lt: now } }),
+					families: await this.stores.families.removeMany({ absoluteExpiresAt: { $lt: now } }),
+					revocations: await this.stores.revocations.removeMany({ expiresAt: { $lt: now } }),
+				};
 			},
 
 			async createOneTimeToken(this: any, userId: string, purpose: OneTimeTokenEntity["purpose"], ttlSec: number) {
@@ -581,8 +736,11 @@ export default function createAuthService(config: Config): ServiceSchema {
 				const invalid = () => validationError([{ path: "token", message: "The token is invalid or has expired" }], "Invalid or expired token");
 				const row: OneTimeTokenEntity | null = await this.stores.oneTimeTokens.findOne({ _id: id, purpose });
 				if (!row || row.usedAt !== null || row.expiresAt <= Date.now()) throw invalid();
+				// Only the user's latest reset token is live.
+				if (purpose === "password-reset" && !(await this.adapter.findOne({ _id: row.userId, resetTokenId: id }))) throw invalid();
 				const won = await this.stores.oneTimeTokens.updateMany({ _id: id, purpose, usedAt: null }, { $set: { usedAt: Date.now() } });
 				if (won !== 1) throw invalid();
+				if (purpose === "password-reset") await this.adapter.updateMany({ _id: row.userId, resetTokenId: id }, { $unset: { resetTokenId: true } });
 				return row.userId;
 			},
 
@@ -647,9 +805,17 @@ export default function createAuthService(config: Config): ServiceSchema {
 		},
 
 		created(this: any) {
-			// Login failures are counted cluster-wide in Redis when there is one, else in this process.
+			// Limits are counted cluster-wide in Redis when there is one, else in this process.
 			this.redis = config.redisUrl ? new Redis(config.redisUrl, { maxRetriesPerRequest: 2, lazyConnect: true }) : undefined;
-			throttle = this.redis ? new RedisFailureThrottle(this.redis, auth.loginWindowSec) : new MemoryFailureThrottle(auth.loginWindowSec);
+			loginGuard = new LoginGuard({ maxPerPair: auth.loginMaxFailuresPerAccount, maxPerIp: auth.loginMaxFailuresPerIp, windowSec: auth.loginWindowSec }, this.redis);
+			const hourly = (name: keyof typeof auth.limits) => createLimiter({ name, points: auth.limits[name], durationSec: 3600 }, this.redis);
+			limiters = {
+				signupsPerIp: hourly("signupsPerIp"),
+				signupsPerEmail: hourly("signupsPerEmail"),
+				resetsPerEmail: hourly("resetsPerEmail"),
+				resetsPerIp: hourly("resetsPerIp"),
+				searchesPerUser: createLimiter({ name: "searchesPerUser", points: auth.limits.searchesPerUser, durationSec: 60 }, this.redis),
+			};
 		},
 
 		async started(this: any) {
@@ -660,6 +826,10 @@ export default function createAuthService(config: Config): ServiceSchema {
 			await this.ensureKeys();
 			this.outboxTimer = setInterval(() => this.relayOutbox().catch((err: unknown) => this.logger.error({ err }, "outbox relay failed")), OUTBOX_RELAY_MS);
 			this.outboxTimer.unref();
+			const purge = () => this.purgeExpired().catch((err: unknown) => this.logger.error({ err }, "purging expired records failed"));
+			void purge();
+			this.purgeTimer = setInterval(purge, PURGE_INTERVAL_MS);
+			this.purgeTimer.unref();
 			if (auth.keyRotationDays > 0) {
 				this.rotationTimer = setInterval(
 					() => this.rotateIfDue().catch((err: unknown) => this.logger.error({ err }, "scheduled key rotation failed")),
@@ -672,6 +842,7 @@ export default function createAuthService(config: Config): ServiceSchema {
 		async stopped(this: any) {
 			clearInterval(this.rotationTimer);
 			clearInterval(this.outboxTimer);
+			clearInterval(this.purgeTimer);
 			await this.redis?.quit();
 		},
 	} as ServiceSchema;

@@ -136,13 +136,16 @@ const firstHeader = (req: Req, name: string) => {
 	return typeof value === "string" ? value.split(",")[0].trim() : undefined;
 };
 
-/** Cookie-authenticated unsafe requests must come from our own origin or an allowed one. */
+/**
+ * Cookie-authenticated unsafe requests must come from our own origin or an
+ * allowed one (Origin), or, without Origin, say `Sec-Fetch-Site: same-origin`.
+ * Anything else (a cross-site form, a client that sends neither) is 403.
+ */
 export function checkOrigin(req: Req, config: Config, peerTrusted: boolean): void {
 	const origin = req.headers.origin;
 	if (typeof origin !== "string") {
-		// Without Origin a browser still says where the request comes from; non-browser clients send neither header.
-		const site = req.headers["sec-fetch-site"];
-		if (site === undefined || site === "same-origin") return;
+		// Without Origin, only a browser's own word that the request is same-origin will do.
+		if (req.headers["sec-fetch-site"] === "same-origin") return;
 		throw forbidden("Origin not allowed");
 	}
 	const normalized = origin.toLowerCase();

@@ -3,7 +3,7 @@ import crypto from "node:crypto";
 import type { ServiceBroker } from "moleculer";
 import request from "supertest";
 import { startMint } from "../../server";
-import { newPerson, signupBody, sessionFrom } from "../helpers/http";
+import { browserAgent, newPerson, signupBody, sessionFrom } from "../helpers/http";
 import { RABBITMQ_URL, describeWithInfra, rabbitmqNeed, removeFromRabbitmq } from "../helpers/infra";
 import { testConfig } from "../helpers/mint";
 
@@ -25,7 +25,7 @@ describeWithInfra("a cluster over RabbitMQ", rabbitmqNeed(), () => {
 		await gateway.waitForServices(["auth", "wallet", "transactions"], 10_000);
 		await backend.waitForServices(["api", "transactions"], 10_000);
 		await money.waitForServices(["api", "auth", "wallet"], 10_000);
-		http = request((gateway.getLocalService("api") as any).server);
+		http = browserAgent((gateway.getLocalService("api") as any).server);
 	}, 30_000);
 
 	afterAll(async () => {

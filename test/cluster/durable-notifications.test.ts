@@ -9,7 +9,7 @@ import path from "node:path";
 import type { ServiceBroker } from "moleculer";
 import request from "supertest";
 import { startMint } from "../../server";
-import { newPerson, sessionFrom, signupBody } from "../helpers/http";
+import { browserAgent, newPerson, sessionFrom, signupBody } from "../helpers/http";
 import { RABBITMQ_URL, describeWithInfra, rabbitmqNeed, removeFromRabbitmq } from "../helpers/infra";
 import { testConfig, waitFor } from "../helpers/mint";
 import { mailsTo, startSmtp, type TestSmtp } from "../helpers/smtp";
@@ -44,7 +44,7 @@ describeWithInfra("notifications over durable RabbitMQ queues", rabbitmqNeed(), 
 		smtp = await startSmtp();
 		backend = await startMint(testConfig({ TRANSPORTER: AMQP_URL, NAMESPACE: namespace, SERVICES: "api,auth,wallet,transactions", NODE_ID: `${namespace}-backend` }));
 		notifications = await startNotifications();
-		http = request((backend.getLocalService("api") as any).server);
+		http = browserAgent((backend.getLocalService("api") as any).server);
 	}, 30_000);
 
 	afterAll(async () => {

@@ -11,7 +11,7 @@ import amqp from "amqplib";
 import type { ServiceBroker } from "moleculer";
 import request from "supertest";
 import { startMint } from "../../server";
-import { newPerson, signupBody, type Person } from "../helpers/http";
+import { browserAgent, newPerson, signupBody, type Person } from "../helpers/http";
 import { RABBITMQ_URL, describeWithInfra, rabbitmqNeed, removeFromRabbitmq } from "../helpers/infra";
 import { testConfig, waitFor } from "../helpers/mint";
 import { mailsTo, startSmtp, type TestSmtp } from "../helpers/smtp";
@@ -62,7 +62,7 @@ describeWithInfra("durable events when the notifications queue is missing", rabb
 	/** Gateway, auth, wallet and transactions on one node: every producer of durable events, no consumer of them. */
 	const startBackend = async (namespace: string) => {
 		const broker = await startNode(namespace, "api,auth,wallet,transactions");
-		return request((broker.getLocalService("api") as any).server);
+		return browserAgent((broker.getLocalService("api") as any).server);
 	};
 
 	const startNotifications = async (namespace: string) => {

@@ -1,6 +1,22 @@
 /** Small HTTP scenario helpers: people who sign up, log in and carry their cookies. */
-import type { Response } from "supertest";
+import request, { type Response } from "supertest";
 import type { TestMint } from "./mint";
+
+/**
+ * supertest for a server, sending what a browser on Mint's own page sends with
+ * every request: `Sec-Fetch-Site: same-origin` (cookie-authenticated writes
+ * need it or an Origin). A test of other sites sets Origin or unsets it.
+ */
+export function browserAgent(server: Parameters<typeof request>[0]): ReturnType<typeof request> {
+	const agent = request(server);
+	return new Proxy(agent, {
+		get(target, name) {
+			const value = (target as any)[name];
+			if (typeof value !== "function") return value;
+			return (...args: unknown[]) => value.apply(target, args).set("Sec-Fetch-Site", "same-origin");
+		},
+	});
+}
 
 let counter = 0;
 

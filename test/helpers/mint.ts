@@ -11,6 +11,7 @@ import type { ServiceBroker } from "moleculer";
 import request from "supertest";
 import { loadConfig, type Config } from "../../lib/config";
 import { startMint } from "../../server";
+import { browserAgent } from "./http";
 
 export interface RecordedEvent {
 	name: string;
@@ -27,9 +28,18 @@ export interface TestMint {
 	stop(opts?: { keepData?: boolean }): Promise<void>;
 }
 
+/** Tests sign up and search far more from one address than a person does; the limits' own tests set them low. */
+const GENEROUS_LIMITS = {
+	SIGNUPS_PER_IP_HOUR: "100000",
+	SIGNUPS_PER_EMAIL_HOUR: "100000",
+	RESET_EMAILS_PER_ADDRESS_HOUR: "100000",
+	RESET_EMAILS_PER_IP_HOUR: "100000",
+	SEARCHES_PER_USER_MINUTE: "100000",
+};
+
 export function testConfig(env: Record<string, string> = {}): Config {
 	const dataDir = env.DATA_DIR ?? fs.mkdtempSync(path.join(os.tmpdir(), "mint-test-"));
-	return loadConfig({ NODE_ENV: "test", PORT: "0", JWT_KEY_BITS: "2048", LOG_LEVEL: process.env.LOG_LEVEL ?? "warn", ...env, DATA_DIR: dataDir });
+	return loadConfig({ NODE_ENV: "test", PORT: "0", JWT_KEY_BITS: "2048", LOG_LEVEL: process.env.LOG_LEVEL ?? "warn", ...GENEROUS_LIMITS, ...env, DATA_DIR: dataDir });
 }
 
 const RECORDED = [
@@ -62,7 +72,7 @@ export async function startTestMint(env: Record<string, string> = {}, middleware
 		broker,
 		config,
 		server,
-		http: request(server),
+		http: browserAgent(server),
 		events,
 		dataDir: config.dataDir,
 		async stop(opts = {}) {

@@ -181,26 +181,39 @@ describe("the Origin check on cookie-authenticated unsafe requests", () => {
 });
 
 describe("login throttling", () => {
-	it("blocks an account after repeated failures with 429 and Retry-After, even for the right password", async () => {
+	// The test client is the loopback proxy (trusted by default): X-Forwarded-For says which client it forwards.
+	const loginFrom = (ip: string, body: object) => mint.http.post("/api/v1/auth/login").set("X-Forwarded-For", ip).send(body);
+
+	it("counts attempts per (account, IP) before the check: then 429 with Retry-After, even for the right password", async () => {
 		const { person } = await signup(mint);
-		for (let i = 0; i < 3; i++) {
-			expect((await mint.http.post("/api/v1/auth/login").send({ email: person.email, password: "wrong password" })).status).toBe(401);
-		}
-		const blocked = await mint.http.post("/api/v1/auth/login").send({ email: person.email, password: person.password });
-		expect(blocked.status).toBe(429);
-		expect(Number(blocked.headers["retry-after"])).toBeGreaterThan(800);
+		for (let i = 0; i < 3; i++) expect((await loginFrom("203.0.113.10", { email: person.email, password: "wrong password" })).status).toBe(401);
+		const blocked = await loginFrom("203.0.113.10", { email: person.email, password: person.password });
+		expect([blocked.status, blocked.headers["retry-after"], blocked.body]).toEqual([429, "30", { error: { message: "Too many failed logins, try again later", status: 429 } }]);
 		expect(blocked.headers["set-cookie"]).toBeUndefined();
 	});
 
-	it("blocks an IP after repeated failures across accounts", async () => {
+	it("never lets a stranger lock the owner out: the owner's own address still logs in", async () => {
+		const { person } = await signup(mint);
+		const stranger = [];
+		for (let i = 0; i < 5; i++) stranger.push((await loginFrom("203.0.113.66", { email: person.email, password: `guess ${i}` })).status);
+		expect(stranger).toEqual([401, 401, 401, 429, 429]);
+		expect((await loginFrom("198.51.100.7", { email: person.email, password: person.password })).status).toBe(200);
+	});
+
+	it("20 parallel wrong passwords: only the allowance is checked, the rest are 429", async () => {
+		const { person } = await signup(mint);
+		const statuses = await Promise.all(Array.from({ length: 20 }, () => loginFrom("203.0.113.20", { email: person.email, password: "wrong password" })));
+		expect(statuses.map(r => r.status).sort()).toEqual([...Array(3).fill(401), ...Array(17).fill(429)]);
+	});
+
+	it("limits one IP across accounts", async () => {
 		const victim = await signup(mint);
 		const attempts = [];
-		for (let i = 0; i < 3; i++) attempts.push((await mint.http.post("/api/v1/auth/login").send({ email: `ghost${i}@example.com`, password: "guess" })).status);
-		// The previous test spent 3 of this IP's 6 failures.
-		expect(attempts).toEqual([401, 401, 401]);
-		const blocked = await mint.http.post("/api/v1/auth/login").send({ email: victim.person.email, password: victim.person.password });
+		for (let i = 0; i < 6; i++) attempts.push((await loginFrom("203.0.113.30", { email: `ghost${i}@example.com`, password: "guess" })).status);
+		expect(attempts).toEqual(Array(6).fill(401));
+		const blocked = await loginFrom("203.0.113.30", { email: victim.person.email, password: victim.person.password });
 		expect(blocked.status).toBe(429);
-		expect(blocked.headers["retry-after"]).toMatch(/^\d+$/);
+		expect(Number(blocked.headers["retry-after"])).toBeGreaterThan(800);
 	});
 });
 

@@ -69,6 +69,8 @@ interface Case {
 	status: number;
 	message?: string | RegExp;
 	detailPath?: string;
+	/** Send without the Sec-Fetch-Site: same-origin a browser on Mint's page adds. */
+	notFromOurPage?: boolean;
 }
 
 function send(c: Case) {
@@ -79,6 +81,7 @@ function send(c: Case) {
 	// Raw bytes go as they are: superagent would JSON-encode a Buffer sent as application/json.
 	if (raw) req = req.set("Content-Type", "application/json").serialize(body => body);
 	for (const [name, value] of Object.entries(c.headers ?? {})) req = req.set(name, value);
+	if (c.notFromOurPage) req = req.unset("Sec-Fetch-Site");
 	return c.body === undefined ? req : req.send(raw ? (c.body as string) : (c.body as object));
 }
 
@@ -183,6 +186,8 @@ const cases: [string, () => Case][] = [
 	["a cookie POST from a foreign Origin", () => ({ method: "POST", path: TOPUP, headers: { Cookie: alice.cookie, Origin: "https://evil.example" }, body: { amount: 5 }, status: 403, message: "Origin not allowed" })],
 	["a cookie POST from the null Origin", () => ({ method: "POST", path: TRANSFER, headers: { Cookie: alice.cookie, Origin: "null" }, body: { amount: 5, toUserId: bob.user.id }, status: 403, message: "Origin not allowed" })],
 	["a cookie POST a browser marks cross-site", () => ({ method: "POST", path: TOPUP, headers: { Cookie: alice.cookie, "Sec-Fetch-Site": "cross-site" }, body: { amount: 5 }, status: 403, message: "Origin not allowed" })],
+	["a cookie POST with neither Origin nor Sec-Fetch-Site", () => ({ method: "POST", path: TOPUP, headers: { Cookie: alice.cookie }, notFromOurPage: true, body: { amount: 5 }, status: 403, message: "Origin not allowed" })],
+	["a cookie PUT from a same-site page", () => ({ method: "PUT", path: "/api/v1/users/me", headers: { Cookie: alice.cookie, "Sec-Fetch-Site": "same-site" }, body: { firstName: "Mallory" }, status: 403, message: "Origin not allowed" })],
 	["an Origin differing only by port", () => ({ method: "POST", path: TOPUP, headers: { Cookie: alice.cookie, Origin: `${origin}1` }, body: { amount: 5 }, status: 403, message: "Origin not allowed" })],
 
 	// Amounts

@@ -53,53 +53,56 @@ describe("GET /wallet/user", () => {
 	});
 });
 
-describe("users", () => {
-	it("GET /users lists public users, paginated", async () => {
-		const page = await get("/api/v1/users?limit=2&offset=0", alice);
+describe("users: no email directory", () => {
+	const profileOf = (session: Session) => ({ id: session.user.id, firstName: session.user.firstName, lastName: session.user.lastName, createdAt: session.user.createdAt });
+	const entryOf = (session: Session) => ({ id: session.user.id, firstName: session.user.firstName, lastName: session.user.lastName, email: session.user.email });
+
+	it("GET /users is for admins only: 403 for everyone else, own-user objects paginated for an admin", async () => {
+		const refused = await get("/api/v1/users?limit=100", bob);
+		expect([refused.status, refused.body]).toEqual([403, { error: { message: "Only admins can list users", status: 403 } }]);
+		expect((await get("/api/v1/users")).status).toBe(401);
+		const admin = await signup(mint, newPerson({ email: "root@mint.example.com" }));
+		await (mint.broker.getLocalService("auth") as any).adapter.updateMany({ _id: admin.user.id }, { $set: { role: "admin" } });
+		const page = await get("/api/v1/users?limit=2&offset=0", admin);
 		expect(page.status).toBe(200);
-		expect(page.body).toHaveLength(2);
-		expect(page.body[0]).not.toHaveProperty("passwordHash");
-		const next = await get("/api/v1/users?limit=2&offset=2", alice);
+		expect(page.body).toEqual([alice.user, bob.user]);
+		const next = await get("/api/v1/users?limit=2&offset=2", admin);
 		expect(next.body[0].id).not.toBe(page.body[0].id);
 		// The v1 client asks for GET /api/v1/users/ (trailing slash).
-		const slash = await get("/api/v1/users/", alice);
-		expect(slash.status).toBe(200);
-		expect(slash.body.length).toBeGreaterThanOrEqual(3);
-		expect((await get("/api/v1/users?limit=101", alice)).status).toBe(400);
-		expect((await get("/api/v1/users?limit=abc", alice)).status).toBe(400);
-		expect((await get("/api/v1/users")).status).toBe(401);
+		expect((await get("/api/v1/users/", admin)).body.length).toBeGreaterThanOrEqual(3);
+		expect((await get("/api/v1/users?limit=101", admin)).status).toBe(400);
+		expect((await get("/api/v1/users?limit=abc", admin)).status).toBe(400);
 	});
 
-	it("GET /users/search matches email substrings case-insensitively, never the caller", async () => {
-		const res = await get("/api/v1/users/search?email=SMITH", bob);
-		expect(res.status).toBe(200);
-		expect(res.body.map((u: any) => u.email)).toEqual(["alice.smith@example.com"]);
-		const self = await get("/api/v1/users/search?email=alice.smith", alice);
-		expect(self.body).toEqual([]);
+	it("GET /users/search matches the start of emails, case-insensitively, as directory entries, never the caller", async () => {
+		const res = await get("/api/v1/users/search?email=ALICE.S", bob);
+		expect([res.status, res.body]).toEqual([200, [entryOf(alice)]]);
+		// Not a substring search: the middle of an address finds nothing.
+		expect((await get("/api/v1/users/search?email=smith", bob)).body).toEqual([]);
+		expect((await get("/api/v1/users/search?email=alice.smith", alice)).body).toEqual([]);
 	});
 
 	it("GET /users/search treats the input as text, not a pattern", async () => {
 		const dot = await get("/api/v1/users/search?email=a.c", bob);
 		expect(dot.body.map((u: any) => u.email)).not.toContain("abc@example.org");
-		const star = await get("/api/v1/users/search?email=.*", bob);
-		expect(star.body).toEqual([]);
+		expect((await get("/api/v1/users/search?email=.*%40", bob)).body).toEqual([]);
+		expect((await get("/api/v1/users/search?email=%5Eal", bob)).body).toEqual([]);
+		expect((await get("/api/v1/users/search?email=%5Balb%5D", bob)).body).toEqual([]);
 		const name = await get("/api/v1/users/search?email=Alice%20Smith", bob);
-		expect(name.status).toBe(200);
-		expect(name.body).toEqual([]);
+		expect([name.status, name.body]).toEqual([200, []]);
 	});
 
-	it("GET /users/search needs at least 2 characters and answers at most 20", async () => {
-		expect((await get("/api/v1/users/search?email=a", bob)).status).toBe(400);
+	it("GET /users/search needs at least 3 characters and answers at most 10", async () => {
+		expect((await get("/api/v1/users/search?email=ab", bob)).status).toBe(400);
 		expect((await get("/api/v1/users/search", bob)).status).toBe(400);
-		for (let i = 0; i < 22; i++) await signup(mint, newPerson({ email: `many${i}@crowd.example.com` }));
+		for (let i = 0; i < 12; i++) await signup(mint, newPerson({ email: `crowd${String(i).padStart(2, "0")}@example.com` }));
 		const many = await get("/api/v1/users/search?email=crowd", bob);
-		expect(many.body).toHaveLength(20);
+		expect(many.body.map((u: any) => u.email)).toEqual(Array.from({ length: 10 }, (_, i) => `crowd${String(i).padStart(2, "0")}@example.com`));
 	});
 
-	it("GET /users/:id answers the public user or 404", async () => {
+	it("GET /users/:id answers the profile, never the email, or 404", async () => {
 		const res = await get(`/api/v1/users/${bob.user.id}`, alice);
-		expect(res.status).toBe(200);
-		expect(res.body).toEqual(bob.user);
+		expect([res.status, res.body]).toEqual([200, profileOf(bob)]);
 		const missing = await get("/api/v1/users/00000000-0000-4000-8000-000000000000", alice);
 		expect(missing.status).toBe(404);
 		expect(missing.body).toEqual({ error: { message: "User not found", status: 404 } });

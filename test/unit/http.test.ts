@@ -178,8 +178,10 @@ describe("checkOrigin", () => {
 		expect(verdict({ host: "localhost:3000", origin: "https://localhost:3000" })).toBe(403);
 	});
 
-	it("allows a request with no Origin header", () => {
-		expect(verdict({ host: "localhost:3000" })).toBe("allowed");
+	it("without Origin, allows only what a browser marks Sec-Fetch-Site: same-origin", () => {
+		expect(verdict({ host: "localhost:3000", "sec-fetch-site": "same-origin" })).toBe("allowed");
+		expect(verdict({ host: "localhost:3000" })).toBe(403);
+		for (const site of ["same-site", "cross-site", "none"]) expect(verdict({ host: "localhost:3000", "sec-fetch-site": site })).toBe(403);
 	});
 
 	it("honours X-Forwarded-Host and X-Forwarded-Proto from a trusted proxy", () => {

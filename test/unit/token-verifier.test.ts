@@ -5,6 +5,9 @@ import { AccessTokenVerifier } from "../../services/api/token-verifier";
 import { AUDIENCE, ISSUER, b64url, decodeSegment, flipCharInMiddle, handSignedToken, issueToken, jwksOf, makeTestKey, nowSec, type TestKey } from "./helpers/signing";
 
 const REFETCH_MS = 10_000;
+const TTL_SEC = 900;
+const SKEW_SEC = 60;
+const TEN_YEARS_SEC = 10 * 365 * 86_400;
 
 let key: TestKey;
 let laterKey: TestKey;
@@ -21,7 +24,15 @@ function harness(initial: JSONWebKeySet = jwksOf(key)) {
 	let jwks = initial;
 	let clock = Date.now();
 	const fetchJwks = jest.fn(async () => jwks);
-	const verifier = new AccessTokenVerifier({ issuer: ISSUER, audience: AUDIENCE, fetchJwks, refetchIntervalMs: REFETCH_MS, now: () => clock });
+	const verifier = new AccessTokenVerifier({
+		issuer: ISSUER,
+		audience: AUDIENCE,
+		fetchJwks,
+		maxLifetimeSec: TTL_SEC,
+		clockSkewSec: SKEW_SEC,
+		refetchIntervalMs: REFETCH_MS,
+		now: () => clock,
+	});
 	return {
 		verifier,
 		fetchJwks,
@@ -177,11 +188,11 @@ describe("AccessTokenVerifier JWKS refetching", () => {
 		expect(fetchJwks).toHaveBeenCalledTimes(2);
 	});
 
-	it("invalidateJwks lets the next unknown kid refetch immediately", async () => {
+	it("refreshJwks picks up a newly published key at once, inside the refetch interval", async () => {
 		const { verifier, fetchJwks, publish } = harness(jwksOf(key));
 		await verifier.verify(await validToken());
 		publish(jwksOf(key, laterKey));
-		verifier.invalidateJwks();
+		await verifier.refreshJwks();
 		expect(await verifier.verify((await issueToken(laterKey, { sessionId: "rotated" })).token)).toMatchObject({ sid: "rotated" });
 		expect(fetchJwks).toHaveBeenCalledTimes(2);
 	});
@@ -254,7 +265,7 @@ describe("AccessTokenVerifier cache", () => {
 
 	it("evicts the oldest token when the cache is full, so it is verified again", async () => {
 		const fetchJwks = jest.fn(async () => jwksOf(key));
-		const verifier = new AccessTokenVerifier({ issuer: ISSUER, audience: AUDIENCE, fetchJwks, maxCachedTokens: 2 });
+		const verifier = new AccessTokenVerifier({ issuer: ISSUER, audience: AUDIENCE, fetchJwks, maxLifetimeSec: TTL_SEC, maxCachedTokens: 2 });
 		const verifySpy = jest.spyOn(tokens, "verifyAccessToken");
 		const [a, b, c] = await Promise.all(["a", "b", "c"].map(sid => validToken({ sessionId: sid })));
 		for (const t of [a, b, c]) await verifier.verify(t);
@@ -263,5 +274,103 @@ describe("AccessTokenVerifier cache", () => {
 		expect(verifySpy).toHaveBeenCalledTimes(3);
 		expect(await verifier.verify(a)).toMatchObject({ sid: "a" }); // evicted, verified afresh
 		expect(verifySpy).toHaveBeenCalledTimes(4);
+	});
+});
+
+describe("AccessTokenVerifier key rotation (refreshJwks: the rotation event and the periodic refresh)", () => {
+	it("a token whose key left the JWKS is refused after a refresh, even one verified and cached before", async () => {
+		const { verifier, publish, advance } = harness(jwksOf(key, laterKey));
+		const cached = await validToken({ sessionId: "cached" });
+		const survivor = (await issueToken(laterKey, { sessionId: "survivor" })).token;
+		expect(await verifier.verify(cached)).toMatchObject({ sid: "cached" });
+		expect(await verifier.verify(survivor)).toMatchObject({ sid: "survivor" });
+
+		publish(jwksOf(laterKey));
+		await verifier.refreshJwks();
+
+		expect(await verifier.verify(cached)).toBeNull();
+		expect(await verifier.verify(await validToken({ sessionId: "signed-after" }))).toBeNull();
+		expect(await verifier.verify(survivor)).toMatchObject({ sid: "survivor" });
+		// From then on: an unknown-kid refetch finds the same JWKS and changes nothing.
+		advance(REFETCH_MS);
+		expect(await verifier.verify(cached)).toBeNull();
+	});
+
+	it("a cached token of a key still published stays cached across a refresh", async () => {
+		const { verifier, publish } = harness(jwksOf(key));
+		const verifySpy = jest.spyOn(tokens, "verifyAccessToken");
+		const token = await validToken();
+		expect(await verifier.verify(token)).not.toBeNull();
+		publish(jwksOf(key, laterKey));
+		await verifier.refreshJwks();
+		expect(await verifier.verify(token)).not.toBeNull();
+		expect(verifySpy).toHaveBeenCalledTimes(1);
+	});
+
+	it("a failed refresh keeps the last good key set: cached and new tokens of its keys still pass", async () => {
+		const { verifier, fetchJwks } = harness(jwksOf(key));
+		const cached = await validToken({ sessionId: "cached" });
+		expect(await verifier.verify(cached)).not.toBeNull();
+
+		fetchJwks.mockRejectedValueOnce(new Error("auth service down"));
+		await expect(verifier.refreshJwks()).rejects.toThrow("auth service down");
+		fetchJwks.mockResolvedValueOnce({ nonsense: true } as unknown as JSONWebKeySet);
+		await expect(verifier.refreshJwks()).rejects.toThrow(/keys/);
+
+		expect(await verifier.verify(cached)).toMatchObject({ sid: "cached" });
+		expect(await verifier.verify(await validToken({ sessionId: "new" }))).toMatchObject({ sid: "new" });
+		expect(fetchJwks).toHaveBeenCalledTimes(3);
+	});
+
+	it("a refresh asked for during a fetch fetches again after it (that fetch may predate the rotation)", async () => {
+		const { verifier, fetchJwks, publish } = harness(jwksOf(key));
+		let release!: () => void;
+		const gate = new Promise<void>(resolve => (release = resolve));
+		const stale = jwksOf(key);
+		fetchJwks.mockImplementationOnce(async () => {
+			await gate;
+			return stale;
+		});
+		const token = await validToken({ sessionId: "first" });
+		const firstVerify = verifier.verify(token); // starts the (stale) first fetch
+		expect(fetchJwks).toHaveBeenCalledTimes(1);
+
+		publish(jwksOf(laterKey)); // the rotation removed `key`
+		const refreshes = [verifier.refreshJwks(), verifier.refreshJwks()];
+		release();
+		await firstVerify;
+		await Promise.all(refreshes);
+
+		expect(fetchJwks).toHaveBeenCalledTimes(2); // the stale fetch, then one shared refresh
+		expect(await verifier.verify(token)).toBeNull();
+	});
+});
+
+describe("AccessTokenVerifier token lifetime (exp - iat against the configured lifetime)", () => {
+	it("refuses a validly signed token that lives 10 years", async () => {
+		const { verifier } = harness();
+		expect(await verifier.verify(await validToken({ ttlSec: TEN_YEARS_SEC }))).toBeNull();
+	});
+
+	it("accepts a token that lives exactly the configured lifetime", async () => {
+		const { verifier } = harness();
+		expect(await verifier.verify(await validToken({ ttlSec: TTL_SEC }))).toMatchObject({ sub: "user-1" });
+	});
+
+	it("accepts the lifetime plus the clock skew, and refuses one second more", async () => {
+		const { verifier } = harness();
+		expect(await verifier.verify(await validToken({ sessionId: "at", ttlSec: TTL_SEC + SKEW_SEC }))).toMatchObject({ sid: "at" });
+		expect(await verifier.verify(await validToken({ sessionId: "over", ttlSec: TTL_SEC + SKEW_SEC + 1 }))).toBeNull();
+	});
+
+	it("refuses a token issued in the future (which would stretch its life), beyond the clock skew", async () => {
+		const { verifier } = harness();
+		expect(await verifier.verify(await validToken({ sessionId: "late", nowSec: nowSec() + 3600, ttlSec: TTL_SEC }))).toBeNull();
+		expect(await verifier.verify(await validToken({ sessionId: "skewed", nowSec: nowSec() + SKEW_SEC / 2, ttlSec: TTL_SEC }))).toMatchObject({ sid: "skewed" });
+	});
+
+	it("refuses a correctly signed token without iat", async () => {
+		const { verifier } = harness();
+		expect(await verifier.verify(await handSignedToken(key, { sid: "session-1" }, { withIat: false }))).toBeNull();
 	});
 });

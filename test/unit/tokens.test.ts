@@ -1,6 +1,6 @@
 import { decodeProtectedHeader } from "jose";
 import { hashToken, randomToken, successorToken, tokenKid, verifyAccessToken } from "../../services/auth/tokens";
-import { AUDIENCE, ISSUER, b64url, issueToken, jwksOf, makeTestKey, nowSec, type TestKey } from "./helpers/signing";
+import { AUDIENCE, ISSUER, b64url, handSignedToken, issueToken, jwksOf, makeTestKey, nowSec, type TestKey } from "./helpers/signing";
 
 let key: TestKey;
 let otherKey: TestKey;
@@ -54,6 +54,13 @@ describe("signAccessToken / verifyAccessToken", () => {
 	it("a token signed by another key under this key's kid is refused", async () => {
 		const forged = await issueToken({ ...otherKey, signing: { kid: key.kid, privateKey: otherKey.signing.privateKey } });
 		await expect(verifyAccessToken(forged.token, jwksOf(key, otherKey), audience)).rejects.toThrow(/signature/i);
+	});
+
+	// The gateway's lifetime check (exp - iat) relies on both being present.
+	it("a token without iat or without exp is refused", async () => {
+		await expect(verifyAccessToken(await handSignedToken(key, { sid: "s" }, { withIat: false }), jwksOf(key), audience)).rejects.toThrow(/iat/);
+		await expect(verifyAccessToken(await handSignedToken(key, { sid: "s" }, { withExp: false }), jwksOf(key), audience)).rejects.toThrow(/exp/);
+		expect((await verifyAccessToken(await handSignedToken(key, { sid: "s" }), jwksOf(key), audience)).sid).toBe("s");
 	});
 
 	it("a token for another audience or issuer is refused", async () => {
