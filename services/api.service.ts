@@ -288,21 +288,27 @@ export default function createApiService(config: Config): ServiceSchema {
 			async authenticate(this: any, ctx: Context<unknown, any>, _route: unknown, req: Req, res: Res): Promise<Caller | null> {
 				const cookies = req.$cookies as Record<string, string | undefined>;
 				const bearer = bearerTokenOf(req);
-				const cookieAuth = !bearer && !!(cookies[ACCESS_COOKIE] || cookies[REFRESH_COOKIE]);
-				if (cookieAuth && isUnsafeMethod(req.method)) checkOrigin(req, config, isTrustedPeer(req, trustProxy));
+				const action: string | undefined = req.$action?.name;
+				// A write the browser's cookies authenticate must come from our page (checkOrigin); a stale cookie authenticates nothing.
+				const fromOurPage = () => {
+					if (isUnsafeMethod(req.method)) checkOrigin(req, config, isTrustedPeer(req, trustProxy));
+				};
+				const refreshToken = bearer ? undefined : cookies[REFRESH_COOKIE];
+				if (refreshToken && USES_REFRESH_COOKIE.has(action ?? "")) fromOurPage();
+				const token = bearer ?? cookies[ACCESS_COOKIE];
 				// Health checks never depend on auth; anonymous requests need no keys.
-				if ((!bearer && !cookieAuth) || req.$action?.name?.startsWith("api.")) return null;
+				if ((!token && !refreshToken) || action?.startsWith("api.")) return null;
 				await this.ensureRevocationsLoaded();
 
-				const token = bearer ?? cookies[ACCESS_COOKIE];
 				if (token) {
 					const claims = await this.verifier.verify(token);
-					if (claims) return { id: claims.sub, sid: claims.sid };
+					if (claims) {
+						if (!bearer) fromOurPage();
+						return { id: claims.sub, sid: claims.sid };
+					}
 				}
-				const refreshToken = cookies[REFRESH_COOKIE];
-				if (bearer || !refreshToken || USES_REFRESH_COOKIE.has(req.$action?.name) || SESSION_ISSUING.has(req.$action?.name)) {
-					return null;
-				}
+				if (!refreshToken || USES_REFRESH_COOKIE.has(action ?? "") || SESSION_ISSUING.has(action ?? "")) return null;
+				fromOurPage(); // before the silent refresh rotates anything
 				try {
 					const { user, session } = await ctx.call<{ user: PublicUser; session: IssuedSession }, object>("auth.refresh", { refreshToken });
 					appendSetCookie(res, sessionCookies(session, secure));

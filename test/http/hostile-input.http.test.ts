@@ -314,6 +314,13 @@ describe("valid but unusual requests still work", () => {
 		expect(await world()).toEqual(before);
 	});
 
+	it("a login carrying a logged-out session's cookies is anonymous: no Origin needed, and the new session works", async () => {
+		const dave = await signup(mint);
+		expect((await mint.http.post("/api/v1/auth/logout").set("Cookie", dave.cookie).set("Origin", origin)).status).toBe(204);
+		const res = await mint.http.post(LOGIN).set("Cookie", dave.cookie).unset("Sec-Fetch-Site").send({ email: dave.person.email, password: dave.person.password });
+		expect([res.status, res.body.id]).toEqual([200, dave.user.id]);
+	});
+
 	it("ten concurrent signups with one email create one account", async () => {
 		const person = newPerson();
 		const before = await world();
