@@ -277,7 +277,7 @@ export function loadConfig(env: Env = process.env): Config {
 			sessionMaxAgeSec: int(env, "SESSION_MAX_AGE_SEC", 30 * 86_400, 300, 365 * 86_400),
 			limits: {
 				signupsPerIp: int(env, "SIGNUPS_PER_IP_HOUR", 20, 1, 1_000_000),
-				signupsPerEmail: int(env, "SIGNUPS_PER_EMAIL_HOUR", 5, 1, 1_000_000),
+				signupsPerEmail: int(env, "SIGNUPS_PER_EMAIL_HOUR", 10, 1, 1_000_000),
 				resetsPerEmail: int(env, "RESET_EMAILS_PER_ADDRESS_HOUR", 5, 1, 1_000_000),
 				resetsPerIp: int(env, "RESET_EMAILS_PER_IP_HOUR", 20, 1, 1_000_000),
 				searchesPerUser: int(env, "SEARCHES_PER_USER_MINUTE", 30, 1, 1_000_000),
