@@ -14,7 +14,7 @@ import os from "node:os";
 import path from "node:path";
 import amqp from "amqplib";
 import autocannon from "autocannon";
-import { DURABLE_SUBSCRIPTIONS } from "../lib/events";
+import { DURABLE_SUBSCRIPTIONS } from "../contracts/events";
 
 const ROOT = path.resolve(__dirname, "../..");
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);

@@ -22,8 +22,9 @@
  */
 import crypto from "node:crypto";
 import amqp from "amqplib";
-import type { Middleware } from "moleculer";
-import { DURABLE_EVENTS, DURABLE_SUBSCRIPTIONS } from "./events";
+import type { Middleware, ServiceBroker } from "moleculer";
+import { defineMiddleware } from "./middleware";
+import { DURABLE_EVENTS, DURABLE_SUBSCRIPTIONS } from "../contracts/events";
 
 /** Consumer group -> the events its queue is bound to. */
 export type DurableTopology = Readonly<Record<string, readonly string[]>>;
@@ -279,18 +280,18 @@ export class DurableEvents {
 /**
  * Broker middleware: every durable event that goes through broker.emit (and
  * ctx.emit) is also published durably; a failure throws, so the producer's
- * outbox keeps the event for its relay. The bus is `broker.durableEvents`.
+ * outbox keeps the event for its relay. The bus is `durableEventsOf(broker)`.
  */
 export function DurableEventsMiddleware(url: string): Middleware {
 	let bus: DurableEvents;
-	return {
+	return defineMiddleware({
 		name: "DurableEvents",
-		created(broker: any) {
+		created(broker) {
 			bus = new DurableEvents(url, broker.namespace || "mint", broker.getLogger("durable-events"));
-			broker.durableEvents = bus;
+			buses.set(broker, bus);
 		},
-		emit(next: any) {
-			return async (event: string, payload: any, opts: any) => {
+		emit(next) {
+			return async (event, payload, opts) => {
 				if (DURABLE.has(event)) await bus.publish(event, payload);
 				return next(event, payload, opts);
 			};
@@ -298,5 +299,10 @@ export function DurableEventsMiddleware(url: string): Middleware {
 		async stopped() {
 			await bus.close();
 		},
-	} as unknown as Middleware;
+	});
 }
+
+const buses = new WeakMap<ServiceBroker, DurableEvents>();
+
+/** The node's durable event bus (cluster mode), or undefined (embedded). */
+export const durableEventsOf = (broker: ServiceBroker): DurableEvents | undefined => buses.get(broker);

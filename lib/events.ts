@@ -1,8 +1,8 @@
 /**
- * Mint's events: their contracts and the one way to publish them.
+ * The one way to publish Mint's events, and their checks. The contracts
+ * themselves live in contracts/events.ts.
  *
- * Every event carries a unique `eventId` (consumers dedupe on it) and when it
- * happened. Producers publish through `publish()`, which checks the payload
+ * Producers publish through `publish()`, which checks the payload
  * against the event's whole contract before it leaves; consumers declare the
  * part they rely on (`consumerContract`) as their handler's `params`, so
  * Moleculer checks it on arrival.
@@ -11,93 +11,7 @@
  */
 import crypto from "node:crypto";
 import Validator from "fastest-validator";
-
-export interface EventEnvelope {
-	eventId: string;
-	occurredAt: string;
-}
-
-const ENVELOPE = {
-	// Any UUID shape: random ids are version 4, stable ones (eventIdFor) version 8.
-	eventId: { type: "string", pattern: /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/ },
-	occurredAt: { type: "string", min: 20, max: 40 },
-} as const;
-
-const ID = { type: "string", min: 1, max: 100 } as const;
-const MINOR = { type: "number", integer: true, min: 0 } as const;
-
-const TRANSACTION_EVENT = {
-	...ENVELOPE,
-	transactionId: ID,
-	type: { type: "enum", values: ["TopUp", "Transfer"] },
-	status: { type: "enum", values: ["Pending", "Processing", "Completed", "Failed"] },
-	amountMinor: { ...MINOR, positive: true },
-	currency: { type: "string", length: 3 },
-	userId: { ...ID, optional: true },
-	fromUserId: { ...ID, optional: true },
-	toUserId: { ...ID, optional: true },
-	reason: { type: "string", max: 200, optional: true },
-} as const;
-
-const WALLET_MOVEMENT = {
-	...ENVELOPE,
-	walletId: ID,
-	userId: ID,
-	transactionId: ID,
-	direction: { type: "enum", values: ["credit", "debit", "refund"] },
-	amountMinor: { ...MINOR, positive: true },
-	balanceMinor: MINOR,
-} as const;
-
-export const EVENT_CONTRACTS = {
-	"user.signedUp": {
-		...ENVELOPE,
-		userId: { type: "uuid" },
-		email: { type: "email" },
-		firstName: { type: "string", min: 1, max: 100 },
-		lastName: { type: "string", min: 1, max: 100 },
-		verificationToken: { type: "string", min: 20, max: 200 },
-		verificationExpiresAt: { type: "string", min: 20, max: 40 },
-	},
-	"user.passwordResetRequested": {
-		...ENVELOPE,
-		userId: { type: "uuid" },
-		email: { type: "email" },
-		firstName: { type: "string", min: 1, max: 100 },
-		resetToken: { type: "string", min: 20, max: 200 },
-		resetExpiresAt: { type: "string", min: 20, max: 40 },
-	},
-	"user.emailVerified": { ...ENVELOPE, userId: { type: "uuid" }, email: { type: "email" } },
-	"auth.sessionsRevoked": { ...ENVELOPE, sids: { type: "array", items: "string", min: 1 }, expiresAt: { type: "number", integer: true, positive: true } },
-	"auth.keysRotated": { ...ENVELOPE, retiredKid: { type: "string", nullable: true }, currentKid: { type: "string", min: 1 } },
-	"wallet.created": { ...ENVELOPE, walletId: ID, userId: ID, currency: { type: "string", length: 3 } },
-	"wallet.credited": WALLET_MOVEMENT,
-	"wallet.debited": WALLET_MOVEMENT,
-	"transaction.created": TRANSACTION_EVENT,
-	"transaction.processing": TRANSACTION_EVENT,
-	"transaction.completed": TRANSACTION_EVENT,
-	"transaction.failed": TRANSACTION_EVENT,
-} as const;
-
-export type EventName = keyof typeof EVENT_CONTRACTS;
-
-/**
- * The durable topology, declared once: in the cluster each consumer group
- * that must not miss events reads its own RabbitMQ queue `<namespace>.<group>`,
- * bound to these events. Publishers declare these queues too (lib/durable-events.ts),
- * so an event published before its consumer ever ran waits for it.
- */
-export const DURABLE_SUBSCRIPTIONS = {
-	notifications: ["user.signedUp", "user.passwordResetRequested", "transaction.completed", "transaction.failed"],
-} as const satisfies Record<string, readonly EventName[]>;
-
-/**
- * The events a consumer must not miss (they become emails): exactly those a
- * durable subscription reads. Their producers keep them in an outbox until
- * published, and in the cluster they also go to the durable queues. The
- * others are fire-and-forget Moleculer events.
- */
-export const DURABLE_EVENTS: readonly EventName[] = [...new Set(Object.values(DURABLE_SUBSCRIPTIONS).flat())];
+import { EVENT_CONTRACTS, type EventEnvelope, type EventName } from "../contracts/events";
 
 /**
  * A consumer's view of a contract: the envelope and the fields it relies on

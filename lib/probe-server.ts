@@ -9,6 +9,7 @@ import crypto from "node:crypto";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Middleware, ServiceBroker } from "moleculer";
+import { defineMiddleware } from "./middleware";
 import type { Config } from "./config";
 import { NOT_READY_RETRY_AFTER_SEC, liveness, readiness } from "./readiness";
 
@@ -41,7 +42,7 @@ export const probePortOf = (broker: ServiceBroker): number | undefined => ports.
 /** The probe server as a broker middleware: up when the broker starts, closed when it has stopped. */
 export function ProbeServerMiddleware(config: Config): Middleware {
 	let server: http.Server | undefined;
-	return {
+	return defineMiddleware({
 		name: "ProbeServer",
 		async starting(broker: ServiceBroker) {
 			const listening = http.createServer((req, res) => {
@@ -60,5 +61,5 @@ export function ProbeServerMiddleware(config: Config): Middleware {
 		async stopped() {
 			await new Promise(resolve => (server ? server.close(resolve) : resolve(undefined)));
 		},
-	} as unknown as Middleware;
+	});
 }

@@ -5,7 +5,8 @@
  * action or event handler does, and the logger adds it to every line.
  */
 import { AsyncLocalStorage } from "node:async_hooks";
-import type { Middleware } from "moleculer";
+import type { Context } from "moleculer";
+import { defineMiddleware } from "./middleware";
 
 const current = new AsyncLocalStorage<{ requestId: string }>();
 
@@ -15,11 +16,11 @@ export function requestLogFields(): { requestId?: string } {
 	return store ? { requestId: store.requestId } : {};
 }
 
-const withRequest = (next: (ctx: any) => unknown) => (ctx: any) =>
+const withRequest = (next: (ctx: Context) => unknown) => (ctx: Context) =>
 	ctx.requestID ? current.run({ requestId: String(ctx.requestID) }, () => next(ctx)) : next(ctx);
 
-export const RequestContextMiddleware = {
+export const RequestContextMiddleware = defineMiddleware({
 	name: "RequestContext",
 	localAction: withRequest,
 	localEvent: withRequest,
-} as unknown as Middleware;
+});

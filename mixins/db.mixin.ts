@@ -43,6 +43,12 @@ export interface Store<T = any> {
 	removeMany(query: object): Promise<number>;
 }
 
+/** What DbMixin adds to `this`: the main collection (moleculer-db's adapter) and the extra ones by name. */
+export interface DbVars<TMain, TStores extends Record<string, object> = Record<never, object>> {
+	adapter: Store<TMain>;
+	stores: { [K in keyof TStores]: Store<TStores[K]> };
+}
+
 /** A unique index refused the document (NeDB and MongoDB report it differently). */
 export function isDuplicateKeyError(err: unknown): boolean {
 	const e = err as { errorType?: string; code?: number } | null;

@@ -20,8 +20,9 @@ import type { Context, ServiceSchema } from "moleculer";
 import type { Config } from "../lib/config";
 import { notFound } from "../lib/errors";
 import Validator from "fastest-validator";
-import type { DurableEvents } from "../lib/durable-events";
-import { DURABLE_SUBSCRIPTIONS, consumerContract } from "../lib/events";
+import { durableEventsOf } from "../lib/durable-events";
+import { DURABLE_SUBSCRIPTIONS } from "../contracts/events";
+import { consumerContract } from "../lib/events";
 import { formatMoney } from "../lib/money";
 import { seal, unseal } from "../lib/sealing";
 import { nodeSecrets, type NodeSecrets } from "../lib/secrets";
@@ -209,7 +210,7 @@ export default function createNotificationsService(config: Config): ServiceSchem
 			redriveDeadEvents: {
 				visibility: "public",
 				async handler(this: any) {
-					const bus: DurableEvents | undefined = this.broker.durableEvents;
+					const bus = durableEventsOf(this.broker);
 					if (!bus) return { redriven: 0, reason: "no durable queues in embedded mode" };
 					return { redriven: await bus.redriveDead("notifications"), queues: await bus.depth("notifications") };
 				},
@@ -376,7 +377,7 @@ export default function createNotificationsService(config: Config): ServiceSchem
 
 		async started(this: any) {
 			this.transport = createMailTransport(config) as MailTransport;
-			const bus: DurableEvents | undefined = this.broker.durableEvents;
+			const bus = durableEventsOf(this.broker);
 			if (bus) {
 				await bus.subscribe({
 					group: "notifications",

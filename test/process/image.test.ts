@@ -163,10 +163,10 @@ describe("the Dockerfile's runtime stage", () => {
 			expect(res.status).toBe(201);
 			const mail = await waitFor(() => {
 				const dir = path.join(app, "data/mail");
-				return fs.existsSync(dir) && fs.readdirSync(dir).find(f => f.endsWith(".eml"));
+				return (fs.existsSync(dir) && fs.readdirSync(dir).find(f => f.endsWith(".eml"))) || undefined;
 			}, 10_000);
 			expect(fs.readFileSync(path.join(app, "data/mail", mail), "utf8")).toContain("Welcome to Mint");
-			const ready = await (await fetch(`http://127.0.0.1:${node.port}/ready`)).json();
+			const ready = (await (await fetch(`http://127.0.0.1:${node.port}/ready`)).json()) as { status: string };
 			expect(ready.status).toBe("ready");
 		} finally {
 			expect(await node.stop()).toBe(0);

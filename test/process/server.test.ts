@@ -71,7 +71,7 @@ describe("npm start's entry point", () => {
 		const second = await start({ DATA_DIR: dataDir });
 		try {
 			const me = await fetch(`${second.url}/api/v1/auth/user`, { headers: { Authorization: `Bearer ${accessToken}` } });
-			expect((await me.json()).email).toBe("ada@example.com");
+			expect(((await me.json()) as { email: string }).email).toBe("ada@example.com");
 		} finally {
 			second.child.kill("SIGTERM");
 			expect(await second.exit).toBe(0);

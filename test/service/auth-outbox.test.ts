@@ -1,14 +1,14 @@
 /** auth's outbox: a signup or reset whose event could not be published still gets its email event later. */
-import type { Middleware } from "moleculer";
+import { defineMiddleware } from "../../lib/middleware";
 import { newPerson, signup } from "../helpers/http";
 import { startTestMint, waitFor, type TestMint } from "../helpers/mint";
 
 let mint: TestMint;
 const refused: string[] = [];
 // The event bus refuses each of these events once (e.g. RabbitMQ unavailable for a moment).
-const flakyBus: Middleware = {
-	emit(next: any) {
-		return (event: string, payload: any, opts: any) => {
+const flakyBus = defineMiddleware({
+	emit(next) {
+		return (event, payload, opts) => {
 			if (["user.signedUp", "user.passwordResetRequested"].includes(event) && !refused.includes(payload.eventId)) {
 				refused.push(payload.eventId);
 				throw new Error("event bus unavailable");
@@ -16,7 +16,7 @@ const flakyBus: Middleware = {
 			return next(event, payload, opts);
 		};
 	},
-} as Middleware;
+});
 
 beforeAll(async () => {
 	mint = await startTestMint({}, [flakyBus]);

@@ -1,6 +1,7 @@
 /** Contract tests, producer side: every event Mint emits in a full scenario meets its contract. */
 import os from "node:os";
-import { DURABLE_SUBSCRIPTIONS, EVENT_CONTRACTS, checkEvent, publish, type EventName } from "../../lib/events";
+import { DURABLE_SUBSCRIPTIONS, EVENT_CONTRACTS, type EventName } from "../../contracts/events";
+import { checkEvent, publish } from "../../lib/events";
 import createNotificationsService from "../../services/notifications.service";
 import { newPerson, signup } from "../helpers/http";
 import { startTestMint, testConfig, waitFor, type TestMint } from "../helpers/mint";

@@ -1,5 +1,6 @@
 /** Money at service level: concurrency, retries after a timeout, crashes between steps, the sweeper. */
-import { Errors, type Middleware } from "moleculer";
+import { Errors } from "moleculer";
+import { defineMiddleware } from "../../lib/middleware";
 import { startTestMint, waitFor, type TestMint } from "../helpers/mint";
 import { newPerson, signup, type Session } from "../helpers/http";
 import { expectInvariants } from "../helpers/money";
@@ -83,7 +84,7 @@ describe("a wallet call that times out after the debit ran", () => {
 	let mint: TestMint;
 	const timedOut = new Set<string>();
 	// Lets the debit happen, then reports a timeout the first time per transaction: the caller retries.
-	const timeoutAfterDebit: Middleware = {
+	const timeoutAfterDebit = defineMiddleware({
 		localAction(next: any, action: any) {
 			if (action.name !== "wallet.debit") return next;
 			return async (ctx: any) => {
@@ -95,7 +96,7 @@ describe("a wallet call that times out after the debit ran", () => {
 				return result;
 			};
 		},
-	} as Middleware;
+	});
 	beforeAll(async () => {
 		mint = await startTestMint({}, [timeoutAfterDebit]);
 	});
@@ -143,7 +144,7 @@ describe("a crash between the debit and the credit", () => {
 	let mint: TestMint;
 	let crashes = 0;
 	// The node "dies" right after the debit: the credit call never arrives, the transaction stays Processing.
-	const dieBeforeCredit: Middleware = {
+	const dieBeforeCredit = defineMiddleware({
 		localAction(next: any, action: any) {
 			if (action.name !== "wallet.credit") return next;
 			return async (ctx: any) => {
@@ -154,7 +155,7 @@ describe("a crash between the debit and the credit", () => {
 				return next(ctx);
 			};
 		},
-	} as Middleware;
+	});
 	beforeAll(async () => {
 		mint = await startTestMint({ TX_STUCK_AFTER_MS: "300", TX_SWEEP_INTERVAL_MS: "100" }, [dieBeforeCredit]);
 	});
@@ -256,9 +257,9 @@ describe("the transaction outbox", () => {
 	let mint: TestMint;
 	let refusals = 0;
 	// The event bus refuses the first transaction.completed (e.g. RabbitMQ down for a moment).
-	const flakyBus: Middleware = {
-		emit(next: any) {
-			return (event: string, payload: any, opts: any) => {
+	const flakyBus = defineMiddleware({
+		emit(next) {
+			return (event, payload, opts) => {
 				if (event === "transaction.completed" && refusals === 0) {
 					refusals++;
 					throw new Error("event bus unavailable");
@@ -266,7 +267,7 @@ describe("the transaction outbox", () => {
 				return next(event, payload, opts);
 			};
 		},
-	} as Middleware;
+	});
 	beforeAll(async () => {
 		mint = await startTestMint({ TX_SWEEP_INTERVAL_MS: "100" }, [flakyBus]);
 	});

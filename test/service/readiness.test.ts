@@ -67,14 +67,14 @@ describe("a node that is still starting", () => {
 
 		const starting = await probe("/ready");
 		expect([starting.status, starting.headers.get("retry-after")]).toEqual([503, "5"]);
-		expect((await starting.json()).checks.node).toBe("starting");
+		expect(((await starting.json()) as { checks: { node: string } }).checks.node).toBe("starting");
 
 		node.release();
 		await node.started;
 		const ready = await probe("/ready");
 		expect([ready.status, await ready.json()]).toEqual([200, { status: "ready", checks: { node: "ok", notifications: "ok" } }]);
 		const health = await probe("/health");
-		expect([health.status, (await health.json()).nodeID]).toEqual([200, node.broker.nodeID]);
+		expect([health.status, ((await health.json()) as { nodeID: string }).nodeID]).toEqual([200, node.broker.nodeID]);
 		const other = await probe("/api/v1/auth/signup");
 		expect([other.status, await other.json()]).toEqual([404, { error: { message: "Not found", status: 404 } }]);
 

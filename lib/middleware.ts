@@ -1,0 +1,22 @@
+/**
+ * Broker middlewares, typed as Moleculer calls them. Moleculer 0.15's own
+ * `Middleware` type declares the wrapping hooks (emit, localAction...) as
+ * returning what the wrapped function returns, not the wrapper, so a correct
+ * middleware does not type-check against it; the one cast lives here.
+ */
+import type { Context, Middleware, ServiceBroker } from "moleculer";
+
+type Emit = (event: string, payload: any, opts?: any) => any;
+type Handler = (ctx: Context<any, any>) => any;
+
+export interface MintMiddleware {
+	name?: string;
+	created?(broker: ServiceBroker): void;
+	starting?(broker: ServiceBroker): Promise<void>;
+	stopped?(broker: ServiceBroker): Promise<void>;
+	emit?(next: Emit): Emit;
+	localAction?(next: Handler, action: { name: string }): Handler;
+	localEvent?(next: Handler, event: { name: string }): Handler;
+}
+
+export const defineMiddleware = (middleware: MintMiddleware): Middleware => middleware as unknown as Middleware;
