@@ -3,7 +3,9 @@
  * `intervalMs` (and optionally once at start), never overlapping itself (a
  * run still going when the next is due skips that tick), logs its failures,
  * and stops cleanly: stopped() clears the timers and waits for runs in flight.
- * Timers are unref'd: they never keep a process alive.
+ * Timers are unref'd: they never keep a process alive. A service may use the
+ * mixin more than once (its own jobs, an outbox relay): all its jobs share
+ * one registry, so `runJob(name)` finds any of them.
  *
  *   mixins: [PeriodicJobs<ThisService>([{ name: "sweep", intervalMs: 10_000, run() { return this.sweep(); } }])]
  */
@@ -20,56 +22,62 @@ export interface PeriodicJob<TThis> {
 	run(this: TThis): Promise<unknown>;
 }
 
-interface RunningJob {
+interface Slot {
+	job: PeriodicJob<Service>;
 	timer?: NodeJS.Timeout;
 	running?: Promise<void>;
 }
 
+/** Every service's jobs, by name. */
+const registry = new WeakMap<Service, Map<string, Slot>>();
+const slotsOf = (service: Service) => {
+	let slots = registry.get(service);
+	if (!slots) registry.set(service, (slots = new Map()));
+	return slots;
+};
+
 /** What the mixin adds to `this`. */
 export interface PeriodicVars {
-	/** Runs a job now unless it is already running (tests, REPL, a kick after new work). */
+	/** Runs a job now, or joins its run in flight (tests, the REPL, a kick after new work). */
 	runJob(name: string): Promise<void>;
 }
 
+function runOnce(service: Service, name: string): Promise<void> {
+	const slot = slotsOf(service).get(name);
+	if (!slot) return Promise.reject(new Error(`No periodic job "${name}"`));
+	slot.running ??= slot.job.run
+		.call(service)
+		.then(
+			() => undefined,
+			(err: unknown) => service.logger.error({ err, job: name }, "periodic job failed"),
+		)
+		.finally(() => (slot.running = undefined));
+	return slot.running;
+}
+
 export function PeriodicJobs<TThis extends Service>(jobs: PeriodicJob<TThis>[]) {
-	const state = new WeakMap<object, Map<string, RunningJob>>();
-	const active = jobs.filter(job => job.enabled !== false);
-	const jobsOf = (service: object) => {
-		let byName = state.get(service);
-		if (!byName) state.set(service, (byName = new Map(active.map(job => [job.name, {}]))));
-		return byName;
-	};
-	function runOnce(this: TThis, name: string): Promise<void> {
-		const job = active.find(j => j.name === name);
-		const slot = jobsOf(this).get(name);
-		if (!job || !slot) return Promise.reject(new Error(`No periodic job "${name}"`));
-		slot.running ??= job.run
-			.call(this)
-			.then(
-				() => undefined,
-				(err: unknown) => this.logger.error({ err, job: name }, "periodic job failed"),
-			)
-			.finally(() => (slot.running = undefined));
-		return slot.running;
-	}
+	const active = jobs.filter(job => job.enabled !== false) as unknown as PeriodicJob<Service>[];
 	return defineMixin()({
 		methods: {
 			runJob(name: string): Promise<void> {
-				return runOnce.call(this as unknown as TThis, name);
+				return runOnce(this, name);
 			},
+		},
+		created() {
+			for (const job of active) slotsOf(this).set(job.name, { job });
 		},
 		started() {
 			for (const job of active) {
-				const slot = jobsOf(this).get(job.name)!;
-				slot.timer = setInterval(() => void runOnce.call(this as unknown as TThis, job.name), job.intervalMs);
+				const slot = slotsOf(this).get(job.name)!;
+				slot.timer = setInterval(() => void runOnce(this, job.name), job.intervalMs);
 				slot.timer.unref();
-				if (job.runAtStart) void runOnce.call(this as unknown as TThis, job.name);
+				if (job.runAtStart) void runOnce(this, job.name);
 			}
 		},
 		async stopped() {
-			const slots = [...jobsOf(this).values()];
-			for (const slot of slots) clearInterval(slot.timer);
-			await Promise.all(slots.map(slot => slot.running));
+			const mine = active.map(job => slotsOf(this).get(job.name)!);
+			for (const slot of mine) clearInterval(slot.timer);
+			await Promise.all(mine.map(slot => slot.running));
 		},
 	});
 }
