@@ -10,7 +10,7 @@
  * set, so the gateway keeps verifying while auth is down.
  */
 import type { JSONWebKeySet } from "jose";
-import { tokenKid, verifyAccessToken, type AccessClaims, type TokenAudience } from "../auth/tokens";
+import { tokenKid, verifyAccessToken, type AccessClaims, type TokenAudience } from "../../lib/access-tokens";
 
 export interface VerifierOptions extends TokenAudience {
 	fetchJwks: () => Promise<JSONWebKeySet>;

@@ -1,23 +1,12 @@
 /**
- * Access tokens (RS256 JWTs) and opaque secrets (refresh, verification and
+ * Signing access tokens (RS256 JWTs; their shape and verification are in
+ * lib/access-tokens.ts), and opaque secrets (refresh, verification and
  * reset tokens). Opaque tokens are stored only as SHA-256 hashes.
  */
 import crypto from "node:crypto";
-import { SignJWT, jwtVerify, createLocalJWKSet, decodeProtectedHeader, type JSONWebKeySet, type JWTPayload } from "jose";
+import { SignJWT } from "jose";
+import type { TokenAudience } from "../../lib/access-tokens";
 import type { SigningKey } from "./keys";
-
-export interface AccessClaims extends JWTPayload {
-	sub: string;
-	jti: string;
-	sid: string; // refresh-token family (session) id
-	exp: number;
-	iat: number;
-}
-
-export interface TokenAudience {
-	issuer: string;
-	audience: string;
-}
 
 export async function signAccessToken(
 	key: SigningKey,
@@ -37,28 +26,6 @@ export async function signAccessToken(
 		.setJti(jti)
 		.sign(key.privateKey);
 	return { token, expiresAt, jti };
-}
-
-/** Verifies an access token against a JWKS; throws on anything wrong. */
-export async function verifyAccessToken(token: string, jwks: JSONWebKeySet, opts: TokenAudience): Promise<AccessClaims> {
-	const { payload } = await jwtVerify(token, createLocalJWKSet(jwks), {
-		issuer: opts.issuer,
-		audience: opts.audience,
-		algorithms: ["RS256"],
-		requiredClaims: ["exp", "iat", "sub", "jti", "sid"],
-	});
-	if (typeof payload.sid !== "string") throw new Error("sid claim must be a string");
-	return payload as AccessClaims;
-}
-
-/** The kid a token claims, or undefined when the header is unreadable. */
-export function tokenKid(token: string): string | undefined {
-	try {
-		const header = decodeProtectedHeader(token);
-		return typeof header.kid === "string" ? header.kid : undefined;
-	} catch {
-		return undefined;
-	}
 }
 
 export const randomToken = (): string => crypto.randomBytes(32).toString("base64url");

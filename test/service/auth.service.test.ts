@@ -8,7 +8,8 @@ import path from "node:path";
 import argon2 from "argon2";
 import { unseal } from "../../lib/sealing";
 import { nodeSecrets } from "../../lib/secrets";
-import { successorToken, tokenKid, verifyAccessToken } from "../../services/auth/tokens";
+import { tokenKid, verifyAccessToken } from "../../lib/access-tokens";
+import { successorToken } from "../../services/auth/tokens";
 import { newPerson, signupBody, type Person } from "../helpers/http";
 import { startTestMint, waitFor, type TestMint } from "../helpers/mint";
 

@@ -1,6 +1,6 @@
 import crypto from "node:crypto";
 import { SignJWT, type JSONWebKeySet } from "jose";
-import * as tokens from "../../services/auth/tokens";
+import * as tokens from "../../lib/access-tokens";
 import { AccessTokenVerifier } from "../../services/api/token-verifier";
 import { AUDIENCE, ISSUER, b64url, decodeSegment, flipCharInMiddle, handSignedToken, issueToken, jwksOf, makeTestKey, nowSec, type TestKey } from "./helpers/signing";
 

@@ -1,5 +1,6 @@
 import { decodeProtectedHeader } from "jose";
-import { hashToken, randomToken, successorToken, tokenKid, verifyAccessToken } from "../../services/auth/tokens";
+import { tokenKid, verifyAccessToken } from "../../lib/access-tokens";
+import { hashToken, randomToken, successorToken } from "../../services/auth/tokens";
 import { AUDIENCE, ISSUER, b64url, handSignedToken, issueToken, jwksOf, makeTestKey, nowSec, type TestKey } from "./helpers/signing";
 
 let key: TestKey;
