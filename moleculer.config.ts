@@ -5,7 +5,7 @@
  * idempotent actions pass `retries`, and only retryable errors are retried.
  */
 import os from "node:os";
-import type { BrokerOptions } from "moleculer";
+import type { BrokerOptions, ReplOptions } from "moleculer";
 import type { Config } from "./lib/config";
 import { DurableEventsMiddleware } from "./lib/durable-events";
 import { ProbeServerMiddleware } from "./lib/probe-server";
@@ -32,7 +32,7 @@ export function brokerOptions(config: Config): BrokerOptions {
 					} as Record<string, unknown>,
 				}
 			: undefined,
-		cacher: config.redisUrl ? { type: "Redis", options: { redis: config.redisUrl as any, prefix: "mint" } } : "Memory",
+		cacher: config.redisUrl ? { type: "Redis", options: { redis: redisOptionsOf(config.redisUrl), prefix: "mint" } } : "Memory",
 		logger: {
 			type: "Pino",
 			options: {
@@ -67,9 +67,10 @@ export function brokerOptions(config: Config): BrokerOptions {
 			// A node without the gateway still answers /health and /ready on an explicit PORT (lib/probe-server.ts).
 			...(config.probePort !== undefined && config.services.length > 0 && !config.services.includes("api") ? [ProbeServerMiddleware(config)] : []),
 		],
-		replOptions: { delimiter: "mint $", customCommands: mintReplCommands() as any },
+		// Moleculer types a command's args as string[]; moleculer-repl hands it an object (lib/repl-commands.ts).
+		replOptions: { delimiter: "mint $", customCommands: mintReplCommands() as unknown as ReplOptions["customCommands"] },
 		requestTimeout: config.requestTimeoutMs,
-		retryPolicy: { enabled: true, retries: 0, delay: 100, maxDelay: 2000, factor: 2, check: (err: any) => !!err?.retryable },
+		retryPolicy: { enabled: true, retries: 0, delay: 100, maxDelay: 2000, factor: 2, check: (err: Error) => (err as Error & { retryable?: boolean }).retryable === true },
 		circuitBreaker: { enabled: true, threshold: 0.5, minRequestCount: 20, windowTime: 60, halfOpenTime: 10_000 },
 		bulkhead: { enabled: true, concurrency: 64, maxQueueSize: 1000 },
 		heartbeatInterval: 5,
@@ -82,5 +83,18 @@ export function brokerOptions(config: Config): BrokerOptions {
 			reporter: config.metricsPort > 0 ? [{ type: "Prometheus", options: { port: config.metricsPort, path: "/metrics" } }] : [],
 		},
 		tracing: { enabled: false },
+	};
+}
+
+/** ioredis options from a redis:// or rediss:// URL (Moleculer's Redis cacher takes options, not a URL). */
+export function redisOptionsOf(url: string): Record<string, unknown> {
+	const parsed = new URL(url);
+	return {
+		host: parsed.hostname,
+		port: Number(parsed.port || 6379),
+		...(parsed.username ? { username: decodeURIComponent(parsed.username) } : {}),
+		...(parsed.password ? { password: decodeURIComponent(parsed.password) } : {}),
+		...(parsed.pathname.length > 1 ? { db: Number(parsed.pathname.slice(1)) } : {}),
+		...(parsed.protocol === "rediss:" ? { tls: {} } : {}),
 	};
 }

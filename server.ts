@@ -3,7 +3,8 @@
  * broker. `npm start` runs this; with no TRANSPORTER it is the embedded
  * single-process Mint.
  */
-import { ServiceBroker, type BrokerOptions, type ServiceSchema } from "moleculer";
+import type { Server } from "node:http";
+import { ServiceBroker, type BrokerOptions, type Service, type ServiceSchema } from "moleculer";
 import { ConfigError, loadConfig, type Config } from "./lib/config";
 import { probePortOf } from "./lib/probe-server";
 import { ensurePrivateDataDir } from "./lib/secrets";
@@ -77,11 +78,14 @@ async function main() {
 		broker.repl();
 		return; // the REPL owns the terminal (and Ctrl-C); its `quit` stops the broker
 	}
-	const api = broker.getLocalService("api") as any;
+	// moleculer-web keeps its node:http server on the service.
+	const gateway = broker.getLocalService("api") as (Service & { server?: Server }) | undefined;
 	const host = config.host === "0.0.0.0" ? "localhost" : config.host;
-	if (api) {
-		broker.logger.info(`Mint is listening on http://${host}:${api.listenPort ?? config.port}/api/v1`);
-		console.log(`Mint is up: http://${host}:${api.listenPort ?? config.port}/api/v1 (services: ${config.services.join(", ")})`);
+	if (gateway) {
+		const address = gateway.server?.address();
+		const port = address && typeof address === "object" ? address.port : config.port;
+		broker.logger.info(`Mint is listening on http://${host}:${port}/api/v1`);
+		console.log(`Mint is up: http://${host}:${port}/api/v1 (services: ${config.services.join(", ")})`);
 	} else {
 		const probePort = probePortOf(broker);
 		const probe = probePort === undefined ? "" : ` (ready: http://${host}:${probePort}/ready)`;

@@ -10,7 +10,7 @@
  * shares one payload object, and a rule that rewrote it would change it for all.
  */
 import crypto from "node:crypto";
-import Validator from "fastest-validator";
+import Validator, { type ValidationSchema } from "fastest-validator";
 import { EVENT_CONTRACTS, type EventEnvelope, type EventName } from "../contracts/events";
 
 /**
@@ -25,7 +25,7 @@ export function consumerContract<N extends EventName>(name: N, ...fields: (keyof
 const checks = (() => {
 	const validator = new Validator();
 	type Check = (value: unknown) => true | { message?: string }[];
-	const compiled = Object.entries(EVENT_CONTRACTS).map(([name, schema]) => [name, validator.compile({ ...schema } as any) as unknown as Check]);
+	const compiled = Object.entries(EVENT_CONTRACTS).map(([name, schema]) => [name, validator.compile({ ...schema } as ValidationSchema) as Check]);
 	return Object.fromEntries(compiled) as Record<EventName, Check>;
 })();
 

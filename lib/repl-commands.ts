@@ -14,11 +14,14 @@ export interface ReplCommand {
 
 type Print = (line: string) => void;
 
+/** What moleculer-repl hands a command: its positional arguments by name, and its options. */
+type ReplArgs = { options: Record<string, unknown>; [arg: string]: unknown };
+
 const json = (value: unknown) => JSON.stringify(value, null, 2);
 
 /** The commands; `print` is where their output goes (the terminal, or a test). */
 export function mintReplCommands(print: Print = line => console.log(line)): ReplCommand[] {
-	const run = (body: (broker: ServiceBroker, args: any) => Promise<unknown>) => async (broker: ServiceBroker, args: any) => {
+	const run = (body: (broker: ServiceBroker, args: ReplArgs) => Promise<unknown>) => async (broker: ServiceBroker, args: ReplArgs) => {
 		try {
 			print(json(await body(broker, args)));
 		} catch (err) {
