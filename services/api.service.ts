@@ -14,8 +14,7 @@ import type { Config } from "../lib/config";
 import { unauthorized, unavailable } from "../lib/errors";
 import { consumerContract } from "../lib/events";
 import { NOT_READY_RETRY_AFTER_SEC, liveness, readiness } from "../lib/readiness";
-import type { Caller, IssuedSession, PublicUser } from "./auth.service";
-import type { SubmitResult } from "./transactions.service";
+import type { Caller, IssuedSession, PublicUser, SubmitResult } from "../contracts";
 import {
 	ACCESS_COOKIE,
 	REFRESH_COOKIE,

@@ -23,9 +23,7 @@ import type { EventName } from "../contracts/events";
 import { eventIdFor, publish } from "../lib/events";
 import { parseMajorAmount, toMajor } from "../lib/money";
 import { DbMixin, isDuplicateKeyError } from "../mixins/db.mixin";
-import type { Caller } from "./auth.service";
-import type { MovementResult } from "./wallet.service";
-import type { TransactionFacts } from "./wallet/invariants";
+import type { Caller, MovementResult, TransactionFacts } from "../contracts";
 
 export type TransactionType = "TopUp" | "Transfer";
 export type TransactionStatus = "Pending" | "Processing" | "Completed" | "Failed";

@@ -14,7 +14,7 @@ import type { Config } from "../lib/config";
 import { consumerContract, publish } from "../lib/events";
 import { toMajor } from "../lib/money";
 import { DbMixin, isDuplicateKeyError } from "../mixins/db.mixin";
-import type { Caller } from "./auth.service";
+import type { Caller } from "../contracts";
 import { Ledger, type ApplyResult, type Direction, type LedgerEntry, type WalletDoc } from "./wallet/ledger";
 import { checkLedger, type InvariantReport, type TransactionFacts } from "./wallet/invariants";
 
