@@ -1,25 +1,26 @@
 /**
  * The DB mixin: one way for every service to own its collections.
  *
- * - MONGO_URI set: moleculer-db-adapter-mongoose (mongoose 8), a database per
- *   service (`mint-<service>`), indexes declared here.
- * - otherwise: moleculer-db's NeDB-based MemoryAdapter, persisted in files
- *   under DATA_DIR.
+ * - MONGO_URI set: MongooseAdapter (mongoose 8), a database per service
+ *   (`mint-<service>`) on one connection shared by the service's collections,
+ *   indexes declared here and synced at connect.
+ * - otherwise: NedbAdapter, an @seald-io/nedb file per collection under DATA_DIR.
  *
- * Services see the moleculer-db adapter API (insert, findOne, find, count,
- * updateMany, removeMany) and never learn which one they got. Documents use
- * string `_id`s chosen by the service, so ids look the same on both.
- * moleculer-db's generated CRUD actions are switched off: nothing outside the
- * service can reach its collections.
+ * Both are typed classes implementing the adapter API moleculer-db's DbService
+ * calls (`DbAdapter`); services see only the `Store` part of it (insert,
+ * findOne, find, count, updateMany, removeMany) and never learn which one they
+ * got: both return plain objects. Documents use string `_id`s chosen by the
+ * service, so ids look the same on both. moleculer-db's generated CRUD actions
+ * are switched off: nothing outside the service can reach its collections.
  */
 import fs from "node:fs";
 import path from "node:path";
 import Nedb from "@seald-io/nedb";
-import type { ServiceSchema } from "moleculer";
+import type { Logger, ServiceSchema } from "moleculer";
 import DbService from "moleculer-db";
-import MongooseAdapter from "moleculer-db-adapter-mongoose";
 import mongoose from "mongoose";
 import type { Config } from "../lib/config";
+import { defineMixin } from "../lib/define-service";
 
 export interface IndexSpec {
 	fields: Record<string, 1 | -1>;
@@ -32,15 +33,62 @@ export interface CollectionSpec {
 	indexes?: IndexSpec[];
 }
 
-/** The part of the moleculer-db adapter API that Mint uses. */
-export interface Store<T = any> {
+/** What Mint's services pass to find() and count(): a MongoDB-style filter, sort fields (`-field` descending), paging. */
+export interface FindParams {
+	query?: object;
+	sort?: string[];
+	limit?: number;
+	offset?: number;
+}
+
+/** The part of the adapter API that Mint's services use, typed by the documents of the collection. */
+export interface Store<T> {
 	insert(doc: T): Promise<T>;
 	findOne(query: object): Promise<T | null>;
-	find(params: { query?: object; sort?: string[]; limit?: number; offset?: number }): Promise<T[]>;
+	find(params: FindParams): Promise<T[]>;
 	count(params?: { query?: object }): Promise<number>;
 	/** Returns the number of documents changed: the compare-and-set primitive. */
 	updateMany(query: object, update: object): Promise<number>;
 	removeMany(query: object): Promise<number>;
+}
+
+/** What moleculer-db's DbService may pass to find() and count() (its `find`/`list` actions, switched off here). */
+export interface CursorParams {
+	query?: object;
+	sort?: string | string[];
+	limit?: number;
+	offset?: number;
+	search?: string;
+}
+
+/** What an adapter keeps of the service that owns it (DbService passes the whole service). */
+export interface AdapterOwner {
+	logger: Pick<Logger, "info" | "warn">;
+}
+
+/**
+ * The adapter API moleculer-db's DbService calls (created(): init; started():
+ * connect, retried every second until it succeeds; stopped(): disconnect; its
+ * methods: the rest), and the Store the services use.
+ */
+export interface DbAdapter<T> extends Store<T> {
+	init(broker: unknown, service: AdapterOwner): void;
+	connect(): Promise<void>;
+	disconnect(): Promise<void>;
+	find(params?: CursorParams | null): Promise<T[]>;
+	count(params?: CursorParams | null): Promise<number>;
+	findById(id: unknown): Promise<T | null>;
+	findByIds(ids: unknown[]): Promise<T[]>;
+	insertMany(docs: T[]): Promise<T[]>;
+	/** The document after the update, or null when there is none with that id. */
+	updateById(id: unknown, update: object): Promise<T | null>;
+	/** How many documents were removed (0 or 1). */
+	removeById(id: unknown): Promise<number>;
+	/** Empties the collection; how many documents were removed. */
+	clear(): Promise<number>;
+	entityToObject(entity: T): T;
+	beforeSaveTransformID(entity: T, idField: string): T;
+	afterRetrieveTransformID(entity: T, idField: string): T;
 }
 
 /** What DbMixin adds to `this`: the main collection (moleculer-db's adapter) and the extra ones by name. */
@@ -55,85 +103,52 @@ export function isDuplicateKeyError(err: unknown): boolean {
 	return !!e && (e.errorType === "uniqueViolated" || e.code === 11000);
 }
 
-/** moleculer-db's mongoose adapter shares one global connection; Mint wants a database per service. */
-class PerServiceMongooseAdapter extends (MongooseAdapter as any) {
-	constructor(
-		uri: string,
-		private readonly dbName: string,
-		private readonly spec: CollectionSpec,
-	) {
-		const schema = new mongoose.Schema({ _id: String }, { strict: false, strictQuery: false, versionKey: false, collection: spec.name });
-		for (const index of spec.indexes ?? []) schema.index(index.fields, { unique: index.unique, sparse: index.sparse });
-		super(uri, { dbName });
-		(this as any).schema = schema;
-		(this as any).modelName = spec.name;
-	}
-
-	init(broker: unknown, service: unknown) {
-		(this as any).broker = broker;
-		(this as any).service = service;
-	}
-
-	async connect() {
-		const self = this as any;
-		self.conn = await mongoose.createConnection(self.uri, { dbName: this.dbName, serverSelectionTimeoutMS: 5000 }).asPromise();
-		self.model = self.conn.model(this.spec.name, self.schema);
-		self.db = self.conn.db;
-		await self.model.syncIndexes();
-	}
-
-	async disconnect() {
-		await (this as any).conn?.close();
-	}
-
-	// Plain objects, as NeDB returns them: services compare, spread and
-	// serialise documents, which mongoose documents (getters, MongooseArrays,
-	// internal state) do differently.
-	find(filters: object) {
-		return (this as any).createCursor(filters).lean().exec();
-	}
-
-	findOne(query: object) {
-		return (this as any).model.findOne(query).lean().exec();
-	}
-
-	findById(_id: string) {
-		return (this as any).model.findById(_id).lean().exec();
-	}
-
-	async insert(entity: object) {
-		const saved = await new (this as any).model(entity).save();
-		return saved.toObject();
-	}
+/** DbMixin fixes moleculer-db's idField to `_id`, the field both backends store, so ids need no transformation. */
+function sameIdField(idField: string): void {
+	if (idField !== "_id") throw new Error(`Mint's stores keep their ids in _id, not ${idField}`);
 }
 
-/** What moleculer-db and Mint pass to find() and count(). */
-interface CursorParams {
-	query?: object;
-	sort?: string[];
-	limit?: number;
-	offset?: number;
-	search?: string;
+/** moleculer-db's offset and limit: applied only when positive numbers. */
+function paging(params?: CursorParams | null): { skip?: number; limit?: number } {
+	const { limit, offset } = params ?? {};
+	return {
+		skip: typeof offset === "number" && offset > 0 ? offset : undefined,
+		limit: typeof limit === "number" && limit > 0 ? limit : undefined,
+	};
+}
+
+/** Sort fields as moleculer-db takes them (an array, or one string separated by spaces or commas), `-field` descending. */
+function sortSpec(sort: string | string[]): Record<string, 1 | -1> {
+	const fields = typeof sort === "string" ? sort.split(/[\s,]+/) : sort;
+	return Object.fromEntries(fields.filter(f => f.length > 0).map(f => (f.startsWith("-") ? [f.slice(1), -1] : [f, 1])));
+}
+
+/** Mint never searches; both backends refuse rather than silently match everything. */
+function refuseSearch(params: CursorParams | null | undefined, adapter: string): void {
+	if (params?.search) throw new Error(`${adapter} does not support search`);
 }
 
 /**
- * NeDB through moleculer-db's MemoryAdapter, one file per collection.
- *
- * Every method is overridden to use NeDB's own promise API: the base
- * connect() swaps the datastore's methods for util.promisify wrappers, one of
- * which returns a Promise, so Node warns (DEP0174) on every update.
+ * NeDB (@seald-io/nedb), one file per collection, on NeDB's own promise API
+ * (moleculer-db's MemoryAdapter wraps it in util.promisify, one wrapper of
+ * which returns a Promise, so Node warns, DEP0174, on every update).
  */
-class FileMemoryAdapter extends (DbService.MemoryAdapter as any) {
-	declare opts: { filename: string };
-	declare db: Nedb | null;
+export class NedbAdapter<T> implements DbAdapter<T> {
+	private db: Nedb<T> | null = null;
 
-	constructor(private readonly spec: CollectionSpec, filename: string) {
+	constructor(
+		private readonly spec: CollectionSpec,
+		readonly filename: string,
+	) {
 		fs.mkdirSync(path.dirname(filename), { recursive: true, mode: 0o700 });
-		super({ filename });
 	}
 
-	async connect() {
-		const db = new Nedb({ filename: this.opts.filename });
+	init(): void {
+		// Nothing to keep: a file store needs neither the broker nor the service.
+	}
+
+	async connect(): Promise<void> {
+		const db = new Nedb<T>({ filename: this.filename });
 		await db.loadDatabaseAsync();
 		for (const index of this.spec.indexes ?? []) {
 			const fields = Object.keys(index.fields);
@@ -145,7 +160,7 @@ class FileMemoryAdapter extends (DbService.MemoryAdapter as any) {
 		this.db = db;
 	}
 
-	async disconnect() {
+	async disconnect(): Promise<void> {
 		const db = this.db;
 		this.db = null;
 		if (db) {
@@ -154,97 +169,325 @@ class FileMemoryAdapter extends (DbService.MemoryAdapter as any) {
 		}
 	}
 
-	private get store(): Nedb {
+	private get store(): Nedb<T> {
 		if (!this.db) throw new Error(`NeDB store ${this.spec.name} is not connected`);
 		return this.db;
 	}
 
-	createCursor(params?: CursorParams | null) {
-		const { query, sort, search } = params ?? {};
-		// Mint never searches; refuse rather than silently match everything.
-		if (search) throw new Error("FileMemoryAdapter does not support search");
-		const cursor = this.store.findAsync(query ?? {});
-		if (sort) cursor.sort(Object.fromEntries(sort.map(f => (f.startsWith("-") ? [f.slice(1), -1] : [f, 1]))));
-		return paginate(cursor, params);
+	async find(params?: CursorParams | null): Promise<T[]> {
+		refuseSearch(params, "NedbAdapter");
+		const cursor = this.store.findAsync(params?.query ?? {});
+		if (params?.sort) cursor.sort(sortSpec(params.sort));
+		const { skip, limit } = paging(params);
+		if (limit) cursor.limit(limit);
+		if (skip) cursor.skip(skip);
+		return cursor.execAsync();
 	}
 
-	async find(params?: CursorParams | null) {
-		return this.createCursor(params).execAsync();
-	}
-
-	async findOne(query: object) {
+	async findOne(query: object): Promise<T | null> {
 		return this.store.findOneAsync(query).execAsync();
 	}
 
-	async findById(_id: unknown) {
-		return this.findOne({ _id });
+	async findById(id: unknown): Promise<T | null> {
+		return this.findOne({ _id: id });
 	}
 
-	async findByIds(ids: unknown[]) {
+	async findByIds(ids: unknown[]): Promise<T[]> {
 		return this.store.findAsync({ _id: { $in: ids } }).execAsync();
 	}
 
 	// Counts in place: no copy of each matching document, unlike find().
-	async count(params?: CursorParams | null) {
-		return paginate(this.store.countAsync(params?.query ?? {}), params).execAsync();
+	async count(params?: CursorParams | null): Promise<number> {
+		refuseSearch(params, "NedbAdapter");
+		const cursor = this.store.countAsync(params?.query ?? {});
+		const { skip, limit } = paging(params);
+		if (limit) cursor.limit(limit);
+		if (skip) cursor.skip(skip);
+		return cursor.execAsync();
 	}
 
-	async insert(entity: object) {
-		return this.store.insertAsync(entity);
+	async insert(doc: T): Promise<T> {
+		return this.store.insertAsync(doc);
 	}
 
-	async insertMany(entities: object[]) {
-		return this.store.insertAsync(entities);
+	async insertMany(docs: T[]): Promise<T[]> {
+		return this.store.insertAsync(docs);
 	}
 
 	async updateMany(query: object, update: object): Promise<number> {
 		return (await this.store.updateAsync(query, update, { multi: true })).numAffected;
 	}
 
-	async updateById(_id: unknown, update: object) {
-		return (await this.store.updateAsync({ _id }, update, { returnUpdatedDocs: true })).affectedDocuments;
+	async updateById(id: unknown, update: object): Promise<T | null> {
+		const { affectedDocuments } = await this.store.updateAsync<T>({ _id: id }, update, { returnUpdatedDocs: true });
+		return Array.isArray(affectedDocuments) ? (affectedDocuments[0] ?? null) : affectedDocuments;
 	}
 
 	async removeMany(query: object): Promise<number> {
 		return this.store.removeAsync(query, { multi: true });
 	}
 
-	async removeById(_id: unknown): Promise<number> {
-		return this.store.removeAsync({ _id }, {});
+	async removeById(id: unknown): Promise<number> {
+		return this.store.removeAsync({ _id: id }, {});
 	}
 
 	async clear(): Promise<number> {
 		return this.store.removeAsync({}, { multi: true });
 	}
+
+	// NeDB hands out plain copies already.
+	entityToObject(entity: T): T {
+		return entity;
+	}
+
+	beforeSaveTransformID(entity: T, idField: string): T {
+		sameIdField(idField);
+		return entity;
+	}
+
+	afterRetrieveTransformID(entity: T, idField: string): T {
+		sameIdField(idField);
+		return entity;
+	}
 }
 
-/** moleculer-db's offset and limit: applied only when positive. */
-function paginate<T>(cursor: Nedb.Cursor<T>, params?: CursorParams | null): Nedb.Cursor<T> {
-	const { limit, offset } = params ?? {};
-	if (typeof limit === "number" && limit > 0) cursor.limit(limit);
-	if (typeof offset === "number" && offset > 0) cursor.skip(offset);
-	return cursor;
+/** A connection to one service database, shared by that service's collections in this process. */
+interface SharedConnection {
+	key: string;
+	conn: mongoose.Connection;
+	ready: Promise<mongoose.Connection>;
+	users: number;
 }
 
-export function createAdapter(config: Config, serviceName: string, spec: CollectionSpec): any {
-	if (config.mongoUri) return new PerServiceMongooseAdapter(config.mongoUri, `mint-${serviceName}`, spec);
-	return new FileMemoryAdapter(spec, path.join(config.dataDir, serviceName, `${spec.name}.db`));
+const mongoConnections = new Map<string, SharedConnection>();
+
+/** The service database's connection, opened by its first collection; a failed open is forgotten, so a retry opens anew. */
+async function acquireConnection(uri: string, dbName: string, owner: AdapterOwner | undefined): Promise<SharedConnection> {
+	const key = `${dbName}\n${uri}`;
+	let shared = mongoConnections.get(key);
+	if (!shared) {
+		const conn = mongoose.createConnection(uri, { dbName, serverSelectionTimeoutMS: 5000 });
+		conn.on("disconnected", () => owner?.logger.warn(`MongoDB ${dbName} disconnected`));
+		conn.on("reconnected", () => owner?.logger.info(`MongoDB ${dbName} reconnected`));
+		const opening: SharedConnection = { key, conn, ready: conn.asPromise(), users: 0 };
+		opening.ready.catch(() => {
+			if (mongoConnections.get(key) === opening) mongoConnections.delete(key);
+			conn.close().catch(() => undefined);
+		});
+		mongoConnections.set(key, opening);
+		shared = opening;
+	}
+	shared.users++;
+	try {
+		await shared.ready;
+	} catch (err) {
+		shared.users--;
+		throw err;
+	}
+	return shared;
 }
 
-const CRUD_ACTIONS = ["find", "count", "list", "create", "insert", "get", "update", "remove"];
+/** Closes the connection when the last collection on it lets go. */
+async function releaseConnection(shared: SharedConnection): Promise<void> {
+	shared.users--;
+	if (shared.users > 0) return;
+	if (mongoConnections.get(shared.key) === shared) mongoConnections.delete(shared.key);
+	await shared.conn.close();
+}
+
+/** A document as mongoose sees it: a string `_id` and whatever else the service stores (strict: false). */
+interface StoredDocument {
+	_id: string;
+	[field: string]: unknown;
+}
+
+/**
+ * MongoDB through mongoose, a database per service (`mint-<service>`).
+ * Reads are lean: plain objects, as NeDB returns them, since services compare,
+ * spread and serialise documents, which mongoose documents (getters,
+ * MongooseArrays, internal state) do differently.
+ */
+export class MongooseAdapter<T> implements DbAdapter<T> {
+	/** String `_id`s chosen by the service; undeclared fields kept in documents (strict) and in filters (strictQuery). */
+	readonly schema: mongoose.Schema<StoredDocument>;
+	private owner?: AdapterOwner;
+	private shared?: SharedConnection;
+	// The model is typed by the stored shape, not by T: mongoose's types over an
+	// open type parameter exhaust the compiler. Reads name T through lean<T>().
+	private bound?: { conn: mongoose.Connection; model: mongoose.Model<StoredDocument> };
+
+	constructor(
+		readonly uri: string,
+		readonly dbName: string,
+		private readonly spec: CollectionSpec,
+	) {
+		this.schema = new mongoose.Schema<StoredDocument>({ _id: String }, { strict: false, strictQuery: false, versionKey: false, collection: spec.name });
+		for (const index of spec.indexes ?? []) this.schema.index(index.fields, { unique: index.unique, sparse: index.sparse });
+	}
+
+	get collectionName(): string {
+		return this.spec.name;
+	}
+
+	init(_broker: unknown, service: AdapterOwner): void {
+		this.owner = service;
+	}
+
+	async connect(): Promise<void> {
+		const shared = await acquireConnection(this.uri, this.dbName, this.owner);
+		try {
+			this.useConnection(shared.conn);
+			await this.model.syncIndexes();
+		} catch (err) {
+			this.bound = undefined;
+			await releaseConnection(shared);
+			throw err;
+		}
+		this.shared = shared;
+	}
+
+	/** Compiles the model on a connection, without any I/O: connect() does it on the opened one. */
+	useConnection(conn: mongoose.Connection): void {
+		// overwriteModels: another adapter for the same collection (a second broker in this process) may have compiled it.
+		const model = conn.model<StoredDocument>(this.spec.name, this.schema, this.spec.name, { overwriteModels: true });
+		this.bound = { conn, model };
+	}
+
+	async disconnect(): Promise<void> {
+		const shared = this.shared;
+		this.shared = undefined;
+		this.bound = undefined;
+		if (shared) await releaseConnection(shared);
+	}
+
+	private get connected(): { conn: mongoose.Connection; model: mongoose.Model<StoredDocument> } {
+		if (!this.bound) throw new Error(`MongoDB store ${this.spec.name} is not connected`);
+		return this.bound;
+	}
+
+	get conn(): mongoose.Connection {
+		return this.connected.conn;
+	}
+
+	get model(): mongoose.Model<StoredDocument> {
+		return this.connected.model;
+	}
+
+	get db(): mongoose.Connection["db"] {
+		return this.conn.db;
+	}
+
+	/** As moleculer-db's mongoose adapter: the filter, then sort, skip and limit (the last two only when positive). */
+	private cursor(params?: CursorParams | null) {
+		refuseSearch(params, "MongooseAdapter");
+		const query = this.model.find(params?.query ?? {});
+		if (params?.sort) query.sort(sortSpec(params.sort));
+		const { skip, limit } = paging(params);
+		if (skip) query.skip(skip);
+		if (limit) query.limit(limit);
+		return query;
+	}
+
+	async find(params?: CursorParams | null): Promise<T[]> {
+		return this.cursor(params).lean<T[]>().exec();
+	}
+
+	async findOne(query: object): Promise<T | null> {
+		return this.model.findOne(query).lean<T>().exec();
+	}
+
+	async findById(id: unknown): Promise<T | null> {
+		return this.model.findById(id).lean<T>().exec();
+	}
+
+	async findByIds(ids: unknown[]): Promise<T[]> {
+		return this.model.find({ _id: { $in: ids } }).lean<T[]>().exec();
+	}
+
+	async count(params?: CursorParams | null): Promise<number> {
+		refuseSearch(params, "MongooseAdapter");
+		const query = this.model.countDocuments(params?.query ?? {});
+		const { skip, limit } = paging(params);
+		if (skip) query.skip(skip);
+		if (limit) query.limit(limit);
+		return query.exec();
+	}
+
+	/** Answers the saved document as a plain object. */
+	async insert(doc: T): Promise<T> {
+		const saved: StoredDocument = (await new this.model(doc).save()).toObject();
+		// The store's premise: this collection holds the service's T.
+		return saved as T;
+	}
+
+	/** As moleculer-db's mongoose adapter (Model.create of an array): each document saved on its own. */
+	async insertMany(docs: T[]): Promise<T[]> {
+		return Promise.all(docs.map(doc => this.insert(doc)));
+	}
+
+	async updateMany(query: object, update: object): Promise<number> {
+		return (await this.model.updateMany(query, update).exec()).modifiedCount;
+	}
+
+	async updateById(id: unknown, update: object): Promise<T | null> {
+		return this.model.findByIdAndUpdate(id, update, { new: true }).lean<T>().exec();
+	}
+
+	async removeMany(query: object): Promise<number> {
+		return (await this.model.deleteMany(query).exec()).deletedCount;
+	}
+
+	async removeById(id: unknown): Promise<number> {
+		return (await this.model.deleteOne({ _id: id }).exec()).deletedCount;
+	}
+
+	async clear(): Promise<number> {
+		return (await this.model.deleteMany({}).exec()).deletedCount;
+	}
+
+	// Reads are lean and inserts answer toObject(): already plain.
+	entityToObject(entity: T): T {
+		return entity;
+	}
+
+	beforeSaveTransformID(entity: T, idField: string): T {
+		sameIdField(idField);
+		return entity;
+	}
+
+	afterRetrieveTransformID(entity: T, idField: string): T {
+		sameIdField(idField);
+		return entity;
+	}
+}
+
+/** The adapter for one collection of a service, on the backend the config names. */
+export function createAdapter<T>(config: Config, serviceName: string, spec: CollectionSpec): DbAdapter<T> {
+	if (config.mongoUri) return new MongooseAdapter<T>(config.mongoUri, `mint-${serviceName}`, spec);
+	return new NedbAdapter<T>(spec, path.join(config.dataDir, serviceName, `${spec.name}.db`));
+}
+
+// moleculer-db's typings declare its default export as a Service class; at run time it is the mixin schema.
+const DbServiceMixin = DbService as unknown as Partial<ServiceSchema>;
+
+const CRUD_ACTIONS = ["find", "count", "list", "create", "insert", "get", "update", "remove"] as const;
+
+/** The schema DbMixin returns: moleculer-db's own keys (`adapter`, `collection`) beside a service schema's. */
+export interface DbMixinSchema extends Partial<ServiceSchema> {
+	adapter: DbAdapter<unknown>;
+	collection: string;
+}
 
 /**
  * The service's main collection through moleculer-db (`this.adapter`), plus
  * extra collections it owns (`this.stores.<name>`), all on the same backend.
  */
-export function DbMixin(config: Config, serviceName: string, main: CollectionSpec, extra: CollectionSpec[] = []): Partial<ServiceSchema> {
-	return {
-		mixins: [DbService],
-		adapter: createAdapter(config, serviceName, main),
-		collection: main.name,
+export function DbMixin(config: Config, serviceName: string, main: CollectionSpec, extra: CollectionSpec[] = []): DbMixinSchema {
+	const lifecycle = defineMixin<{ stores: Record<string, DbAdapter<unknown>> }>()({
+		mixins: [DbServiceMixin],
 		settings: { idField: "_id" },
-		actions: Object.fromEntries(CRUD_ACTIONS.map(name => [name, false])),
-		async started(this: any) {
+		actions: Object.fromEntries(CRUD_ACTIONS.map(name => [name, false as const])),
+		async started() {
 			this.stores = {};
 			for (const spec of extra) {
 				const adapter = createAdapter(config, serviceName, spec);
@@ -253,8 +496,9 @@ export function DbMixin(config: Config, serviceName: string, main: CollectionSpe
 				this.stores[spec.name] = adapter;
 			}
 		},
-		async stopped(this: any) {
-			for (const adapter of Object.values(this.stores ?? {})) await (adapter as any).disconnect();
+		async stopped() {
+			for (const adapter of Object.values(this.stores ?? {})) await adapter.disconnect();
 		},
-	} as Partial<ServiceSchema>;
+	});
+	return { ...lifecycle, adapter: createAdapter(config, serviceName, main), collection: main.name };
 }

@@ -3,23 +3,8 @@
  * (wallets, entries) and what the transactions service reports. Meant for a
  * quiet system: a transaction in flight shows up as a violation until it ends.
  */
+import type { TransactionFact, TransactionFacts } from "../../contracts/money";
 import type { LedgerEntry, WalletDoc } from "./ledger";
-
-export interface TransactionFact {
-	id: string;
-	type: "TopUp" | "Transfer";
-	status: "Pending" | "Processing" | "Completed" | "Failed";
-	amountMinor: number;
-	userId?: string;
-	fromUserId?: string;
-	toUserId?: string;
-}
-
-export interface TransactionFacts {
-	transactions: TransactionFact[];
-	/** Pending/Processing transactions older than the sweeper's age. */
-	stuck: { id: string; status: string; updatedAt: string }[];
-}
 
 export interface InvariantReport {
 	ok: boolean;

@@ -17,10 +17,9 @@
  * The sequence makes the balance after each entry well defined, so a balance
  * can never go below zero and can always be recomputed from the entries.
  */
-import { isDuplicateKeyError, type Store } from "../../mixins/db.mixin";
+import type { Direction } from "../../contracts/money";
 import { assertMinor } from "../../lib/money";
-
-export type Direction = "credit" | "debit" | "refund";
+import { isDuplicateKeyError, type Store } from "../../mixins/db.mixin";
 
 export interface WalletDoc {
 	_id: string;
@@ -44,6 +43,7 @@ export interface LedgerEntry {
 	at: string;
 }
 
+/** One movement's outcome (what wallet.credit/debit answer as MovementResult), with its entry when there is one. */
 export type ApplyResult =
 	| { outcome: "applied"; entry: LedgerEntry; balanceMinor: number }
 	| { outcome: "already-applied"; entry: LedgerEntry; balanceMinor: number }

@@ -4,15 +4,35 @@
  * One scenario, run by test/unit/db-mixin.test.ts on NeDB and by
  * test/service/mongo.test.ts on a real MongoDB.
  */
-import { isDuplicateKeyError, type CollectionSpec } from "../../mixins/db.mixin";
+import { isDuplicateKeyError, type CollectionSpec, type DbAdapter } from "../../mixins/db.mixin";
 
 /** The collection the scenario uses: a unique index, as on auth's users. */
 export const CONTRACT_SPEC: CollectionSpec = { name: "contract", indexes: [{ fields: { email: 1 }, unique: true }] };
 
-/** Opens a new adapter on the same storage each time it is called (same file, same database). */
-export type OpenAdapter = (spec: CollectionSpec) => any;
+/** The documents the scenario stores: users, a wallet, transactions and an outbox row, all in one collection. */
+export interface ContractDoc {
+	_id: string;
+	email?: string;
+	state?: string;
+	rank?: number;
+	revokedAt?: number | null;
+	hits?: number;
+	balanceMinor?: number;
+	version?: number;
+	updatedAt?: string;
+	status?: string;
+	leaseUntil?: number;
+	history?: { status: string; at: string }[];
+	fromUserId?: string;
+	toUserId?: string;
+	outbox?: { eventId: string; name: string }[];
+	pendingEvents?: number;
+}
 
-const ids = (docs: any[]) => docs.map(d => String(d._id));
+/** Opens a new adapter on the same storage each time it is called (same file, same database). */
+export type OpenAdapter = (spec: CollectionSpec) => DbAdapter<ContractDoc>;
+
+const ids = (docs: ContractDoc[]) => docs.map(d => String(d._id));
 
 /** Runs one step; a failure names the step, so a red run says which promise the backend broke. */
 async function step(name: string, body: () => Promise<void>): Promise<void> {
@@ -24,7 +44,7 @@ async function step(name: string, body: () => Promise<void>): Promise<void> {
 	}
 }
 
-async function rejection(promise: Promise<unknown>): Promise<any> {
+async function rejection(promise: Promise<unknown>): Promise<unknown> {
 	try {
 		await promise;
 	} catch (err) {
@@ -33,10 +53,10 @@ async function rejection(promise: Promise<unknown>): Promise<any> {
 	throw new Error("expected the operation to be refused, but it succeeded");
 }
 
-async function openConnected(open: OpenAdapter): Promise<any> {
+async function openConnected(open: OpenAdapter): Promise<DbAdapter<ContractDoc>> {
 	const adapter = open(CONTRACT_SPEC);
 	// As DbMixin does for extra collections: init, then connect.
-	adapter.init({}, { logger: console, schema: {}, settings: {} });
+	adapter.init({}, { logger: console });
 	await adapter.connect();
 	return adapter;
 }
@@ -59,8 +79,8 @@ export async function storeRoundTrip(open: OpenAdapter): Promise<void> {
 			expect(await store.count({})).toBe(2);
 			const found = await store.findOne({ _id: "u1" });
 			expect(found).not.toBeNull();
-			expect(found.email).toBe("ada@example.com");
-			expect(found.revokedAt).toBeNull();
+			expect(found?.email).toBe("ada@example.com");
+			expect(found?.revokedAt).toBeNull();
 			expect(await store.findOne({ _id: "nope" })).toBeNull();
 		});
 
@@ -76,17 +96,17 @@ export async function storeRoundTrip(open: OpenAdapter): Promise<void> {
 		await step("updateMany is a compare-and-set: 1 the first time, 0 once the condition no longer holds", async () => {
 			expect(await store.updateMany({ _id: "u1", state: "next" }, { $set: { state: "current" } })).toBe(1);
 			expect(await store.updateMany({ _id: "u1", state: "next" }, { $set: { state: "current" } })).toBe(0);
-			expect((await store.findOne({ _id: "u1" })).state).toBe("current");
+			expect((await store.findOne({ _id: "u1" }))?.state).toBe("current");
 			// null as "not yet": how sessions and one-time tokens are claimed.
 			expect(await store.updateMany({ _id: "u2", revokedAt: null }, { $set: { revokedAt: 1234 } })).toBe(1);
 			expect(await store.updateMany({ _id: "u2", revokedAt: null }, { $set: { revokedAt: 5678 } })).toBe(0);
-			expect((await store.findOne({ _id: "u2" })).revokedAt).toBe(1234);
+			expect((await store.findOne({ _id: "u2" }))?.revokedAt).toBe(1234);
 		});
 
 		await step("racing compare-and-sets let exactly one through", async () => {
 			const counts = await Promise.all(Array.from({ length: 5 }, () => store.updateMany({ _id: "u1", hits: 0 }, { $set: { hits: 1 } })));
-			expect(counts.reduce((a: number, b: number) => a + b, 0)).toBe(1);
-			expect((await store.findOne({ _id: "u1" })).hits).toBe(1);
+			expect(counts.reduce((a, b) => a + b, 0)).toBe(1);
+			expect((await store.findOne({ _id: "u1" }))?.hits).toBe(1);
 		});
 
 		await step("a filter on a field no schema declares matches only the documents that have it", async () => {
@@ -119,9 +139,9 @@ export async function storeRoundTrip(open: OpenAdapter): Promise<void> {
 			const counts = await Promise.all(
 				Array.from({ length: 5 }, () => store.updateMany({ _id: "w1", version: 1 }, { $inc: { balanceMinor: -100, version: 1 }, $set: { updatedAt: "t3" } })),
 			);
-			expect(counts.reduce((a: number, b: number) => a + b, 0)).toBe(1);
+			expect(counts.reduce((a, b) => a + b, 0)).toBe(1);
 			const wallet = await store.findOne({ _id: "w1" });
-			expect([wallet.balanceMinor, wallet.version, wallet.updatedAt]).toEqual([150, 2, "t3"]);
+			expect([wallet?.balanceMinor, wallet?.version, wallet?.updatedAt]).toEqual([150, 2, "t3"]);
 		});
 
 		await step("the state machine's write: a status compare-and-set that $pushes its history record", async () => {
@@ -132,7 +152,7 @@ export async function storeRoundTrip(open: OpenAdapter): Promise<void> {
 			expect(await move("Pending", "Processing")).toBe(0);
 			expect(await move("Processing", "Completed")).toBe(1);
 			expect(await move("Processing", "Failed")).toBe(0);
-			expect((await store.findOne({ _id: "t1" })).history.map((h: any) => h.status)).toEqual(["Pending", "Processing", "Completed"]);
+			expect((await store.findOne({ _id: "t1" }))?.history?.map(h => h.status)).toEqual(["Pending", "Processing", "Completed"]);
 		});
 
 		await step("the sweeper's claim and the list query: $in with $lt, and $or", async () => {
@@ -156,7 +176,7 @@ export async function storeRoundTrip(open: OpenAdapter): Promise<void> {
 			expect(await take("e1")).toBe(0);
 			expect(ids(await store.find({ query: { pendingEvents: { $gt: 0 } } }))).toEqual(["o1"]);
 			const row = await store.findOne({ _id: "o1" });
-			expect([row.outbox.map((r: any) => r.eventId), row.pendingEvents]).toEqual([["e2"], 1]);
+			expect([row?.outbox?.map(r => r.eventId), row?.pendingEvents]).toEqual([["e2"], 1]);
 			await store.removeMany({ _id: "o1" });
 		});
 
@@ -165,9 +185,9 @@ export async function storeRoundTrip(open: OpenAdapter): Promise<void> {
 			store = await openConnected(open);
 			expect(await store.count({})).toBe(2);
 			const ada = await store.findOne({ _id: "u1" });
-			expect(ada.state).toBe("current");
-			expect(ada.hits).toBe(1);
-			expect((await store.findOne({ _id: "u2" })).revokedAt).toBe(1234);
+			expect(ada?.state).toBe("current");
+			expect(ada?.hits).toBe(1);
+			expect((await store.findOne({ _id: "u2" }))?.revokedAt).toBe(1234);
 			// The unique index is back too.
 			const err = await rejection(store.insert({ _id: "u5", email: "bob@example.com" }));
 			expect(isDuplicateKeyError(err)).toBe(true);

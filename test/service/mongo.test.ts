@@ -10,10 +10,10 @@
  */
 import os from "node:os";
 import { MongoMemoryServer } from "mongodb-memory-server-core";
-import { createAdapter } from "../../mixins/db.mixin";
+import { createAdapter, MongooseAdapter } from "../../mixins/db.mixin";
 import { describeWithInfra } from "../helpers/infra";
 import { testConfig } from "../helpers/mint";
-import { CONTRACT_SPEC, storeRoundTrip } from "../helpers/store-contract";
+import { CONTRACT_SPEC, storeRoundTrip, type ContractDoc } from "../helpers/store-contract";
 
 const MONGO_URI = process.env.MONGO_URI?.trim() || undefined;
 const SYSTEM_BINARY = process.env.MONGOMS_SYSTEM_BINARY?.trim() || undefined;
@@ -24,9 +24,15 @@ describeWithInfra(
 		// A database of its own, so a shared server's data is never touched.
 		const serviceName = `contract-${process.pid}-${Date.now()}`;
 		let uri: string;
-		let memoryServer: any;
+		let memoryServer: MongoMemoryServer | undefined;
 
-		const open = (spec: typeof CONTRACT_SPEC) => createAdapter(testConfig({ MONGO_URI: uri, DATA_DIR: os.tmpdir() }), serviceName, spec);
+		const open = (spec: typeof CONTRACT_SPEC) => createAdapter<ContractDoc>(testConfig({ MONGO_URI: uri, DATA_DIR: os.tmpdir() }), serviceName, spec);
+		/** The same, as the Mongoose adapter it must be (connection, database and model are its own). */
+		const openMongoose = (spec: typeof CONTRACT_SPEC) => {
+			const adapter = open(spec);
+			if (!(adapter instanceof MongooseAdapter)) throw new Error("createAdapter with MONGO_URI did not build a MongooseAdapter");
+			return adapter;
+		};
 
 		beforeAll(async () => {
 			if (MONGO_URI) {
@@ -39,7 +45,7 @@ describeWithInfra(
 
 		afterAll(async () => {
 			if (uri) {
-				const adapter = open(CONTRACT_SPEC);
+				const adapter = openMongoose(CONTRACT_SPEC);
 				try {
 					await adapter.connect();
 					await adapter.conn.dropDatabase();
@@ -54,11 +60,30 @@ describeWithInfra(
 			await storeRoundTrip(open);
 		});
 
+		it("opens one connection per service database: its collections share it, and it closes with the last", async () => {
+			const first = openMongoose(CONTRACT_SPEC);
+			const second = openMongoose({ name: "contract-other" });
+			await first.connect();
+			await second.connect();
+			const conn = first.conn;
+			try {
+				expect(second.conn).toBe(conn);
+				await first.disconnect();
+				// Still open for the other collection.
+				expect(await second.count({})).toBe(0);
+				expect(conn.readyState).toBe(1);
+			} finally {
+				await first.disconnect();
+				await second.disconnect();
+			}
+			expect(conn.readyState).toBe(0);
+		});
+
 		it("connects to the service's own database, mint-<service>", async () => {
-			const adapter = open(CONTRACT_SPEC);
+			const adapter = openMongoose(CONTRACT_SPEC);
 			try {
 				await adapter.connect();
-				expect(adapter.db.databaseName).toBe(`mint-${serviceName}`);
+				expect(adapter.db?.databaseName).toBe(`mint-${serviceName}`);
 				const indexes = await adapter.model.collection.indexes();
 				expect(indexes).toEqual(expect.arrayContaining([expect.objectContaining({ key: { email: 1 }, unique: true })]));
 			} finally {

@@ -5,22 +5,26 @@
  * can only have come from the config.
  */
 import crypto from "node:crypto";
+import type { WalletView } from "../../contracts/money";
+import type { DbVars } from "../../mixins/db.mixin";
+import type { WalletDoc } from "../../services/wallet/ledger";
 import { startTestMint, type TestMint } from "../helpers/mint";
 
 let mint: TestMint;
-let wallet: any;
+/** The wallet service's main collection, read directly. */
+let wallet: DbVars<WalletDoc>;
 beforeAll(async () => {
 	mint = await startTestMint({ SERVICES: "wallet", CURRENCY: "EUR" });
-	wallet = mint.broker.getLocalService("wallet");
+	wallet = mint.broker.getLocalService("wallet") as unknown as DbVars<WalletDoc>;
 });
 afterAll(() => mint?.stop());
 
 const signedUp = (userId: unknown, eventId: string = crypto.randomUUID()) => ({ eventId, occurredAt: new Date().toISOString(), userId });
 /** Delivers an event to local handlers and waits for them; throwError surfaces a handler's (or validator's) error. */
-const deliver = (payload: unknown, throwError = false) => mint.broker.broadcastLocal("user.signedUp", payload, { throwError } as any);
+const deliver = (payload: unknown, throwError = false) => mint.broker.broadcastLocal("user.signedUp", payload, { throwError });
 const walletsOf = (userId: string) => wallet.adapter.find({ query: { userId } });
 const createdEvents = (userId?: string) => mint.events.filter(e => e.name === "wallet.created" && (userId === undefined || e.params.userId === userId));
-const mine = (userId: string): Promise<any> => mint.broker.call("wallet.mine", {}, { meta: { user: { id: userId, sid: crypto.randomUUID() } } });
+const mine = (userId: string): Promise<WalletView> => mint.broker.call("wallet.mine", {}, { meta: { user: { id: userId, sid: crypto.randomUUID() } } });
 
 describe("user.signedUp consumer", () => {
 	it("creates the wallet: balance 0 in the configured currency, announced by one wallet.created event", async () => {

@@ -2,33 +2,33 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { createAdapter, type Store } from "../../mixins/db.mixin";
+import { createAdapter, type DbAdapter, type IndexSpec } from "../../mixins/db.mixin";
 import { Ledger, type LedgerEntry, type WalletDoc } from "../../services/wallet/ledger";
 import { testConfig } from "../helpers/mint";
 
 let dir: string;
-let wallets: Store<WalletDoc>;
-let entries: Store<LedgerEntry>;
+let wallets: DbAdapter<WalletDoc>;
+let entries: DbAdapter<LedgerEntry>;
 let ledger: Ledger;
 
-async function open(name: string, indexes: any[] = []) {
-	const adapter = createAdapter(testConfig({ DATA_DIR: dir }), "wallet", { name, indexes });
-	adapter.init({}, { logger: console, schema: {}, settings: {} });
+async function open<T>(name: string, indexes: IndexSpec[] = []): Promise<DbAdapter<T>> {
+	const adapter = createAdapter<T>(testConfig({ DATA_DIR: dir }), "wallet", { name, indexes });
+	adapter.init({}, { logger: console });
 	await adapter.connect();
 	return adapter;
 }
 
 beforeEach(async () => {
 	dir = fs.mkdtempSync(path.join(os.tmpdir(), "mint-ledger-"));
-	wallets = await open("wallets", [{ fields: { userId: 1 }, unique: true }]);
-	entries = await open("entries", [{ fields: { movement: 1 }, unique: true }]);
+	wallets = await open<WalletDoc>("wallets", [{ fields: { userId: 1 }, unique: true }]);
+	entries = await open<LedgerEntry>("entries", [{ fields: { movement: 1 }, unique: true }]);
 	ledger = new Ledger(wallets, entries);
 	await wallets.insert({ _id: "w1", userId: "u1", balanceMinor: 0, version: 0, currency: "USD", createdAt: "t", updatedAt: "t" });
 });
 afterEach(async () => {
 	// Disconnecting stops NeDB's autocompaction timer, which would keep Jest alive.
-	await (wallets as any).disconnect();
-	await (entries as any).disconnect();
+	await wallets.disconnect();
+	await entries.disconnect();
 	fs.rmSync(dir, { recursive: true, force: true });
 });
 
