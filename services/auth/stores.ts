@@ -1,0 +1,67 @@
+/**
+ * auth's collections: users (the main one) and the stores beside it. The
+ * modules get them as one `AuthStores` object whose fields are read on use,
+ * since the DB mixin opens the extra stores only when the service starts.
+ */
+import type { CollectionSpec, DbVars, Store } from "../../mixins/db.mixin";
+import type { StoredKey } from "./keys";
+import type { OneTimeTokenEntity } from "./one-time-tokens";
+import type { FamilyEntity, RevocationEntity, SessionEntity } from "./sessions";
+import type { UserEntity } from "./users";
+
+export const USERS: CollectionSpec = { name: "users", indexes: [{ fields: { email: 1 }, unique: true }] };
+
+export const EXTRA_COLLECTIONS: CollectionSpec[] = [
+	{ name: "sessions", indexes: [{ fields: { familyId: 1 } }, { fields: { userId: 1 } }] },
+	{ name: "families", indexes: [{ fields: { userId: 1 } }] },
+	{ name: "oneTimeTokens", indexes: [{ fields: { userId: 1 } }] },
+	{ name: "signingKeys" },
+	{ name: "revocations" },
+];
+
+/** The extra collections by name, as DbMixin puts them on `this.stores`. */
+export type ExtraEntities = {
+	sessions: SessionEntity;
+	families: FamilyEntity;
+	oneTimeTokens: OneTimeTokenEntity;
+	signingKeys: StoredKey;
+	revocations: RevocationEntity;
+};
+
+export type AuthDbVars = DbVars<UserEntity, ExtraEntities>;
+
+export type AuthStores = { users: Store<UserEntity> } & AuthDbVars["stores"];
+
+/** Every store of the service, each looked up when used (the extra ones exist only once the service has started). */
+export function authStores(service: AuthDbVars): AuthStores {
+	return {
+		get users() {
+			return service.adapter;
+		},
+		get sessions() {
+			return service.stores.sessions;
+		},
+		get families() {
+			return service.stores.families;
+		},
+		get oneTimeTokens() {
+			return service.stores.oneTimeTokens;
+		},
+		get signingKeys() {
+			return service.stores.signingKeys;
+		},
+		get revocations() {
+			return service.stores.revocations;
+		},
+	};
+}
+
+/** Expired one-time tokens, refresh tokens, families past their absolute end and revocations no token can need any more go. */
+export async function purgeExpired(db: AuthStores, now = Date.now()): Promise<Record<"oneTimeTokens" | "sessions" | "families" | "revocations", number>> {
+	return {
+		oneTimeTokens: await db.oneTimeTokens.removeMany({ expiresAt: { $lt: now } }),
+		sessions: await db.sessions.removeMany({ expiresAt: { $lt: now } }),
+		families: await db.families.removeMany({ absoluteExpiresAt: { $lt: now } }),
+		revocations: await db.revocations.removeMany({ expiresAt: { $lt: now } }),
+	};
+}

@@ -1,0 +1,167 @@
+/**
+ * auth's parts without a broker: sessions, one-time tokens and the user
+ * outbox on real NeDB stores, with a recording emitter in place of the broker.
+ */
+import fs from "node:fs";
+import { createAdapter, type DbAdapter } from "../../mixins/db.mixin";
+import { OneTimeTokens } from "../../services/auth/one-time-tokens";
+import { Sessions, type SessionSettings } from "../../services/auth/sessions";
+import { EXTRA_COLLECTIONS, purgeExpired, USERS, type AuthStores } from "../../services/auth/stores";
+import { UserOutbox } from "../../services/auth/user-outbox";
+import { nameUpdate, newUser, type UserEntity } from "../../services/auth/users";
+import { testConfig } from "../helpers/mint";
+import { makeTestKey, TEST_SECRET } from "./helpers/signing";
+
+const SETTINGS: SessionSettings = {
+	issuer: "mint",
+	audience: "mint-api",
+	accessTokenTtlSec: 900,
+	refreshTokenTtlSec: 3600,
+	refreshGraceSec: 30,
+	sessionMaxAgeSec: 86_400,
+};
+const secrets = { current: TEST_SECRET, unsealWith: [TEST_SECRET] };
+const quiet = { info() {}, warn() {}, error() {} };
+
+let dataDir: string;
+let adapters: DbAdapter<unknown>[];
+let db: AuthStores;
+let emitted: { name: string; payload: Record<string, unknown> }[];
+const recorder = { emit: (name: string, payload: unknown) => void emitted.push({ name, payload: payload as Record<string, unknown> }) };
+let sessions: Sessions;
+
+beforeAll(async () => {
+	const config = testConfig();
+	dataDir = config.dataDir;
+	adapters = [USERS, ...EXTRA_COLLECTIONS].map(spec => createAdapter<unknown>(config, "auth", spec));
+	await Promise.all(adapters.map(adapter => adapter.connect()));
+	const [users, sessionsStore, families, oneTimeTokens, signingKeys, revocations] = adapters;
+	db = { users, sessions: sessionsStore, families, oneTimeTokens, signingKeys, revocations } as AuthStores;
+	const key = await makeTestKey();
+	sessions = new Sessions({ db, settings: SETTINGS, signer: { current: key.signing }, secret: TEST_SECRET, emitter: recorder, log: quiet });
+});
+afterAll(async () => {
+	for (const adapter of adapters) await adapter.disconnect();
+	fs.rmSync(dataDir, { recursive: true, force: true });
+});
+beforeEach(() => {
+	emitted = [];
+});
+
+let counter = 0;
+async function aUser(): Promise<UserEntity> {
+	const outbox = new UserOutbox(db, secrets, quiet);
+	const id = `00000000-0000-4000-8000-${String(++counter).padStart(12, "0")}`;
+	const welcome = outbox.record("user.signedUp", {
+		userId: id,
+		email: `user${counter}@example.com`,
+		firstName: "Ada",
+		lastName: "Lovelace",
+		verificationToken: "v".repeat(43),
+		verificationExpiresAt: new Date().toISOString(),
+	});
+	const user = newUser(id, { firstName: "Ada", lastName: "Lovelace", email: `user${counter}@example.com` }, "hash", welcome);
+	await db.users.insert(user);
+	return user;
+}
+
+const refused = { code: 401, message: "Session expired" };
+
+describe("Sessions", () => {
+	it("a refresh within the grace period gets the same successor; a use after it revokes the whole family and announces it", async () => {
+		const user = await aUser();
+		const first = await sessions.start(user);
+		const [a, b] = await Promise.all([sessions.rotate(first.refreshToken), sessions.rotate(first.refreshToken)]);
+		expect(a.session.refreshToken).toBe(b.session.refreshToken);
+		expect(a.session.sessionId).toBe(first.sessionId);
+		expect(a.user.id).toBe(user._id);
+
+		await db.sessions.updateMany({ familyId: first.sessionId, rotatedAt: { $ne: null } }, { $set: { rotatedAt: Date.now() - 31_000 } });
+		await expect(sessions.rotate(first.refreshToken)).rejects.toMatchObject(refused);
+		await expect(sessions.rotate(a.session.refreshToken)).rejects.toMatchObject(refused);
+		expect((await db.families.findOne({ _id: first.sessionId }))?.revokedAt).toEqual(expect.any(Number));
+		expect(emitted.map(e => [e.name, e.payload.sids])).toEqual([["auth.sessionsRevoked", [first.sessionId]]]);
+	});
+
+	it("a family revoked before its refresh takes the refresh's new token down with it", async () => {
+		const session = await sessions.start(await aUser());
+		await sessions.logOut(session.sessionId, undefined, recorder);
+		await expect(sessions.rotate(session.refreshToken)).rejects.toMatchObject(refused);
+		expect(await db.sessions.count({ query: { familyId: session.sessionId, revokedAt: null } })).toBe(0);
+	});
+
+	it("revoking all of a user's sessions moves the epoch: a login that read the user before cannot keep its session", async () => {
+		const user = await aUser();
+		const phone = await sessions.start(user);
+		expect(await sessions.revokeAllOf(user._id, recorder)).toBe(1);
+		await expect(sessions.start(user)).rejects.toMatchObject(refused); // `user` still holds the old epoch
+		await expect(sessions.rotate(phone.refreshToken)).rejects.toMatchObject(refused);
+		const fresh = (await db.users.findOne({ _id: user._id }))!;
+		expect(fresh.sessionEpoch).toBe(1);
+		expect((await sessions.start(fresh)).sessionId).toEqual(expect.any(String));
+	});
+
+	it("a session ends at its absolute lifetime, and revocations are listed until they expire", async () => {
+		const session = await sessions.start(await aUser());
+		await db.families.updateMany({ _id: session.sessionId }, { $set: { absoluteExpiresAt: Date.now() - 1 } });
+		await expect(sessions.rotate(session.refreshToken)).rejects.toMatchObject(refused);
+		expect((await sessions.activeRevocations()).map(r => r.sid)).toContain(session.sessionId);
+		const purged = await purgeExpired(db, Date.now() + (SETTINGS.accessTokenTtlSec + 61) * 1000);
+		expect(purged.families).toBeGreaterThanOrEqual(1);
+		expect(await sessions.activeRevocations()).toEqual([]);
+	});
+});
+
+describe("OneTimeTokens", () => {
+	it("a token works once", async () => {
+		const user = await aUser();
+		const tokens = new OneTimeTokens(db);
+		const { token } = await tokens.create(user._id, "verify-email", 600);
+		const results = await Promise.allSettled([tokens.consume(token, "verify-email"), tokens.consume(token, "verify-email")]);
+		expect(results.filter(r => r.status === "fulfilled").map(r => (r as PromiseFulfilledResult<string>).value)).toEqual([user._id]);
+		await expect(tokens.consume(token, "verify-email")).rejects.toMatchObject({ code: 400, message: "Invalid or expired token" });
+	});
+
+	it("only the latest reset token is live, and using it clears it", async () => {
+		const user = await aUser();
+		const tokens = new OneTimeTokens(db);
+		const older = await tokens.issueReset(user._id, 600);
+		const latest = await tokens.issueReset(user._id, 600);
+		await expect(tokens.consume(older.token, "password-reset")).rejects.toMatchObject({ code: 400 });
+		expect(await tokens.consume(latest.token, "password-reset")).toBe(user._id);
+		expect((await db.users.findOne({ _id: user._id }))?.resetTokenId).toBeUndefined();
+	});
+});
+
+describe("UserOutbox", () => {
+	it("a failed publish leaves the sealed record; the relay sends it later under the same id and pulls it", async () => {
+		const outbox = new UserOutbox(db, secrets, quiet);
+		const user = await aUser();
+		const [welcome] = user.outbox!;
+		expect(welcome.sealedPayload).not.toContain("verificationToken");
+		const down = { emit: () => Promise.reject(new Error("bus down")) };
+		expect(await outbox.publish(down, user._id, welcome)).toBe(false);
+
+		const now = new Date(Date.now() + 1);
+		expect((await outbox.pending(now)).map(u => u._id)).toContain(user._id);
+		expect((await outbox.pending(new Date(now.getTime() - 60_000))).map(u => u._id)).not.toContain(user._id);
+
+		const stored = (await db.users.findOne({ _id: user._id }))!;
+		expect(await outbox.relay(recorder, stored, new Date(Date.now() + 1))).toBe(1);
+		expect(emitted.map(e => [e.name, e.payload.eventId, e.payload.userId])).toEqual([["user.signedUp", welcome.eventId, user._id]]);
+		const after = (await db.users.findOne({ _id: user._id }))!;
+		expect([after.outbox, after.pendingEvents]).toEqual([[], 0]);
+		expect((await outbox.pending(new Date(Date.now() + 1))).map(u => u._id)).not.toContain(user._id);
+	});
+});
+
+describe("nameUpdate (PUT /users/me)", () => {
+	it("sets what is given, removes the middle name on an empty one, and needs at least one field", () => {
+		expect(nameUpdate({ firstName: "Grace", middleName: "" }, "2025-01-01T00:00:00.000Z")).toEqual({
+			$set: { updatedAt: "2025-01-01T00:00:00.000Z", firstName: "Grace" },
+			$unset: { middleName: true },
+		});
+		expect(nameUpdate({ lastName: "Hopper" }, "t")).toEqual({ $set: { updatedAt: "t", lastName: "Hopper" } });
+		expect(() => nameUpdate({})).toThrow("Validation failed");
+	});
+});
