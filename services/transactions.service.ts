@@ -3,160 +3,139 @@
  * history. Money itself moves only in the wallet service (wallet.debit /
  * wallet.credit, idempotent by transaction id).
  *
- * State machine: Pending -> Processing -> Completed | Failed. Each move is a
- * compare-and-set on the current status that also appends the move to the
- * transaction's history (one document, one update), then is emitted.
+ * State machine (transactions/state-machine.ts): Pending -> Processing ->
+ * Completed | Failed. Each move is a compare-and-set on the current status
+ * that also appends the move to the transaction's history (one document, one
+ * update), then is emitted; the outbox relay re-publishes what did not go out.
  *
  * Emits:    transaction.created, transaction.processing, transaction.completed, transaction.failed
+ * Consumes: nothing
  * Calls:    wallet.debit, wallet.credit, wallet.balanceOf, auth.exists
+ * Jobs:     sweep (re-drives transactions whose lease ran out), outbox-relay
  *
  * Exactly once: the process holding a transaction's lease (its creator, or
  * the sweeper once the lease has run out) drives it; every wallet step is
  * idempotent by transaction id, so a re-drive after a crash or a retried call
- * moves nothing twice.
+ * moves nothing twice (transactions/processing.ts).
  */
-import crypto from "node:crypto";
-import type { Context, ServiceSchema } from "moleculer";
+import type { CallingOptions, Context, Service } from "moleculer";
+import {
+	TRANSACTION_STATUSES,
+	TRANSACTION_TYPES,
+	type HistoryView,
+	type MovementResult,
+	type SubmitResult,
+	type TransactionFacts,
+	type TransactionStatus,
+	type TransactionType,
+	type TransactionView,
+} from "../contracts/money";
+import type { Caller } from "../contracts/users";
 import type { Config } from "../lib/config";
-import { businessRule, notFound, validationError } from "../lib/errors";
-import type { EventName } from "../contracts/events";
-import { eventIdFor, publish } from "../lib/events";
-import { parseMajorAmount, toMajor } from "../lib/money";
-import { DbMixin, isDuplicateKeyError } from "../mixins/db.mixin";
-import type { Caller, MovementResult, TransactionFacts } from "../contracts";
+import { defineService } from "../lib/define-service";
+import { notFound } from "../lib/errors";
+import { DbMixin, type DbVars } from "../mixins/db.mixin";
+import { HealthMixin } from "../mixins/health.mixin";
+import { OutboxRelay, type OutboxVars } from "../mixins/outbox.mixin";
+import { PeriodicJobs, type PeriodicVars } from "../mixins/periodic.mixin";
+import { TransactionOutbox } from "./transactions/outbox";
+import { TransactionProcessor, type MovementRequest } from "./transactions/processing";
+import { replayHistory } from "./transactions/state-machine";
+import { TransactionSubmitter, topUpDraft, transferDraft, type TransferChecks } from "./transactions/submit";
+import { isParty, partyQuery, toHistoryView, toInspectView, toTransactionFacts, toTransactionView, type TransactionEntity } from "./transactions/views";
 
-export type TransactionType = "TopUp" | "Transfer";
-export type TransactionStatus = "Pending" | "Processing" | "Completed" | "Failed";
+type TransactionsVars = DbVars<TransactionEntity> &
+	PeriodicVars &
+	OutboxVars & {
+		outbox: TransactionOutbox;
+		processor: TransactionProcessor;
+		submitter: TransactionSubmitter;
+	};
+type TransactionsThis = Service & TransactionsVars;
 
-export interface HistoryRecord {
-	status: TransactionStatus;
-	at: string;
-	reason?: string;
-}
+/** What topup and transfer get from the gateway. */
+type SubmitMeta = { user: Caller; idempotencyKey?: string };
 
-export interface TransactionEntity {
-	_id: string;
-	type: TransactionType;
-	status: TransactionStatus;
-	amountMinor: number;
-	currency: string;
-	userId?: string; // top-up
-	fromUserId?: string; // transfer
-	toUserId?: string; // transfer
-	/** Who asked for it: the top-up's user or the transfer's sender. */
-	requestedBy: string;
-	reason?: string;
-	idempotencyKey?: string;
-	requestHash: string;
-	/** Until when the process that holds the transaction drives it; then the sweeper may. */
-	leaseUntil: number;
-	/** The outbox: state changes recorded in `history` whose events are not yet confirmed published. */
-	unpublished: number;
-	history: HistoryRecord[];
-	createdAt: string;
-	updatedAt: string;
-}
-
-export interface TransactionView {
-	id: string;
-	type: TransactionType;
-	status: TransactionStatus;
-	amount: number;
-	currency: string;
-	userId?: string;
-	fromUserId?: string;
-	toUserId?: string;
-	reason?: string;
-	createdAt: string;
-	updatedAt: string;
-}
-
-/** What topup/transfer return to the gateway, which turns it into 200/201/202. */
-export interface SubmitResult {
-	transaction: TransactionView;
-	replayed: boolean;
-	final: boolean;
-}
-
-export const toTransactionView = (tx: TransactionEntity): TransactionView => ({
-	id: tx._id,
-	type: tx.type,
-	status: tx.status,
-	amount: toMajor(tx.amountMinor),
-	currency: tx.currency,
-	...(tx.userId ? { userId: tx.userId } : {}),
-	...(tx.fromUserId ? { fromUserId: tx.fromUserId } : {}),
-	...(tx.toUserId ? { toUserId: tx.toUserId } : {}),
-	...(tx.reason ? { reason: tx.reason } : {}),
-	createdAt: tx.createdAt,
-	updatedAt: tx.updatedAt,
-});
-
-const FINAL: TransactionStatus[] = ["Completed", "Failed"];
-const EVENT_BY_STATUS: Record<TransactionStatus, string> = { Pending: "created", Processing: "processing", Completed: "completed", Failed: "failed" };
-const NEXT: Record<TransactionStatus, TransactionStatus[]> = { Pending: ["Processing"], Processing: ["Completed", "Failed"], Completed: [], Failed: [] };
-
-/** Replays a recorded history: the state it leads to, or an error naming the first move the machine forbids. */
-export function replayHistory(history: HistoryRecord[]): { status: TransactionStatus; reason?: string } {
-	if (history[0]?.status !== "Pending") throw new Error("A history starts with Pending");
-	let state: { status: TransactionStatus; reason?: string } = { status: "Pending" };
-	for (const record of history.slice(1)) {
-		if (!NEXT[state.status].includes(record.status)) throw new Error(`Illegal move ${state.status} -> ${record.status}`);
-		state = { status: record.status, ...(record.reason ? { reason: record.reason } : {}) };
-	}
-	return state;
-}
-const IDEMPOTENCY_KEY = /^[\x20-\x7e]{1,255}$/;
-const INSUFFICIENT_FUNDS = "Insufficient funds";
+const ID_PARAM = { type: "string", min: 1, max: 64 } as const;
 /** Wallet steps are idempotent by transaction id, so a timed-out call may be retried. */
-const WALLET_CALL = { retries: 3 };
+const WALLET_CALL: CallingOptions = { retries: 3 };
 
-/** The same user and Idempotency-Key always name the same transaction: the insert itself dedupes. */
-export const transactionIdFor = (userId: string, idempotencyKey: string): string => eventIdFor("transaction", userId, idempotencyKey);
-
-const requestHashOf = (request: object) => crypto.createHash("sha256").update(JSON.stringify(request)).digest("hex");
-
-const sleep = (ms: number) => new Promise<void>(resolve => setTimeout(resolve, ms).unref());
-
-export default function createTransactionsService(config: Config): ServiceSchema {
+export default function createTransactionsService(config: Config) {
 	const limits = config.transactions;
 
-	/** The amount from the wire, as minor units, or a 400 naming the field. */
-	function amountMinorOf(value: unknown, maxMinor: number): number {
-		const parsed = parseMajorAmount(value, maxMinor);
-		if (!parsed.ok) throw validationError([{ path: "amount", message: `The amount ${parsed.reason}` }]);
-		return parsed.minor;
-	}
-
-	return {
+	return defineService<TransactionsVars>()({
 		name: "transactions",
+		// Mixins start last to first and stop first to last: the jobs stop (and finish their runs) before the store closes.
 		mixins: [
+			PeriodicJobs<TransactionsThis>([
+				{
+					name: "sweep",
+					intervalMs: limits.sweepIntervalMs,
+					run() {
+						return this.processor.sweepStuck();
+					},
+				},
+			]),
+			OutboxRelay<TransactionsThis, TransactionEntity>({
+				intervalMs: limits.sweepIntervalMs,
+				quietMs: limits.sweepIntervalMs,
+				pending(quietBefore) {
+					return this.outbox.pending(quietBefore);
+				},
+				relay(tx) {
+					return this.outbox.relay(tx);
+				},
+			}),
+			HealthMixin("transactions"),
 			DbMixin(config, "transactions", {
 				name: "transactions",
 				indexes: [{ fields: { userId: 1 } }, { fields: { fromUserId: 1 } }, { fields: { toUserId: 1 } }, { fields: { status: 1 } }],
 			}),
 		],
 
+		methods: {
+			/** The sweeper, now: claims and re-drives what is stuck. Safe beside the periodic run and other nodes (one claim per lease wins). */
+			sweepStuck(): Promise<{ redriven: string[] }> {
+				return this.processor.sweepStuck();
+			},
+
+			/** A transfer's request-time checks, made on the caller's context (its request id and trace). */
+			transferChecks(ctx: Context): TransferChecks {
+				return {
+					recipientExists: id => ctx.call<boolean, { id: string }>("auth.exists", { id }),
+					balanceOf: userId => ctx.call<number, { userId: string }>("wallet.balanceOf", { userId }, WALLET_CALL),
+				};
+			},
+
+			async findAny(id: string): Promise<TransactionEntity> {
+				const tx = await this.adapter.findOne({ _id: id });
+				if (!tx) throw notFound("Transaction not found");
+				return tx;
+			},
+
+			async findForParty(id: string, userId: string): Promise<TransactionEntity> {
+				const tx = await this.adapter.findOne({ _id: id });
+				if (!tx || !isParty(tx, userId)) throw notFound("Transaction not found");
+				return tx;
+			},
+		},
+
 		actions: {
 			topup: {
 				auth: "required",
 				params: { $$strict: true, amount: { type: "any" } },
-				async handler(this: any, ctx: Context<{ amount: unknown }, { user: Caller; idempotencyKey?: string }>): Promise<SubmitResult> {
-					const amountMinor = amountMinorOf(ctx.params.amount, limits.topUpMaxMinor);
-					const userId = ctx.meta.user.id;
-					return this.submit(ctx, { type: "TopUp", amountMinor, userId, requestedBy: userId });
+				handler(ctx: Context<{ amount: unknown }, SubmitMeta>): Promise<SubmitResult> {
+					const draft = topUpDraft(ctx.params.amount, ctx.meta.user.id, limits.topUpMaxMinor);
+					return this.submitter.submit(draft, ctx.meta.idempotencyKey, this.transferChecks(ctx));
 				},
 			},
 
 			transfer: {
 				auth: "required",
 				params: { $$strict: true, amount: { type: "any" }, toUserId: { type: "uuid" } },
-				async handler(this: any, ctx: Context<{ amount: unknown; toUserId: string }, { user: Caller; idempotencyKey?: string }>): Promise<SubmitResult> {
-					const amountMinor = amountMinorOf(ctx.params.amount, limits.transferMaxMinor);
-					const fromUserId = ctx.meta.user.id;
-					const { toUserId } = ctx.params;
-					if (toUserId === fromUserId) throw validationError([{ path: "toUserId", message: "You cannot send money to yourself" }]);
-					return this.submit(ctx, { type: "Transfer", amountMinor, fromUserId, toUserId, requestedBy: fromUserId });
+				handler(ctx: Context<{ amount: unknown; toUserId: string }, SubmitMeta>): Promise<SubmitResult> {
+					const draft = transferDraft(ctx.params.amount, ctx.meta.user.id, ctx.params.toUserId, limits.transferMaxMinor);
+					return this.submitter.submit(draft, ctx.meta.idempotencyKey, this.transferChecks(ctx));
 				},
 			},
 
@@ -166,59 +145,40 @@ export default function createTransactionsService(config: Config): ServiceSchema
 					$$strict: true,
 					limit: { type: "number", integer: true, min: 1, max: 100, convert: true, optional: true },
 					offset: { type: "number", integer: true, min: 0, max: 1_000_000, convert: true, optional: true },
-					type: { type: "enum", values: ["TopUp", "Transfer"], optional: true },
-					status: { type: "enum", values: ["Pending", "Processing", "Completed", "Failed"], optional: true },
+					type: { type: "enum", values: TRANSACTION_TYPES, optional: true },
+					status: { type: "enum", values: TRANSACTION_STATUSES, optional: true },
 				},
-				async handler(this: any, ctx: Context<{ limit?: number; offset?: number; type?: string; status?: string }, { user: Caller }>) {
-					const me = ctx.meta.user.id;
-					const limit = ctx.params.limit ?? 20;
-					const offset = ctx.params.offset ?? 0;
-					const query: Record<string, unknown> = { $or: [{ userId: me }, { fromUserId: me }, { toUserId: me }] };
-					if (ctx.params.type) query.type = ctx.params.type;
-					if (ctx.params.status) query.status = ctx.params.status;
-					const [rows, total] = await Promise.all([
-						this.adapter.find({ query, sort: ["-createdAt", "-_id"], limit, offset }),
-						this.adapter.count({ query }),
-					]);
+				async handler(
+					ctx: Context<{ limit?: number; offset?: number; type?: TransactionType; status?: TransactionStatus }, { user: Caller }>,
+				): Promise<{ transactions: TransactionView[]; total: number; limit: number; offset: number }> {
+					const { limit = 20, offset = 0, type, status } = ctx.params;
+					const query = partyQuery(ctx.meta.user.id, { type, status });
+					const [rows, total] = await Promise.all([this.adapter.find({ query, sort: ["-createdAt", "-_id"], limit, offset }), this.adapter.count({ query })]);
 					return { transactions: rows.map(toTransactionView), total, limit, offset };
 				},
 			},
 
 			get: {
 				auth: "required",
-				params: { $$strict: true, id: { type: "string", min: 1, max: 64 } },
-				async handler(this: any, ctx: Context<{ id: string }, { user: Caller }>) {
+				params: { $$strict: true, id: ID_PARAM },
+				async handler(ctx: Context<{ id: string }, { user: Caller }>): Promise<TransactionView> {
 					return toTransactionView(await this.findForParty(ctx.params.id, ctx.meta.user.id));
 				},
 			},
 
 			history: {
 				auth: "required",
-				params: { $$strict: true, id: { type: "string", min: 1, max: 64 } },
-				async handler(this: any, ctx: Context<{ id: string }, { user: Caller }>) {
-					const tx: TransactionEntity = await this.findForParty(ctx.params.id, ctx.meta.user.id);
-					return tx.history.map(h => ({ status: h.status, at: h.at, ...(h.reason ? { reason: h.reason } : {}) }));
+				params: { $$strict: true, id: ID_PARAM },
+				async handler(ctx: Context<{ id: string }, { user: Caller }>): Promise<HistoryView[]> {
+					return (await this.findForParty(ctx.params.id, ctx.meta.user.id)).history.map(toHistoryView);
 				},
 			},
 
 			/** For wallet.checkInvariants: every transaction's money facts, and the stuck ones. */
 			ledgerFacts: {
 				visibility: "public",
-				async handler(this: any): Promise<TransactionFacts> {
-					const rows: TransactionEntity[] = await this.adapter.find({});
-					const now = Date.now();
-					return {
-						transactions: rows.map(t => ({
-							id: t._id,
-							type: t.type,
-							status: t.status,
-							amountMinor: t.amountMinor,
-							userId: t.userId,
-							fromUserId: t.fromUserId,
-							toUserId: t.toUserId,
-						})),
-						stuck: rows.filter(t => !FINAL.includes(t.status) && t.leaseUntil < now).map(t => ({ id: t._id, status: t.status, updatedAt: t.updatedAt })),
-					};
+				async handler(): Promise<TransactionFacts> {
+					return toTransactionFacts(await this.adapter.find({}), Date.now());
 				},
 			},
 
@@ -228,13 +188,12 @@ export default function createTransactionsService(config: Config): ServiceSchema
 			 */
 			replayEvents: {
 				visibility: "public",
-				params: { id: { type: "string", min: 1, max: 64 } },
-				async handler(this: any, ctx: Context<{ id: string }>) {
-					const tx: TransactionEntity | null = await this.adapter.findOne({ _id: ctx.params.id });
-					if (!tx) throw notFound("Transaction not found");
+				params: { id: ID_PARAM },
+				async handler(ctx: Context<{ id: string }>): Promise<{ replayed: number; status: TransactionStatus }> {
+					const tx = await this.findAny(ctx.params.id);
 					const state = replayHistory(tx.history);
 					if (state.status !== tx.status) throw new Error(`History of ${tx._id} replays to ${state.status}, stored ${tx.status}`);
-					for (const record of tx.history) await this.announce(tx, record);
+					for (const record of tx.history) await this.outbox.announce(tx, record);
 					return { replayed: tx.history.length, status: state.status };
 				},
 			},
@@ -242,7 +201,7 @@ export default function createTransactionsService(config: Config): ServiceSchema
 			/** Operator action (REPL): re-drive every transaction stuck past TX_STUCK_AFTER_MS now. */
 			sweep: {
 				visibility: "public",
-				async handler(this: any) {
+				handler(): Promise<{ redriven: string[] }> {
 					return this.sweepStuck();
 				},
 			},
@@ -250,235 +209,44 @@ export default function createTransactionsService(config: Config): ServiceSchema
 			/** Operator (REPL `tx <id>`): a transaction with its recorded history, whoever the parties are. */
 			inspect: {
 				visibility: "public",
-				params: { id: { type: "string", min: 1, max: 64 } },
-				async handler(this: any, ctx: Context<{ id: string }>) {
-					const tx: TransactionEntity | null = await this.adapter.findOne({ _id: ctx.params.id });
-					if (!tx) throw notFound("Transaction not found");
-					return { ...toTransactionView(tx), history: tx.history, leaseUntil: new Date(tx.leaseUntil).toISOString(), unpublishedEvents: tx.unpublished ?? 0 };
+				params: { id: ID_PARAM },
+				async handler(ctx: Context<{ id: string }>) {
+					return toInspectView(await this.findAny(ctx.params.id));
 				},
 			},
 
 			/** Operator action (REPL): re-drive one transaction whose lease has run out. */
 			redrive: {
 				visibility: "public",
-				params: { id: { type: "string", min: 1, max: 64 } },
-				async handler(this: any, ctx: Context<{ id: string }>) {
-					const claimed = await this.claim(ctx.params.id);
-					if (claimed) await this.drive(ctx.params.id);
-					const tx: TransactionEntity | null = await this.adapter.findOne({ _id: ctx.params.id });
-					if (!tx) throw notFound("Transaction not found");
-					return { redriven: claimed, transaction: toTransactionView(tx) };
-				},
-			},
-
-			health: {
-				async handler(this: any) {
-					await this.adapter.count({ query: { _id: "health-check" } });
-					return { status: "ok", service: "transactions" };
+				params: { id: ID_PARAM },
+				async handler(ctx: Context<{ id: string }>): Promise<{ redriven: boolean; transaction: TransactionView }> {
+					const claimed = await this.processor.claim(ctx.params.id);
+					if (claimed) await this.processor.drive(ctx.params.id);
+					return { redriven: claimed, transaction: toTransactionView(await this.findAny(ctx.params.id)) };
 				},
 			},
 		},
 
-		methods: {
-			async submit(
-				this: any,
-				ctx: Context<unknown, { idempotencyKey?: string }>,
-				draft: Pick<TransactionEntity, "type" | "amountMinor" | "userId" | "fromUserId" | "toUserId" | "requestedBy">,
-			): Promise<SubmitResult> {
-				const idempotencyKey = ctx.meta.idempotencyKey;
-				if (idempotencyKey !== undefined && !IDEMPOTENCY_KEY.test(idempotencyKey)) {
-					throw validationError([{ path: "Idempotency-Key", message: "The Idempotency-Key header must be 1-255 printable characters" }]);
-				}
-				const requestHash = requestHashOf({ type: draft.type, amountMinor: draft.amountMinor, toUserId: draft.toUserId ?? null });
-				const id = idempotencyKey === undefined ? crypto.randomUUID() : transactionIdFor(draft.requestedBy, idempotencyKey);
-
-				// A key seen before answers with its transaction, before any request-time check.
-				const seen: TransactionEntity | null = idempotencyKey === undefined ? null : await this.adapter.findOne({ _id: id });
-				if (seen) return this.replay(seen, requestHash);
-
-				if (draft.type === "Transfer") {
-					if (!(await ctx.call<boolean, object>("auth.exists", { id: draft.toUserId }))) throw notFound("Recipient not found");
-					const balance = await ctx.call<number, object>("wallet.balanceOf", { userId: draft.fromUserId }, WALLET_CALL);
-					if (balance < draft.amountMinor) throw businessRule(INSUFFICIENT_FUNDS);
-				}
-
-				const now = new Date().toISOString();
-				const tx: TransactionEntity = {
-					_id: id,
-					...draft,
-					status: "Pending",
-					currency: config.currency,
-					...(idempotencyKey !== undefined ? { idempotencyKey } : {}),
-					requestHash,
-					leaseUntil: Date.now() + limits.stuckAfterMs,
-					unpublished: 1,
-					history: [{ status: "Pending", at: now }],
-					createdAt: now,
-					updatedAt: now,
-				};
-				for (const key of Object.keys(tx) as (keyof TransactionEntity)[]) if (tx[key] === undefined) delete tx[key];
-				try {
-					await this.adapter.insert(tx);
-				} catch (err) {
-					if (!isDuplicateKeyError(err)) throw err;
-					return this.replay(await this.adapter.findOne({ _id: id }), requestHash);
-				}
-				await this.announceRecorded(tx, tx.history[0]);
-
-				// The creator holds the lease: drive it now, answer with the final state if it ends in time.
-				const driving = this.drive(id).catch((err: unknown) => this.logger.error({ err, transactionId: id }, "transaction processing failed; the sweeper will re-drive it"));
-				await Promise.race([driving, sleep(limits.syncWaitMs)]);
-				const current: TransactionEntity = await this.adapter.findOne({ _id: id });
-				return { transaction: toTransactionView(current), replayed: false, final: FINAL.includes(current.status) };
-			},
-
-			replay(this: any, tx: TransactionEntity, requestHash: string): SubmitResult {
-				if (tx.requestHash !== requestHash) throw businessRule("This Idempotency-Key was already used with a different request");
-				return { transaction: toTransactionView(tx), replayed: true, final: FINAL.includes(tx.status) };
-			},
-
-			/** Runs a transaction forward from wherever it is. Every step is safe to repeat. */
-			async drive(this: any, id: string): Promise<void> {
-				let tx: TransactionEntity | null = await this.adapter.findOne({ _id: id });
-				if (!tx || FINAL.includes(tx.status)) return;
-				if (tx.status === "Pending") {
-					await this.transition(tx, "Pending", "Processing");
-					tx = (await this.adapter.findOne({ _id: id })) as TransactionEntity;
-					if (tx.status !== "Processing") return;
-				}
-				if (tx.type === "TopUp") {
-					await this.walletStep("wallet.credit", { userId: tx.userId, txId: tx._id, amountMinor: tx.amountMinor });
-					await this.transition(tx, "Processing", "Completed");
-					return;
-				}
-				const debit: MovementResult = await this.walletStep("wallet.debit", { userId: tx.fromUserId, txId: tx._id, amountMinor: tx.amountMinor });
-				if (debit.outcome === "insufficient-funds") {
-					await this.transition(tx, "Processing", "Failed", INSUFFICIENT_FUNDS);
-					return;
-				}
-				await this.walletStep("wallet.credit", { userId: tx.toUserId, txId: tx._id, amountMinor: tx.amountMinor });
-				await this.transition(tx, "Processing", "Completed");
-			},
-
-			walletStep(this: any, action: string, params: object): Promise<MovementResult> {
-				return this.broker.call(action, params, WALLET_CALL);
-			},
-
-			/** Compare-and-set on the status, recording the move in the same update. */
-			async transition(this: any, tx: TransactionEntity, from: TransactionStatus, to: TransactionStatus, reason?: string): Promise<boolean> {
-				const at = new Date().toISOString();
-				const record: HistoryRecord = { status: to, at, ...(reason ? { reason } : {}) };
-				const changed = await this.adapter.updateMany(
-					{ _id: tx._id, status: from },
-					{ $set: { status: to, updatedAt: at, ...(reason ? { reason } : {}) }, $push: { history: record }, $inc: { unpublished: 1 } },
-				);
-				if (changed !== 1) return false;
-				await this.announceRecorded(tx, record);
-				return true;
-			},
-
-			/**
-			 * The state change and its event are written together (the history
-			 * record and `unpublished` in one update): once the event is out, the
-			 * outbox count goes down. If publishing fails, or the node dies first,
-			 * the relay (relayUnpublished) publishes the history again later.
-			 */
-			async announceRecorded(this: any, tx: TransactionEntity, record: HistoryRecord) {
-				try {
-					await this.announce(tx, record);
-				} catch (err) {
-					// The state change stands; the relay publishes its event later.
-					this.logger.warn({ err, transactionId: tx._id, status: record.status }, "event not published yet; the outbox relay will retry");
-					return;
-				}
-				await this.adapter.updateMany({ _id: tx._id, unpublished: { $gt: 0 } }, { $inc: { unpublished: -1 } });
-			},
-
-			/** The outbox relay: re-publishes whole histories (stable event ids, so consumers dedupe) until confirmed. */
-			async relayUnpublished(this: any): Promise<string[]> {
-				const quietSince = new Date(Date.now() - limits.sweepIntervalMs).toISOString();
-				const waiting: TransactionEntity[] = await this.adapter.find({ query: { unpublished: { $gt: 0 }, updatedAt: { $lt: quietSince } }, limit: 500 });
-				const relayed: string[] = [];
-				for (const tx of waiting) {
-					try {
-						for (const record of tx.history) await this.announce(tx, record);
-					} catch (err) {
-						this.logger.warn({ err, transactionId: tx._id }, "outbox relay could not publish; will try again");
-						continue;
-					}
-					await this.adapter.updateMany({ _id: tx._id, unpublished: tx.unpublished }, { $set: { unpublished: 0 } });
-					relayed.push(tx._id);
-				}
-				if (relayed.length) this.logger.warn({ count: relayed.length }, "outbox relay published pending transaction events");
-				return relayed;
-			},
-
-			/** Emits a state change; its eventId is stable per (transaction, status), so replays dedupe. */
-			async announce(this: any, tx: TransactionEntity, record: HistoryRecord) {
-				await publish(
-					this.broker,
-					`transaction.${EVENT_BY_STATUS[record.status]}` as EventName,
-					{
-						transactionId: tx._id,
-						type: tx.type,
-						status: record.status,
-						amountMinor: tx.amountMinor,
-						currency: tx.currency,
-						...(tx.userId ? { userId: tx.userId } : {}),
-						...(tx.fromUserId ? { fromUserId: tx.fromUserId, toUserId: tx.toUserId } : {}),
-						...(record.reason ? { reason: record.reason } : {}),
-					},
-					{ eventId: eventIdFor("transaction-event", tx._id, record.status), occurredAt: record.at },
-				);
-			},
-
-			async findForParty(this: any, id: string, userId: string): Promise<TransactionEntity> {
-				const tx: TransactionEntity | null = await this.adapter.findOne({ _id: id });
-				if (!tx || ![tx.userId, tx.fromUserId, tx.toUserId].includes(userId)) throw notFound("Transaction not found");
-				return tx;
-			},
-
-			/** Takes over a transaction whose lease has run out (its driver died or stalled). */
-			async claim(this: any, id: string): Promise<boolean> {
-				const now = Date.now();
-				const changed = await this.adapter.updateMany(
-					{ _id: id, status: { $in: ["Pending", "Processing"] }, leaseUntil: { $lt: now } },
-					{ $set: { leaseUntil: now + limits.stuckAfterMs } },
-				);
-				return changed === 1;
-			},
-
-			/** The sweeper: safe on several nodes at once, since only one claim per lease succeeds. */
-			async sweepStuck(this: any): Promise<{ redriven: string[] }> {
-				const stuck: TransactionEntity[] = await this.adapter.find({
-					query: { status: { $in: ["Pending", "Processing"] }, leaseUntil: { $lt: Date.now() } },
-					limit: 500,
-				});
-				const redriven: string[] = [];
-				for (const tx of stuck) {
-					if (!(await this.claim(tx._id))) continue;
-					try {
-						await this.drive(tx._id);
-						redriven.push(tx._id);
-					} catch (err) {
-						this.logger.error({ err, transactionId: tx._id }, "re-drive failed; will try again");
-					}
-				}
-				if (redriven.length) this.logger.warn({ count: redriven.length }, "sweeper re-drove stuck transactions");
-				return { redriven };
-			},
+		created() {
+			this.outbox = new TransactionOutbox(this.adapter, this.broker, this.logger);
+			this.processor = new TransactionProcessor({
+				store: this.adapter,
+				outbox: this.outbox,
+				wallet: {
+					credit: movement => this.broker.call<MovementResult, MovementRequest>("wallet.credit", movement, WALLET_CALL),
+					debit: movement => this.broker.call<MovementResult, MovementRequest>("wallet.debit", movement, WALLET_CALL),
+				},
+				logger: this.logger,
+				stuckAfterMs: limits.stuckAfterMs,
+			});
+			this.submitter = new TransactionSubmitter({
+				store: this.adapter,
+				outbox: this.outbox,
+				processor: this.processor,
+				logger: this.logger,
+				currency: config.currency,
+				syncWaitMs: limits.syncWaitMs,
+			});
 		},
-
-		started(this: any) {
-			this.sweepTimer = setInterval(async () => {
-				await this.sweepStuck().catch((err: unknown) => this.logger.error({ err }, "sweep failed"));
-				await this.relayUnpublished().catch((err: unknown) => this.logger.error({ err }, "outbox relay failed"));
-			}, limits.sweepIntervalMs);
-			this.sweepTimer.unref();
-		},
-
-		stopped(this: any) {
-			clearInterval(this.sweepTimer);
-		},
-	} as ServiceSchema;
+	});
 }

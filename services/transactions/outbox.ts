@@ -1,0 +1,91 @@
+/**
+ * The transactions' outbox. A state change and its event are written
+ * together: the history record and the `unpublished` count in one update
+ * (state-machine.ts). The event then goes out at once and the count goes
+ * down; if publishing fails, or the node dies first, the relay (OutboxRelay,
+ * driven by the service) publishes the whole history again later, under the
+ * same event ids, and sets the count to 0 by compare-and-set.
+ */
+import type { Logger } from "moleculer";
+import type { EventEnvelope, EventPayload } from "../../contracts/events";
+import { publish } from "../../lib/events";
+import type { Store } from "../../mixins/db.mixin";
+import { transactionEventId, transactionEventName } from "./state-machine";
+import type { HistoryRecord, TransactionEntity } from "./views";
+
+/** What publishes events: the broker. */
+export interface EventEmitter {
+	emit(name: string, payload: unknown): unknown;
+}
+
+/** A transaction event's payload without its envelope. */
+export type TransactionEventBody = Omit<EventPayload<"transaction.created">, keyof EventEnvelope>;
+
+/** The event announcing one recorded state change: its payload, and its stable id and time. */
+export function transactionEvent(tx: TransactionEntity, record: HistoryRecord) {
+	const body: TransactionEventBody = {
+		transactionId: tx._id,
+		type: tx.type,
+		status: record.status,
+		amountMinor: tx.amountMinor,
+		currency: tx.currency,
+		...(tx.userId ? { userId: tx.userId } : {}),
+		...(tx.fromUserId ? { fromUserId: tx.fromUserId, toUserId: tx.toUserId } : {}),
+		...(record.reason ? { reason: record.reason } : {}),
+	};
+	return {
+		name: transactionEventName(record.status),
+		body,
+		envelope: { eventId: transactionEventId(tx._id, record.status), occurredAt: record.at },
+	};
+}
+
+/** At most this many transactions per relay run. */
+const RELAY_BATCH = 500;
+
+export class TransactionOutbox {
+	constructor(
+		private readonly store: Store<TransactionEntity>,
+		private readonly emitter: EventEmitter,
+		private readonly logger: Pick<Logger, "warn">,
+	) {}
+
+	/** Publishes one recorded state change (again, for a replay: consumers dedupe on its stable id). */
+	async announce(tx: TransactionEntity, record: HistoryRecord): Promise<void> {
+		const event = transactionEvent(tx, record);
+		await publish(this.emitter, event.name, event.body, event.envelope);
+	}
+
+	/** Publishes a state change just recorded and, once it is out, takes it off the outbox count. */
+	async announceRecorded(tx: TransactionEntity, record: HistoryRecord): Promise<void> {
+		try {
+			await this.announce(tx, record);
+		} catch (err) {
+			// The state change stands; the relay publishes its event later.
+			this.logger.warn({ err, transactionId: tx._id, status: record.status }, "event not published yet; the outbox relay will retry");
+			return;
+		}
+		await this.store.updateMany({ _id: tx._id, unpublished: { $gt: 0 } }, { $inc: { unpublished: -1 } });
+	}
+
+	/** Transactions with events not confirmed published, unchanged since before `quietBefore`. */
+	pending(quietBefore: Date): Promise<TransactionEntity[]> {
+		return this.store.find({ query: { unpublished: { $gt: 0 }, updatedAt: { $lt: quietBefore.toISOString() } }, limit: RELAY_BATCH });
+	}
+
+	/**
+	 * Publishes a transaction's whole history again, oldest first, then clears
+	 * its outbox count if nothing was recorded meanwhile: how many events went
+	 * out, 0 when it must wait for the next run.
+	 */
+	async relay(tx: TransactionEntity): Promise<number> {
+		try {
+			for (const record of tx.history) await this.announce(tx, record);
+		} catch (err) {
+			this.logger.warn({ err, transactionId: tx._id }, "outbox relay could not publish; will try again");
+			return 0;
+		}
+		await this.store.updateMany({ _id: tx._id, unpublished: tx.unpublished }, { $set: { unpublished: 0 } });
+		return tx.history.length;
+	}
+}

@@ -1,0 +1,123 @@
+/**
+ * Driving a transaction through the wallet steps, and the lease that says
+ * who may. The process holding a transaction's lease (its creator, or the
+ * sweeper once the lease has run out) drives it; every wallet step is
+ * idempotent by transaction id, so a re-drive after a crash or a retried
+ * call moves nothing twice.
+ *
+ *   top-up:   Pending -> Processing, credit the user, -> Completed
+ *   transfer: Pending -> Processing, debit the sender (no money: -> Failed),
+ *             credit the recipient, -> Completed
+ */
+import type { Logger } from "moleculer";
+import { TRANSACTION_STATUSES, type MovementResult, type TransactionStatus } from "../../contracts/money";
+import type { Store } from "../../mixins/db.mixin";
+import type { TransactionOutbox } from "./outbox";
+import { isFinal, transition } from "./state-machine";
+import type { TransactionEntity } from "./views";
+
+export const INSUFFICIENT_FUNDS = "Insufficient funds";
+
+/** CONTRACT: what wallet.credit and wallet.debit take (the wallet applies it once per transaction id). */
+export interface MovementRequest {
+	userId: string;
+	txId: string;
+	amountMinor: number;
+}
+
+/** The wallet steps, as the service calls them. */
+export interface WalletSteps {
+	credit(movement: MovementRequest): Promise<MovementResult>;
+	debit(movement: MovementRequest): Promise<MovementResult>;
+}
+
+export interface ProcessingDeps {
+	store: Store<TransactionEntity>;
+	outbox: TransactionOutbox;
+	wallet: WalletSteps;
+	logger: Pick<Logger, "warn" | "error">;
+	/** How long a lease lasts: a transaction unfinished this long after its last claim is re-driven. */
+	stuckAfterMs: number;
+}
+
+/** At most this many stuck transactions per sweep. */
+const SWEEP_BATCH = 500;
+const UNFINISHED: TransactionStatus[] = TRANSACTION_STATUSES.filter(status => !isFinal(status));
+
+/** A party a transaction of its type must have (a stored document without one is corrupt). */
+function party(tx: TransactionEntity, field: "userId" | "fromUserId" | "toUserId"): string {
+	const userId = tx[field];
+	if (!userId) throw new Error(`Transaction ${tx._id} has no ${field}`);
+	return userId;
+}
+
+export class TransactionProcessor {
+	constructor(private readonly deps: ProcessingDeps) {}
+
+	/** A new transaction's lease: until when its creator drives it. */
+	leaseFromNow(now: number = Date.now()): number {
+		return now + this.deps.stuckAfterMs;
+	}
+
+	/** Runs a transaction forward from wherever it is. Every step is safe to repeat. */
+	async drive(id: string): Promise<void> {
+		const { store, wallet } = this.deps;
+		let tx = await store.findOne({ _id: id });
+		if (!tx || isFinal(tx.status)) return;
+		if (tx.status === "Pending") {
+			await this.move(tx, "Pending", "Processing");
+			tx = await store.findOne({ _id: id });
+			if (!tx || tx.status !== "Processing") return;
+		}
+		const { amountMinor } = tx;
+		const movement = (userId: string): MovementRequest => ({ userId, txId: id, amountMinor });
+		if (tx.type === "TopUp") {
+			await wallet.credit(movement(party(tx, "userId")));
+			await this.move(tx, "Processing", "Completed");
+			return;
+		}
+		const debit = await wallet.debit(movement(party(tx, "fromUserId")));
+		if (debit.outcome === "insufficient-funds") {
+			await this.move(tx, "Processing", "Failed", INSUFFICIENT_FUNDS);
+			return;
+		}
+		await wallet.credit(movement(party(tx, "toUserId")));
+		await this.move(tx, "Processing", "Completed");
+	}
+
+	/** Takes over a transaction whose lease has run out (its driver died or stalled): only one claim per lease succeeds. */
+	async claim(id: string): Promise<boolean> {
+		const now = Date.now();
+		const changed = await this.deps.store.updateMany(
+			{ _id: id, status: { $in: UNFINISHED }, leaseUntil: { $lt: now } },
+			{ $set: { leaseUntil: this.leaseFromNow(now) } },
+		);
+		return changed === 1;
+	}
+
+	/** The sweeper: claims and re-drives every transaction whose lease has run out. Safe on several nodes at once. */
+	async sweepStuck(): Promise<{ redriven: string[] }> {
+		const { store, logger } = this.deps;
+		const stuck = await store.find({ query: { status: { $in: UNFINISHED }, leaseUntil: { $lt: Date.now() } }, limit: SWEEP_BATCH });
+		const redriven: string[] = [];
+		for (const tx of stuck) {
+			if (!(await this.claim(tx._id))) continue;
+			try {
+				await this.drive(tx._id);
+				redriven.push(tx._id);
+			} catch (err) {
+				logger.error({ err, transactionId: tx._id }, "re-drive failed; will try again");
+			}
+		}
+		if (redriven.length) logger.warn({ count: redriven.length }, "sweeper re-drove stuck transactions");
+		return { redriven };
+	}
+
+	/** One move of the state machine, announced once recorded; false when another writer moved it first. */
+	private async move(tx: TransactionEntity, from: TransactionStatus, to: TransactionStatus, reason?: string): Promise<boolean> {
+		const record = await transition(this.deps.store, tx._id, from, to, reason);
+		if (!record) return false;
+		await this.deps.outbox.announceRecorded(tx, record);
+		return true;
+	}
+}

@@ -1,0 +1,86 @@
+/**
+ * How a transaction is stored, and how it is shown: to its parties (the
+ * wire, amounts in major units), to the ledger's invariant check and to
+ * operators. The wire shapes are contracts (contracts/money.ts).
+ */
+import type { HistoryView, TransactionFacts, TransactionStatus, TransactionType, TransactionView } from "../../contracts/money";
+import { toMajor } from "../../lib/money";
+import { isFinal } from "./state-machine";
+
+/** One recorded state change, stored in the transaction's `history` in this shape. */
+export type HistoryRecord = HistoryView;
+
+export interface TransactionEntity {
+	_id: string;
+	type: TransactionType;
+	status: TransactionStatus;
+	amountMinor: number;
+	currency: string;
+	userId?: string; // top-up
+	fromUserId?: string; // transfer
+	toUserId?: string; // transfer
+	/** Who asked for it: the top-up's user or the transfer's sender. */
+	requestedBy: string;
+	reason?: string;
+	idempotencyKey?: string;
+	requestHash: string;
+	/** Until when the process that holds the transaction drives it; then the sweeper may. */
+	leaseUntil: number;
+	/** The outbox: state changes recorded in `history` whose events are not yet confirmed published. */
+	unpublished: number;
+	history: HistoryRecord[];
+	createdAt: string;
+	updatedAt: string;
+}
+
+/** What a request asks for, before it becomes a transaction. */
+export type TransactionDraft = Pick<TransactionEntity, "type" | "amountMinor" | "userId" | "fromUserId" | "toUserId" | "requestedBy">;
+
+export const toTransactionView = (tx: TransactionEntity): TransactionView => ({
+	id: tx._id,
+	type: tx.type,
+	status: tx.status,
+	amount: toMajor(tx.amountMinor),
+	currency: tx.currency,
+	...(tx.userId ? { userId: tx.userId } : {}),
+	...(tx.fromUserId ? { fromUserId: tx.fromUserId } : {}),
+	...(tx.toUserId ? { toUserId: tx.toUserId } : {}),
+	...(tx.reason ? { reason: tx.reason } : {}),
+	createdAt: tx.createdAt,
+	updatedAt: tx.updatedAt,
+});
+
+export const toHistoryView = (record: HistoryRecord): HistoryView => ({ status: record.status, at: record.at, ...(record.reason ? { reason: record.reason } : {}) });
+
+/** The operator's view (REPL `tx <id>`): the wire view plus the recorded history, the lease and the outbox count. */
+export const toInspectView = (tx: TransactionEntity) => ({
+	...toTransactionView(tx),
+	history: tx.history,
+	leaseUntil: new Date(tx.leaseUntil).toISOString(),
+	unpublishedEvents: tx.unpublished ?? 0,
+});
+
+/** Every transaction's money facts, and the unfinished ones whose lease has run out (`now`, epoch ms). */
+export const toTransactionFacts = (rows: TransactionEntity[], now: number): TransactionFacts => ({
+	transactions: rows.map(t => ({
+		id: t._id,
+		type: t.type,
+		status: t.status,
+		amountMinor: t.amountMinor,
+		userId: t.userId,
+		fromUserId: t.fromUserId,
+		toUserId: t.toUserId,
+	})),
+	stuck: rows.filter(t => !isFinal(t.status) && t.leaseUntil < now).map(t => ({ id: t._id, status: t.status, updatedAt: t.updatedAt })),
+});
+
+/** A party of a transaction: its top-up user, its sender or its recipient. */
+export const isParty = (tx: TransactionEntity, userId: string): boolean => [tx.userId, tx.fromUserId, tx.toUserId].includes(userId);
+
+/** The store query for a user's transactions (GET /transactions), optionally of one type and status. */
+export function partyQuery(userId: string, filter: { type?: TransactionType; status?: TransactionStatus } = {}): Record<string, unknown> {
+	const query: Record<string, unknown> = { $or: [{ userId }, { fromUserId: userId }, { toUserId: userId }] };
+	if (filter.type) query.type = filter.type;
+	if (filter.status) query.status = filter.status;
+	return query;
+}
