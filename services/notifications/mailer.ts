@@ -80,7 +80,8 @@ export interface MailTransport {
 export function createMailTransport(config: Config): MailTransport {
 	const from = config.mail.from;
 	if (config.mail.smtpUrl) {
-		const transporter = nodemailer.createTransport(config.mail.smtpUrl, { connectionTimeout: 10_000, greetingTimeout: 10_000, socketTimeout: 20_000 } as any);
+		// The timeouts are connection options: beside the URL (the second argument would be message defaults).
+		const transporter = nodemailer.createTransport({ url: config.mail.smtpUrl, connectionTimeout: 10_000, greetingTimeout: 10_000, socketTimeout: 20_000 });
 		return {
 			async send(mail) {
 				const info = await transporter.sendMail({ from, ...mail });
@@ -96,15 +97,10 @@ export function createMailTransport(config: Config): MailTransport {
 			const info = await transporter.sendMail({ from, ...mail });
 			fs.mkdirSync(dir, { recursive: true });
 			const file = path.join(dir, `${new Date().toISOString().replace(/[:.]/g, "-")}-${crypto.randomBytes(4).toString("hex")}.eml`);
+			// With `buffer: true` the message is a Buffer; nodemailer types it as Buffer or stream.
 			fs.writeFileSync(file, info.message as unknown as Buffer);
 			return { messageId: info.messageId, file };
 		},
 		close: () => transporter.close(),
 	};
-}
-
-/** Exponential backoff with jitter: base * 2^(attempt-1), times 0.5-1.5, never above the cap. */
-export function retryDelayMs(attempt: number, baseMs: number, maxMs: number, random = Math.random): number {
-	const exponential = baseMs * 2 ** Math.min(40, Math.max(0, attempt - 1));
-	return Math.round(Math.min(maxMs, exponential * (0.5 + random())));
 }

@@ -66,7 +66,7 @@ describe("publish", () => {
 
 describe("durable subscriptions", () => {
 	it("the notifications service handles exactly the events its durable queue is bound to", () => {
-		// Embedded (no transporter), the service binds its handlers as Moleculer events: their keys are what it handles.
+		// The service declares its handlers as Moleculer events (in the cluster its durable queue feeds the same handlers): their keys are what it handles.
 		const schema = createNotificationsService(testConfig({ DATA_DIR: os.tmpdir() }));
 		expect(Object.keys(schema.events ?? {}).sort()).toEqual([...DURABLE_SUBSCRIPTIONS.notifications].sort());
 	});

@@ -1,0 +1,261 @@
+/**
+ * The delivery records, and sending them.
+ *
+ * Every email is a delivery record first (its id derived from event id +
+ * template + recipient, so a duplicated event sends nothing twice), then
+ * sent by a worker that retries failures with exponential backoff and
+ * jitter up to `maxAttempts`, then leaves the record as a dead letter an
+ * operator can list and replay.
+ *
+ * A record never holds a one-time token in clear: the variables that carry
+ * one (the code and the link) are sealed with AUTH_SECRET, the email is
+ * rendered when it is sent, and the sealed part is dropped once it is.
+ *
+ * A plain module: the store, the templates, the transport and the secrets
+ * are handed in, so it runs without a broker.
+ */
+import crypto from "node:crypto";
+import type { Contact } from "../../contracts/users";
+import { seal, unseal } from "../../lib/sealing";
+import type { NodeSecrets } from "../../lib/secrets";
+import { isDuplicateKeyError, type Store } from "../../mixins/db.mixin";
+import type { MailTemplates, MailTransport, RenderedMail, TemplateName } from "./mailer";
+
+export type DeliveryStatus = "pending" | "sent" | "failed-retrying" | "dead";
+
+export interface DeliveryEntity {
+	_id: string;
+	eventId: string;
+	template: TemplateName;
+	to: string;
+	userId: string;
+	/** As an operator sees it: a secret variable shows as "[sealed]". */
+	subject: string;
+	/** The template variables that are no secret. Absent only in records written before rendering moved to send time. */
+	vars?: Record<string, string>;
+	/** The secret ones (a one-time token and the link carrying it), sealed ("mail-vars"); dropped once the email is sent. */
+	sealedVars?: string;
+	/** The rendered email, in records written before rendering moved to send time only. */
+	html?: string;
+	text?: string;
+	status: DeliveryStatus;
+	attempts: number;
+	nextAttemptAt: number;
+	leaseUntil: number;
+	lastError?: string;
+	messageId?: string;
+	createdAt: string;
+	updatedAt: string;
+	sentAt?: string;
+}
+
+/** A record as the operator actions show it: never its variables. */
+export interface DeliveryView {
+	id: string;
+	template: TemplateName;
+	to: string;
+	userId: string;
+	subject: string;
+	status: DeliveryStatus;
+	attempts: number;
+	lastError?: string;
+	createdAt: string;
+	updatedAt: string;
+	sentAt?: string;
+}
+
+/** How one attempt ended, as the mint.emails.total metric counts it. */
+export type SendResult = "sent" | "failed" | "dead";
+
+export interface RetryPolicy {
+	maxAttempts: number;
+	retryBaseMs: number;
+	retryMaxMs: number;
+}
+
+interface DeliveryLogger {
+	info(fields: object, msg: string): void;
+	warn(fields: object, msg: string): void;
+}
+
+export interface DeliveriesDeps {
+	store: Store<DeliveryEntity>;
+	templates: MailTemplates;
+	transport: MailTransport;
+	secrets: NodeSecrets;
+	retry: RetryPolicy;
+	logger: DeliveryLogger;
+	/** Counts one attempt's outcome. */
+	count(template: TemplateName, result: SendResult): void;
+}
+
+const SENDING_LEASE_MS = 60_000;
+const BATCH = 50;
+/** What a secret variable renders as wherever the record keeps a rendering. */
+const SEALED = "[sealed]";
+const OPERATOR_LIST_LIMIT = 200;
+
+export const deliveryIdFor = (eventId: string, template: string, to: string) =>
+	crypto.createHash("sha256").update(`${eventId}\n${template}\n${to.toLowerCase()}`).digest("hex");
+
+export const deliveryView = (d: DeliveryEntity): DeliveryView => ({
+	id: d._id,
+	template: d.template,
+	to: d.to,
+	userId: d.userId,
+	subject: d.subject,
+	status: d.status,
+	attempts: d.attempts,
+	lastError: d.lastError,
+	createdAt: d.createdAt,
+	updatedAt: d.updatedAt,
+	sentAt: d.sentAt,
+});
+
+/** Exponential backoff with jitter: base * 2^(attempt-1), times 0.5-1.5, never above the cap. */
+export function retryDelayMs(attempt: number, baseMs: number, maxMs: number, random = Math.random): number {
+	const exponential = baseMs * 2 ** Math.min(40, Math.max(0, attempt - 1));
+	return Math.round(Math.min(maxMs, exponential * (0.5 + random())));
+}
+
+/** What a failed send is recorded as: the SMTP code (or the socket error's) and the message, cut short. */
+function sendError(err: unknown): string {
+	const e = err as { responseCode?: number; code?: string; message?: string };
+	return `${e.responseCode ?? e.code ?? "error"}: ${String(e.message ?? err).slice(0, 300)}`;
+}
+
+export class Deliveries {
+	constructor(private readonly deps: DeliveriesDeps) {}
+
+	/**
+	 * The delivery record; a second record for the same (event, template, recipient) is refused.
+	 * secretVars (one-time tokens and the links that carry them) are stored sealed only.
+	 * True when the record is new (there is something to send), false when this event already produced this email.
+	 */
+	async enqueue(
+		eventId: string,
+		template: TemplateName,
+		contact: Pick<Contact, "id" | "email" | "firstName">,
+		vars: Record<string, string>,
+		secretVars: Record<string, string> = {},
+	): Promise<boolean> {
+		const now = new Date().toISOString();
+		const publicVars = { firstName: contact.firstName, ...vars };
+		// Rendered now as well, with the secrets masked: a template that cannot render fails the event, not the send.
+		const masked = Object.fromEntries(Object.keys(secretVars).map(name => [name, SEALED]));
+		const { subject } = this.deps.templates.render(template, { ...publicVars, ...masked });
+		const delivery: DeliveryEntity = {
+			_id: deliveryIdFor(eventId, template, contact.email),
+			eventId,
+			template,
+			to: contact.email.toLowerCase(),
+			userId: contact.id,
+			subject,
+			vars: publicVars,
+			...(Object.keys(secretVars).length > 0 ? { sealedVars: seal(JSON.stringify(secretVars), this.deps.secrets.current, "mail-vars") } : {}),
+			status: "pending",
+			attempts: 0,
+			nextAttemptAt: Date.now(),
+			leaseUntil: 0,
+			createdAt: now,
+			updatedAt: now,
+		};
+		try {
+			await this.deps.store.insert(delivery);
+			return true;
+		} catch (err) {
+			if (isDuplicateKeyError(err)) return false;
+			throw err;
+		}
+	}
+
+	/** One pass of the worker: claims and sends the records that are due, until `stopping()` says otherwise. */
+	async deliverDue(stopping: () => boolean): Promise<void> {
+		if (stopping()) return;
+		const now = Date.now();
+		const due = await this.deps.store.find({
+			query: { status: { $in: ["pending", "failed-retrying"] }, nextAttemptAt: { $lte: now }, leaseUntil: { $lt: now } },
+			sort: ["nextAttemptAt"],
+			limit: BATCH,
+		});
+		for (const delivery of due) {
+			if (stopping()) return;
+			// Claim it: several notifications nodes may run this loop at once.
+			const claimed = await this.deps.store.updateMany(
+				{ _id: delivery._id, status: delivery.status, leaseUntil: delivery.leaseUntil },
+				{ $set: { leaseUntil: Date.now() + SENDING_LEASE_MS } },
+			);
+			if (claimed === 1) await this.attempt(delivery);
+		}
+	}
+
+	/** The email as it goes out: rendered from the record's variables, its secret ones unsealed just for this. */
+	mailOf(delivery: DeliveryEntity): RenderedMail {
+		if (!delivery.vars) return { subject: delivery.subject, html: delivery.html ?? "", text: delivery.text ?? "" };
+		const secretVars: Record<string, string> = delivery.sealedVars ? JSON.parse(unseal(delivery.sealedVars, this.deps.secrets.unsealWith, "mail-vars")) : {};
+		return this.deps.templates.render(delivery.template, { ...delivery.vars, ...secretVars });
+	}
+
+	/** Sends a claimed record once: sent, or failed and due again after a backoff, or dead after the last attempt. */
+	async attempt(delivery: DeliveryEntity): Promise<void> {
+		const { store, logger, retry } = this.deps;
+		const attempts = delivery.attempts + 1;
+		const at = new Date().toISOString();
+		try {
+			const sent = await this.deps.transport.send({ to: delivery.to, ...this.mailOf(delivery) });
+			// A sent email's secrets (and an older record's rendering) are of no more use here.
+			await store.updateMany(
+				{ _id: delivery._id },
+				{
+					$set: { status: "sent", attempts, messageId: sent.messageId, sentAt: at, updatedAt: at, leaseUntil: 0 },
+					$unset: { lastError: true, sealedVars: true, html: true, text: true },
+				},
+			);
+			this.deps.count(delivery.template, "sent");
+			if (sent.file) logger.info({ file: sent.file, subject: delivery.subject, to: delivery.to }, "email written");
+			else logger.info({ deliveryId: delivery._id, template: delivery.template, messageId: sent.messageId }, "email sent");
+		} catch (err) {
+			const lastError = sendError(err);
+			const dead = attempts >= retry.maxAttempts;
+			await store.updateMany(
+				{ _id: delivery._id },
+				{
+					$set: {
+						status: dead ? "dead" : "failed-retrying",
+						attempts,
+						lastError,
+						updatedAt: at,
+						leaseUntil: 0,
+						nextAttemptAt: Date.now() + retryDelayMs(attempts, retry.retryBaseMs, retry.retryMaxMs),
+					},
+				},
+			);
+			this.deps.count(delivery.template, dead ? "dead" : "failed");
+			logger.warn({ deliveryId: delivery._id, template: delivery.template, attempts, lastError, dead }, dead ? "email dead-lettered" : "email failed; will retry");
+		}
+	}
+
+	/** Dead letters (all of them, or the one with this id) become pending again, with a fresh retry budget; how many did. */
+	async revive(id?: string): Promise<number> {
+		const now = new Date().toISOString();
+		const query = id === undefined ? { status: "dead" } : { _id: id, status: "dead" };
+		return this.deps.store.updateMany(query, { $set: { status: "pending", attempts: 0, nextAttemptAt: Date.now(), leaseUntil: 0, updatedAt: now } });
+	}
+
+	async exists(id: string): Promise<boolean> {
+		return Boolean(await this.deps.store.findOne({ _id: id }));
+	}
+
+	/** Emails that could not be delivered after every retry, oldest first. */
+	async deadLetters(limit: number): Promise<DeliveryView[]> {
+		const rows = await this.deps.store.find({ query: { status: "dead" }, sort: ["updatedAt"], limit });
+		return rows.map(deliveryView);
+	}
+
+	/** A user's emails, newest first, by user id (or else by address). */
+	async of(recipient: { userId?: string; email?: string }): Promise<DeliveryView[]> {
+		const query = recipient.userId ? { userId: recipient.userId } : { to: String(recipient.email ?? "").toLowerCase() };
+		const rows = await this.deps.store.find({ query, sort: ["-createdAt"], limit: OPERATOR_LIST_LIMIT });
+		return rows.map(deliveryView);
+	}
+}

@@ -1,0 +1,123 @@
+/** The delivery records and their sending, without a broker: on a real NeDB store, with a transport that fails on demand. */
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { createAdapter } from "../../mixins/db.mixin";
+import { Deliveries, deliveryIdFor, retryDelayMs, type DeliveryEntity, type SendResult } from "../../services/notifications/deliveries";
+import { MailTemplates, type MailTransport, type OutgoingMail } from "../../services/notifications/mailer";
+import { testConfig } from "../helpers/mint";
+
+const SECRETS = { current: "a-test-secret-of-enough-length-for-hkdf", unsealWith: ["a-test-secret-of-enough-length-for-hkdf"] };
+const RETRY = { maxAttempts: 3, retryBaseMs: 1, retryMaxMs: 1 };
+const EVENT_ID = "6f1c2b7e-1d3a-4c5b-9e8f-0a1b2c3d4e5f";
+const GRACE = { id: "u-grace", email: "Grace@Example.com", firstName: "Grace" };
+const TOKEN = "t0k3n-".repeat(8);
+
+let dir: string;
+let store: ReturnType<typeof createAdapter<DeliveryEntity>>;
+let sent: OutgoingMail[];
+let refuse: number | undefined;
+let counted: [string, SendResult][];
+let deliveries: Deliveries;
+
+const transport: MailTransport = {
+	async send(mail) {
+		if (refuse) throw Object.assign(new Error(`refused with ${refuse}`), { responseCode: refuse });
+		sent.push(mail);
+		return { messageId: `<${sent.length}@test>` };
+	},
+	close() {},
+};
+
+const welcome = () =>
+	deliveries.enqueue(EVENT_ID, "welcome", GRACE, { expiresAt: "tomorrow" }, { token: TOKEN, verifyUrl: `https://mint.example.com/verify-email?token=${TOKEN}` });
+const sendDue = () => deliveries.deliverDue(() => false);
+const record = async () => (await store.findOne({ _id: deliveryIdFor(EVENT_ID, "welcome", GRACE.email) }))!;
+
+beforeEach(async () => {
+	dir = fs.mkdtempSync(path.join(os.tmpdir(), "mint-deliveries-"));
+	store = createAdapter<DeliveryEntity>(testConfig({ DATA_DIR: dir }), "notifications", { name: "deliveries" });
+	store.init({}, { logger: console });
+	await store.connect();
+	sent = [];
+	refuse = undefined;
+	counted = [];
+	deliveries = new Deliveries({
+		store,
+		templates: new MailTemplates(),
+		transport,
+		secrets: SECRETS,
+		retry: RETRY,
+		logger: { info() {}, warn() {} },
+		count: (template, result) => void counted.push([template, result]),
+	});
+});
+afterEach(async () => {
+	// Disconnecting stops NeDB's autocompaction timer, which would keep Jest alive.
+	await store.disconnect();
+	fs.rmSync(dir, { recursive: true, force: true });
+});
+
+describe("Deliveries", () => {
+	it("keeps one record for an event delivered twice, and sends it once", async () => {
+		expect(await welcome()).toBe(true);
+		expect(await welcome()).toBe(false);
+		await sendDue();
+		await sendDue();
+		expect(sent.map(m => [m.to, m.subject])).toEqual([["grace@example.com", "Welcome to Mint, Grace: please verify your email"]]);
+		expect(await store.count({})).toBe(1);
+	});
+
+	it("keeps the one-time token sealed until the send, and drops it once sent", async () => {
+		await welcome();
+		const pending = await record();
+		expect(JSON.stringify(pending)).not.toContain(TOKEN);
+		expect(pending.sealedVars).toEqual(expect.any(String));
+		await sendDue();
+		expect(sent[0].text).toContain(`https://mint.example.com/verify-email?token=${TOKEN}`);
+		const done = await record();
+		expect(done).toMatchObject({ status: "sent", attempts: 1, messageId: "<1@test>" });
+		expect(done.sealedVars).toBeUndefined();
+		expect(counted).toEqual([["welcome", "sent"]]);
+	});
+
+	it("retries a refused email, dead-letters it after the last attempt, and a revival sends it once", async () => {
+		await welcome();
+		refuse = 451;
+		for (let attempt = 1; attempt <= RETRY.maxAttempts; attempt++) {
+			await new Promise(r => setTimeout(r, 5)); // past the backoff
+			await sendDue();
+		}
+		expect(await record()).toMatchObject({ status: "dead", attempts: 3, lastError: "451: refused with 451" });
+		expect(counted).toEqual([
+			["welcome", "failed"],
+			["welcome", "failed"],
+			["welcome", "dead"],
+		]);
+		expect((await deliveries.deadLetters(10)).map(d => [d.template, d.status])).toEqual([["welcome", "dead"]]);
+
+		refuse = undefined;
+		expect(await deliveries.revive("no-such-id")).toBe(0);
+		expect(await deliveries.revive()).toBe(1);
+		await sendDue();
+		expect(await deliveries.revive()).toBe(0);
+		expect(sent).toHaveLength(1);
+		expect((await deliveries.of({ email: GRACE.email })).map(d => [d.status, d.attempts])).toEqual([["sent", 1]]);
+	});
+
+	it("sends nothing once stopping", async () => {
+		await welcome();
+		await deliveries.deliverDue(() => true);
+		expect(sent).toEqual([]);
+		expect((await record()).status).toBe("pending");
+	});
+});
+
+describe("retryDelayMs", () => {
+	it("doubles from the base with 0.5-1.5 jitter, never above the cap", () => {
+		expect([1, 2, 3].map(attempt => retryDelayMs(attempt, 100, 10_000, () => 0.5))).toEqual([100, 200, 400]);
+		expect(retryDelayMs(1, 100, 10_000, () => 0)).toBe(50);
+		expect(retryDelayMs(1, 100, 10_000, () => 0.999)).toBe(150);
+		expect(retryDelayMs(50, 100, 10_000, () => 0.5)).toBe(10_000);
+	});
+});
