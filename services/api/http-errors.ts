@@ -49,12 +49,30 @@ interface AnyError {
 	type?: unknown;
 	name?: string;
 	message?: string;
-	data?: any;
+	data?: unknown;
 }
+
+/** What Mint, Moleculer and moleculer-web put in an error's `data`, as far as this mapping reads it. */
+interface ErrorData {
+	retryAfter?: unknown;
+	details?: unknown;
+}
+
+/** One fastest-validator problem, as Moleculer's ValidationError carries it. */
+interface ValidatorProblem {
+	type?: unknown;
+	field?: unknown;
+	path?: unknown;
+	actual?: unknown;
+	message?: unknown;
+}
+
+const dataOf = (e: AnyError): ErrorData => (typeof e.data === "object" && e.data !== null ? e.data : {});
 
 export function toHttpError(err: unknown): HttpError {
 	const e = (err ?? {}) as AnyError;
 	const type = typeof e.type === "string" ? e.type : "";
+	const data = dataOf(e);
 	const make = (status: number, message = GENERIC[status] ?? GENERIC[500], details?: FieldProblem[], headers: Record<string, string> = {}): HttpError => ({
 		status,
 		body: { error: { message, status, ...(details ? { details } : {}) } },
@@ -65,14 +83,14 @@ export function toHttpError(err: unknown): HttpError {
 	if (UNAVAILABLE_TYPES.has(type) || status === 503) {
 		// Mint's own (e.g. "Mint is starting") say why and when to retry; Moleculer's stay generic.
 		const ours = e.name === "MintError";
-		const retryAfter = ours ? Number(e.data?.retryAfter ?? RETRY_AFTER_UNAVAILABLE_SEC) : RETRY_AFTER_UNAVAILABLE_SEC;
+		const retryAfter = ours ? Number(data.retryAfter ?? RETRY_AFTER_UNAVAILABLE_SEC) : RETRY_AFTER_UNAVAILABLE_SEC;
 		return make(503, ours ? String(e.message) : GENERIC[503], undefined, { "Retry-After": String(retryAfter) });
 	}
 
 	// fastest-validator through Moleculer: ValidationError, code 422, data = [{ field, message }].
 	if (type === "VALIDATION_ERROR") {
-		const raw = Array.isArray(e.data) ? e.data : Array.isArray(e.data?.details) ? e.data.details : [];
-		const details: FieldProblem[] = raw.flatMap((d: any): FieldProblem[] =>
+		const raw = (Array.isArray(e.data) ? e.data : Array.isArray(data.details) ? data.details : []) as ValidatorProblem[];
+		const details: FieldProblem[] = raw.flatMap((d): FieldProblem[] =>
 			// $$strict: one problem per unknown field, named.
 			d.type === "objectStrict"
 				? String(d.actual ?? "")
@@ -85,7 +103,7 @@ export function toHttpError(err: unknown): HttpError {
 
 	if ((MINT_ERROR_TYPES as readonly string[]).includes(type) && status >= 400 && status < 500) {
 		const headers: Record<string, string> = {};
-		if (status === 429) headers["Retry-After"] = String(e.data?.retryAfter ?? 60);
+		if (status === 429) headers["Retry-After"] = String(data.retryAfter ?? 60);
 		return make(status, String(e.message), undefined, headers);
 	}
 

@@ -16,7 +16,26 @@ export const ACCESS_COOKIE = "access.token";
 export const REFRESH_COOKIE = "refresh.token";
 const REFRESH_COOKIE_PATH = "/api/v1";
 
-export type Req = IncomingMessage & { body?: unknown; $params?: Record<string, unknown>; [key: string]: any };
+/** An incoming request as the gateway sees it: what moleculer-web and our own hooks put on it. */
+export type Req = IncomingMessage & {
+	/** moleculer-web: the path without the query string. */
+	parsedUrl?: string;
+	/** moleculer-web: the request's params (body, query, path), replaced by actionParams() before the call. */
+	$params?: Record<string, unknown>;
+	/** moleculer-web: the matched action's schema. */
+	$action?: { name: string; auth?: "required" };
+	/** jsonBody(): the parsed JSON body. */
+	body?: unknown;
+	/** rootCallOptions: the request id and the client IP. */
+	$requestId?: string;
+	$clientIp?: string;
+	/** onBeforeCall: the parsed Cookie header. */
+	$cookies?: Record<string, string | undefined>;
+};
+
+/** A request that moleculer-web has routed to an alias: its params are set before any route hook runs. */
+export type RoutedReq = Req & { $params: Record<string, unknown> };
+
 export type Res = ServerResponse;
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;

@@ -1,0 +1,54 @@
+/**
+ * Where moleculer-web's loose types meet ours: the meta the gateway puts on
+ * every call, what the moleculer-web mixin adds to the service, and the one
+ * call into moleculer-web's own method that its typings cannot express.
+ */
+import type { Server } from "node:http";
+import type { Context } from "moleculer";
+import ApiGateway, { type ContextResponseMeta } from "moleculer-web";
+import type { Caller } from "../../contracts/users";
+import type { Req, Res } from "./http";
+
+/**
+ * CONTRACT: what the gateway puts in ctx.meta for the services it calls
+ * (clientIp, idempotencyKey, user), and the moleculer-web response fields
+ * ($statusCode, $location, $responseHeaders, $responseType) that actions and
+ * the gateway set for the answer. Not in contracts/ yet.
+ */
+export interface GatewayMeta extends ContextResponseMeta {
+	/** The client's IP, behind trusted proxies (rate limits per IP). */
+	clientIp?: string;
+	/** The Idempotency-Key header of a money submission. */
+	idempotencyKey?: string;
+	/** The authenticated caller, or null for an anonymous request. */
+	user?: Caller | null;
+}
+
+export type GatewayContext<TParams = unknown> = Context<TParams, GatewayMeta>;
+
+/** What the moleculer-web mixin adds to the api service (its typings declare none of it). */
+export interface GatewayVars {
+	/** The HTTP server, created in the mixin's created() and listening from its started(). */
+	server: Server;
+	/** moleculer-web's error answer: it hands the error to settings.onError. */
+	sendError(req: Req, res: Res, err: unknown): void;
+}
+
+/** moleculer-web's route, as far as its writeCorsHeaders reads it. */
+export interface CorsRoute {
+	cors?: unknown;
+}
+
+type WriteCorsHeaders = (this: unknown, route: CorsRoute, req: Req, res: Res, isPreFlight: boolean) => void;
+
+/**
+ * moleculer-web's own writeCorsHeaders, which Mint's override calls for the
+ * allowed origins. The one cast: the mixin's schema types its methods as
+ * optional and untyped (`ServiceMethods`), while this method exists and has
+ * exactly this signature in moleculer-web 0.11.
+ */
+const moleculerWebWriteCorsHeaders = (ApiGateway.methods as { writeCorsHeaders: WriteCorsHeaders }).writeCorsHeaders;
+
+export function writeMoleculerWebCorsHeaders(service: unknown, route: CorsRoute, req: Req, res: Res, isPreFlight: boolean): void {
+	moleculerWebWriteCorsHeaders.call(service, route, req, res, isPreFlight);
+}
