@@ -4,5 +4,6 @@
  * another service's files.
  */
 export * from "./events";
+export * from "./gateway";
 export * from "./money";
 export * from "./users";

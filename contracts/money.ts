@@ -50,6 +50,13 @@ export interface WalletView {
 	updatedAt: string;
 }
 
+/** What wallet.credit / wallet.debit take: applied once per (transaction id, direction). */
+export interface MovementRequest {
+	userId: string;
+	txId: string;
+	amountMinor: number;
+}
+
 /** What wallet.credit / wallet.debit answer: a result, never an exception, for a business outcome. */
 export interface MovementResult {
 	outcome: "applied" | "already-applied" | "insufficient-funds";

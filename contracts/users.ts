@@ -60,6 +60,12 @@ export interface IssuedSession {
 	refreshExpiresAt: number;
 }
 
+/** One revoked session, as auth.revocations lists them for gateways (refused until `expiresAt`, epoch ms). */
+export interface RevokedSession {
+	sid: string;
+	expiresAt: number;
+}
+
 /** What auth.signup, auth.login and auth.refresh answer. */
 export interface SessionResult {
 	user: PublicUser;

@@ -16,7 +16,7 @@ import type { JSONWebKeySet } from "jose";
 import type { Context, Service } from "moleculer";
 import ApiGateway from "moleculer-web";
 import type { EventPayload } from "../contracts/events";
-import type { Caller, SessionResult } from "../contracts/users";
+import type { Caller, RevokedSession, SessionResult } from "../contracts/users";
 import type { Config } from "../lib/config";
 import { defineService } from "../lib/define-service";
 import { unauthorized } from "../lib/errors";
@@ -29,7 +29,7 @@ import { jsonBody } from "./api/json-body";
 import { beginRequest, prepareCall, whileStarting } from "./api/requests";
 import { UNEXPECTED_ERRORS_METRIC, answerError, shapeResponse } from "./api/responses";
 import { ROOT_ALIASES, V1_ALIASES, corsOptions } from "./api/routes";
-import { SessionAuth, type RevocationRow } from "./api/session-auth";
+import { SessionAuth } from "./api/session-auth";
 import { AccessTokenVerifier } from "./api/token-verifier";
 
 /** Services whose health the readiness check asks for, when this node's SERVICES route to them. */
@@ -181,7 +181,7 @@ export default function createApiService(config: Config) {
 			});
 			this.sessions = new SessionAuth({
 				verifier: this.verifier,
-				loadRevocations: () => this.broker.call<RevocationRow[], object>("auth.revocations", {}, { timeout: 5000 }),
+				loadRevocations: () => this.broker.call<RevokedSession[], object>("auth.revocations", {}, { timeout: 5000 }),
 				logger: this.logger,
 				config,
 				trustProxy,

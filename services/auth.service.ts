@@ -14,6 +14,7 @@
  * verified caller as ctx.meta.user = { id, sid }.
  */
 import type { Context } from "moleculer";
+import type { CallMeta, SignedInMeta } from "../contracts/gateway";
 import type { Caller, Contact, DirectoryEntry, IssuedSession, PublicProfile, PublicUser, SessionResult } from "../contracts/users";
 import type { Config } from "../lib/config";
 import { defineService, type ServiceThis } from "../lib/define-service";
@@ -41,9 +42,7 @@ const HOURLY_MS = 3_600_000;
 type AuthVars = AuthDbVars & PeriodicVars & OutboxVars & AuthParts & { readonly signingKey: SigningKey };
 type AuthThis = ServiceThis<AuthVars, Record<never, never>>;
 
-type Meta = { clientIp?: string; user?: Caller };
-type SignedIn = { user: Caller };
-const clientIp = (ctx: Context<unknown, Meta>) => ctx.meta.clientIp ?? "unknown";
+const clientIp = (ctx: Context<unknown, CallMeta>) => ctx.meta.clientIp ?? "unknown";
 
 export default function createAuthService(config: Config) {
 	const auth = config.auth;
@@ -75,7 +74,7 @@ export default function createAuthService(config: Config) {
 			/** 409 if the email exists; logs the user in; emits user.signedUp. */
 			signup: {
 				params: { $$strict: true, firstName: NAME, middleName: MIDDLE_NAME, lastName: NAME, email: EMAIL, password: PASSWORD, passwordConfirm: PASSWORD_CONFIRM },
-				async handler(ctx: Context<{ firstName: string; middleName?: string; lastName: string; email: string; password: string }, Meta>): Promise<SessionResult> {
+				async handler(ctx: Context<{ firstName: string; middleName?: string; lastName: string; email: string; password: string }, CallMeta>): Promise<SessionResult> {
 					const user = await this.accounts.signUp(ctx, ctx.params, clientIp(ctx));
 					return { user: toPublicUser(user), session: await this.sessions.start(user) };
 				},
@@ -84,7 +83,7 @@ export default function createAuthService(config: Config) {
 			/** 401 "Invalid email or password" for a wrong password and an unknown email alike; 429 past the login guard. */
 			login: {
 				params: { $$strict: true, email: { type: "string", trim: true, lowercase: true, min: 1, max: 254 }, password: { type: "string", min: 1, max: 128 } },
-				async handler(ctx: Context<{ email: string; password: string }, Meta>): Promise<SessionResult> {
+				async handler(ctx: Context<{ email: string; password: string }, CallMeta>): Promise<SessionResult> {
 					const user = await this.accounts.logIn(ctx.params.email, ctx.params.password, clientIp(ctx));
 					return { user: toPublicUser(user), session: await this.sessions.start(user) };
 				},
@@ -101,7 +100,7 @@ export default function createAuthService(config: Config) {
 			/** Revokes the caller's session and the refresh token's family, whatever refresh races it. */
 			logout: {
 				params: { $$strict: true, refreshToken: { type: "string", max: 200, optional: true } },
-				async handler(ctx: Context<{ refreshToken?: string }, Meta>): Promise<null> {
+				async handler(ctx: Context<{ refreshToken?: string }, CallMeta>): Promise<null> {
 					await this.sessions.logOut(ctx.meta.user?.sid, ctx.params.refreshToken, ctx);
 					return null;
 				},
@@ -111,7 +110,7 @@ export default function createAuthService(config: Config) {
 			logoutAll: {
 				auth: "required",
 				params: { $$strict: true },
-				async handler(ctx: Context<unknown, SignedIn>): Promise<null> {
+				async handler(ctx: Context<unknown, SignedInMeta>): Promise<null> {
 					await this.sessions.revokeAllOf(ctx.meta.user.id, ctx);
 					return null;
 				},
@@ -128,7 +127,7 @@ export default function createAuthService(config: Config) {
 
 			/** The caller, or null without a valid session (the v1 client shows its login page on that). */
 			me: {
-				async handler(ctx: Context<unknown, Meta>): Promise<PublicUser | null> {
+				async handler(ctx: Context<unknown, CallMeta>): Promise<PublicUser | null> {
 					const user = ctx.meta.user ? await this.users.byId(ctx.meta.user.id) : null;
 					return user ? toPublicUser(user) : null;
 				},
@@ -145,7 +144,7 @@ export default function createAuthService(config: Config) {
 			/** The same answer whether or not the account exists; the reset (user.passwordResetRequested) is issued after it. */
 			forgotPassword: {
 				params: { $$strict: true, email: EMAIL },
-				async handler(ctx: Context<{ email: string }, Meta>): Promise<{ message: string }> {
+				async handler(ctx: Context<{ email: string }, CallMeta>): Promise<{ message: string }> {
 					await this.accounts.forgotPassword(ctx.params.email, clientIp(ctx));
 					return { message: "If an account exists for this email, a reset link has been sent" };
 				},
@@ -167,7 +166,7 @@ export default function createAuthService(config: Config) {
 					limit: { type: "number", integer: true, min: 1, max: 100, convert: true, optional: true },
 					offset: { type: "number", integer: true, min: 0, max: 1_000_000, convert: true, optional: true },
 				},
-				async handler(ctx: Context<{ limit?: number; offset?: number }, SignedIn>): Promise<PublicUser[]> {
+				async handler(ctx: Context<{ limit?: number; offset?: number }, SignedInMeta>): Promise<PublicUser[]> {
 					const caller = await this.users.byId(ctx.meta.user.id);
 					if (caller?.role !== "admin") throw forbidden("Only admins can list users");
 					return (await this.users.list(ctx.params.limit ?? 20, ctx.params.offset ?? 0)).map(toPublicUser);
@@ -178,7 +177,7 @@ export default function createAuthService(config: Config) {
 			searchUsers: {
 				auth: "required",
 				params: { $$strict: true, email: { type: "string", trim: true, min: 3, max: 254 } },
-				async handler(ctx: Context<{ email: string }, SignedIn>): Promise<DirectoryEntry[]> {
+				async handler(ctx: Context<{ email: string }, SignedInMeta>): Promise<DirectoryEntry[]> {
 					await this.limits.search(ctx.meta.user.id);
 					return (await this.users.searchByEmailPrefix(ctx.params.email, ctx.meta.user.id)).map(toDirectoryEntry);
 				},
@@ -223,7 +222,7 @@ export default function createAuthService(config: Config) {
 			updateMe: {
 				auth: "required",
 				params: { $$strict: true, firstName: { ...NAME, optional: true }, middleName: MIDDLE_NAME, lastName: { ...NAME, optional: true } },
-				async handler(ctx: Context<NameChanges, SignedIn>): Promise<PublicUser> {
+				async handler(ctx: Context<NameChanges, SignedInMeta>): Promise<PublicUser> {
 					return toPublicUser(await this.users.updateNames(ctx.meta.user.id, ctx.params));
 				},
 			},

@@ -10,7 +10,7 @@
  *
  * Consumes: user.signedUp, user.passwordResetRequested, transaction.completed, transaction.failed
  *           (Moleculer events embedded; in the cluster the same handlers, fed by the
- *           durable queue: notifications/durable-consumer.ts)
+ *           durable queue: mixins/durable-consumer.mixin.ts)
  * Calls:    auth.contactOf (names and addresses for transaction receipts)
  * Serves:   deadLetters, replay, replayAll, deliveriesOf, redriveDeadEvents (operator, REPL); health
  */
@@ -28,7 +28,7 @@ import { DbMixin, type DbVars } from "../mixins/db.mixin";
 import { HealthMixin } from "../mixins/health.mixin";
 import { PeriodicJobs, type PeriodicVars } from "../mixins/periodic.mixin";
 import { Deliveries, type DeliveryEntity, type DeliveryView } from "./notifications/deliveries";
-import { DurableConsumer } from "./notifications/durable-consumer";
+import { DurableConsumer } from "../mixins/durable-consumer.mixin";
 import { MailTemplates, createMailTransport, type MailTransport } from "./notifications/mailer";
 
 interface NotificationsVars extends DbVars<DeliveryEntity>, PeriodicVars {

@@ -23,6 +23,7 @@ import {
 	TRANSACTION_STATUSES,
 	TRANSACTION_TYPES,
 	type HistoryView,
+	type MovementRequest,
 	type MovementResult,
 	type SubmitResult,
 	type TransactionFacts,
@@ -30,6 +31,7 @@ import {
 	type TransactionType,
 	type TransactionView,
 } from "../contracts/money";
+import type { SignedInMeta } from "../contracts/gateway";
 import type { Caller } from "../contracts/users";
 import type { Config } from "../lib/config";
 import { defineService } from "../lib/define-service";
@@ -39,7 +41,7 @@ import { HealthMixin } from "../mixins/health.mixin";
 import { OutboxRelay, type OutboxVars } from "../mixins/outbox.mixin";
 import { PeriodicJobs, type PeriodicVars } from "../mixins/periodic.mixin";
 import { TransactionOutbox } from "./transactions/outbox";
-import { TransactionProcessor, type MovementRequest } from "./transactions/processing";
+import { TransactionProcessor } from "./transactions/processing";
 import { replayHistory } from "./transactions/state-machine";
 import { TransactionSubmitter, topUpDraft, transferDraft, type TransferChecks } from "./transactions/submit";
 import { isParty, partyQuery, toHistoryView, toInspectView, toTransactionFacts, toTransactionView, type TransactionEntity } from "./transactions/views";
@@ -54,7 +56,6 @@ type TransactionsVars = DbVars<TransactionEntity> &
 type TransactionsThis = Service & TransactionsVars;
 
 /** What topup and transfer get from the gateway. */
-type SubmitMeta = { user: Caller; idempotencyKey?: string };
 
 const ID_PARAM = { type: "string", min: 1, max: 64 } as const;
 /** Wallet steps are idempotent by transaction id, so a timed-out call may be retried. */
@@ -124,7 +125,7 @@ export default function createTransactionsService(config: Config) {
 			topup: {
 				auth: "required",
 				params: { $$strict: true, amount: { type: "any" } },
-				handler(ctx: Context<{ amount: unknown }, SubmitMeta>): Promise<SubmitResult> {
+				handler(ctx: Context<{ amount: unknown }, SignedInMeta>): Promise<SubmitResult> {
 					const draft = topUpDraft(ctx.params.amount, ctx.meta.user.id, limits.topUpMaxMinor);
 					return this.submitter.submit(draft, ctx.meta.idempotencyKey, this.transferChecks(ctx));
 				},
@@ -133,7 +134,7 @@ export default function createTransactionsService(config: Config) {
 			transfer: {
 				auth: "required",
 				params: { $$strict: true, amount: { type: "any" }, toUserId: { type: "uuid" } },
-				handler(ctx: Context<{ amount: unknown; toUserId: string }, SubmitMeta>): Promise<SubmitResult> {
+				handler(ctx: Context<{ amount: unknown; toUserId: string }, SignedInMeta>): Promise<SubmitResult> {
 					const draft = transferDraft(ctx.params.amount, ctx.meta.user.id, ctx.params.toUserId, limits.transferMaxMinor);
 					return this.submitter.submit(draft, ctx.meta.idempotencyKey, this.transferChecks(ctx));
 				},
@@ -149,7 +150,7 @@ export default function createTransactionsService(config: Config) {
 					status: { type: "enum", values: TRANSACTION_STATUSES, optional: true },
 				},
 				async handler(
-					ctx: Context<{ limit?: number; offset?: number; type?: TransactionType; status?: TransactionStatus }, { user: Caller }>,
+					ctx: Context<{ limit?: number; offset?: number; type?: TransactionType; status?: TransactionStatus }, SignedInMeta>,
 				): Promise<{ transactions: TransactionView[]; total: number; limit: number; offset: number }> {
 					const { limit = 20, offset = 0, type, status } = ctx.params;
 					const query = partyQuery(ctx.meta.user.id, { type, status });
@@ -161,7 +162,7 @@ export default function createTransactionsService(config: Config) {
 			get: {
 				auth: "required",
 				params: { $$strict: true, id: ID_PARAM },
-				async handler(ctx: Context<{ id: string }, { user: Caller }>): Promise<TransactionView> {
+				async handler(ctx: Context<{ id: string }, SignedInMeta>): Promise<TransactionView> {
 					return toTransactionView(await this.findForParty(ctx.params.id, ctx.meta.user.id));
 				},
 			},
@@ -169,7 +170,7 @@ export default function createTransactionsService(config: Config) {
 			history: {
 				auth: "required",
 				params: { $$strict: true, id: ID_PARAM },
-				async handler(ctx: Context<{ id: string }, { user: Caller }>): Promise<HistoryView[]> {
+				async handler(ctx: Context<{ id: string }, SignedInMeta>): Promise<HistoryView[]> {
 					return (await this.findForParty(ctx.params.id, ctx.meta.user.id)).history.map(toHistoryView);
 				},
 			},

@@ -11,6 +11,7 @@
  * Events are published and checked against their contracts in lib/events.ts.
  */
 import type { Context } from "moleculer";
+import type { SignedInMeta } from "../contracts/gateway";
 import type { EventPayload } from "../contracts/events";
 import type { MovementResult, TransactionFacts, WalletView } from "../contracts/money";
 import type { Caller } from "../contracts/users";
@@ -64,7 +65,7 @@ export default function createWalletService(config: Config) {
 			/** GET /wallet/user: the caller's wallet, created now if the signup event has not arrived yet. */
 			mine: {
 				auth: "required",
-				handler(ctx: Context<unknown, { user: Caller }>): Promise<WalletView> {
+				handler(ctx: Context<unknown, SignedInMeta>): Promise<WalletView> {
 					return this.wallets.view(ctx, ctx.meta.user.id);
 				},
 			},

@@ -6,23 +6,15 @@
 import type { Server } from "node:http";
 import type { Context } from "moleculer";
 import ApiGateway, { type ContextResponseMeta } from "moleculer-web";
-import type { Caller } from "../../contracts/users";
+import type { CallMeta } from "../../contracts/gateway";
 import type { Req, Res } from "./http";
 
 /**
- * CONTRACT: what the gateway puts in ctx.meta for the services it calls
- * (clientIp, idempotencyKey, user), and the moleculer-web response fields
- * ($statusCode, $location, $responseHeaders, $responseType) that actions and
- * the gateway set for the answer. Not in contracts/ yet.
+ * The meta of a call through the gateway: what it tells the services
+ * (contracts/gateway.ts), and the moleculer-web response fields ($statusCode,
+ * $location, $responseHeaders, $responseType) actions and the gateway set.
  */
-export interface GatewayMeta extends ContextResponseMeta {
-	/** The client's IP, behind trusted proxies (rate limits per IP). */
-	clientIp?: string;
-	/** The Idempotency-Key header of a money submission. */
-	idempotencyKey?: string;
-	/** The authenticated caller, or null for an anonymous request. */
-	user?: Caller | null;
-}
+export interface GatewayMeta extends ContextResponseMeta, CallMeta {}
 
 export type GatewayContext<TParams = unknown> = Context<TParams, GatewayMeta>;
 

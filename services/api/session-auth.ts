@@ -6,7 +6,7 @@
  * cookie authenticates nothing, so its request is not Origin-checked.
  */
 import type { Logger } from "moleculer";
-import type { Caller, SessionResult } from "../../contracts/users";
+import type { Caller, RevokedSession, SessionResult } from "../../contracts/users";
 import type { Config } from "../../lib/config";
 import {
 	ACCESS_COOKIE,
@@ -25,20 +25,13 @@ import {
 import { SESSION_ISSUING, USES_REFRESH_COOKIE } from "./routes";
 import type { AccessTokenVerifier } from "./token-verifier";
 
-/** CONTRACT: one active revocation, as auth.revocations lists them (not in contracts/ yet). */
-export interface RevocationRow {
-	sid: string;
-	/** Epoch milliseconds: the revocation matters until the session's last token has expired. */
-	expiresAt: number;
-}
-
 /** How often the revocation list is reloaded from auth, whatever events arrived. */
 export const REVOCATION_RESYNC_MS = 10_000;
 
 export interface SessionAuthOptions {
 	verifier: Pick<AccessTokenVerifier, "verify" | "revokeSessions">;
 	/** The active revocations (auth.revocations). */
-	loadRevocations(): Promise<RevocationRow[]>;
+	loadRevocations(): Promise<RevokedSession[]>;
 	logger: Pick<Logger, "warn">;
 	/** For the Origin check: the allowed origins. */
 	config: Config;

@@ -10,20 +10,13 @@
  *             credit the recipient, -> Completed
  */
 import type { Logger } from "moleculer";
-import { TRANSACTION_STATUSES, type MovementResult, type TransactionStatus } from "../../contracts/money";
+import { TRANSACTION_STATUSES, type MovementRequest, type MovementResult, type TransactionStatus } from "../../contracts/money";
 import type { Store } from "../../mixins/db.mixin";
 import type { TransactionOutbox } from "./outbox";
 import { isFinal, transition } from "./state-machine";
 import type { TransactionEntity } from "./views";
 
 export const INSUFFICIENT_FUNDS = "Insufficient funds";
-
-/** CONTRACT: what wallet.credit and wallet.debit take (the wallet applies it once per transaction id). */
-export interface MovementRequest {
-	userId: string;
-	txId: string;
-	amountMinor: number;
-}
 
 /** The wallet steps, as the service calls them. */
 export interface WalletSteps {

@@ -6,7 +6,8 @@
 import type { AccessClaims } from "../../lib/access-tokens";
 import { loadConfig } from "../../lib/config";
 import { compileTrustedProxies, type Res, type RoutedReq } from "../../services/api/http";
-import { REVOCATION_RESYNC_MS, SessionAuth, type RevocationRow } from "../../services/api/session-auth";
+import type { RevokedSession } from "../../contracts/users";
+import { REVOCATION_RESYNC_MS, SessionAuth } from "../../services/api/session-auth";
 
 const VALID = "valid-token";
 const OUR_ORIGIN = "http://mint.test";
@@ -40,7 +41,7 @@ function fakeRes() {
 const SESSION = { sessionId: "sid-2", accessToken: "new-access", accessExpiresAt: 2e9, refreshToken: "new-refresh", refreshExpiresAt: 2e9 };
 const REFRESHED = { user: { id: "user-2" }, session: SESSION } as never;
 
-function harness(revocations: () => Promise<RevocationRow[]> = async () => []) {
+function harness(revocations: () => Promise<RevokedSession[]> = async () => []) {
 	let clock = 1_000_000;
 	const verifier = { verify: jest.fn(async (token: string) => (token === VALID ? claimsFor("user-1", "sid-1") : null)), revokeSessions: jest.fn() };
 	const loadRevocations = jest.fn(revocations);

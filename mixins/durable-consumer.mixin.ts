@@ -13,9 +13,9 @@
  *   mixins: [DurableConsumer("notifications", { maxAttempts, retryBaseMs }), ...]
  */
 import { Errors, type ActionSchema, type Context } from "moleculer";
-import { DURABLE_SUBSCRIPTIONS } from "../../contracts/events";
-import { defineMixin } from "../../lib/define-service";
-import { durableEventsOf } from "../../lib/durable-events";
+import { DURABLE_SUBSCRIPTIONS } from "../contracts/events";
+import { defineMixin } from "../lib/define-service";
+import { durableEventsOf } from "../lib/durable-events";
 
 export type DurableGroup = keyof typeof DURABLE_SUBSCRIPTIONS;
 
