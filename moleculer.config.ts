@@ -70,7 +70,14 @@ export function brokerOptions(config: Config): BrokerOptions {
 		// Moleculer types a command's args as string[]; moleculer-repl hands it an object (lib/repl-commands.ts).
 		replOptions: { delimiter: "mint $", customCommands: mintReplCommands() as unknown as ReplOptions["customCommands"] },
 		requestTimeout: config.requestTimeoutMs,
-		retryPolicy: { enabled: true, retries: 0, delay: 100, maxDelay: 2000, factor: 2, check: (err: Error) => (err as Error & { retryable?: boolean }).retryable === true },
+		retryPolicy: {
+			enabled: true,
+			retries: 0,
+			delay: 100,
+			maxDelay: 2000,
+			factor: 2,
+			check: (err: Error) => (err as Error & { retryable?: boolean }).retryable === true,
+		},
 		circuitBreaker: { enabled: true, threshold: 0.5, minRequestCount: 20, windowTime: 60, halfOpenTime: 10_000 },
 		bulkhead: { enabled: true, concurrency: 64, maxQueueSize: 1000 },
 		heartbeatInterval: 5,

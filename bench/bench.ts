@@ -64,7 +64,14 @@ function load(name: string, url: string, opts: Partial<autocannon.Options>): Pro
 	return new Promise((resolve, reject) => {
 		autocannon({ url, connections: CONNECTIONS, duration: SECONDS, ...opts } as autocannon.Options, (err, result) => {
 			if (err) return reject(err);
-			resolve({ name, rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, errors: result.errors + result.timeouts, non2xx: result.non2xx });
+			resolve({
+				name,
+				rps: result.requests.average,
+				p50: result.latency.p50,
+				p99: result.latency.p99,
+				errors: result.errors + result.timeouts,
+				non2xx: result.non2xx,
+			});
 		});
 	});
 }
@@ -88,7 +95,13 @@ async function seed(base: string): Promise<{ users: BenchUser[]; toppedUpMinor: 
 	const users: BenchUser[] = [];
 	for (let i = 0; i < USERS; i++) {
 		const email = `bench-${i}-${Date.now()}@example.com`;
-		const res = await call(base, "POST", "/api/v1/auth/signup", { firstName: "Bench", lastName: "User", email, password: "bench password", passwordConfirm: "bench password" });
+		const res = await call(base, "POST", "/api/v1/auth/signup", {
+			firstName: "Bench",
+			lastName: "User",
+			email,
+			password: "bench password",
+			passwordConfirm: "bench password",
+		});
 		if (res.status !== 201) throw new Error(`signup: ${res.status} ${JSON.stringify(res.body)}`);
 		const token = /access\.token=([^;]+)/.exec(res.cookie)?.[1];
 		if (!token) throw new Error("no access token cookie");
@@ -145,7 +158,11 @@ async function main() {
 	const checks: string[] = [];
 
 	// The ceiling.
-	const raw = await spawnNode(["-e", `require("http").createServer((q,s)=>s.end("hello")).listen(0,"127.0.0.1",function(){console.log("port "+this.address().port)})`], {}, /port (\d+)/);
+	const raw = await spawnNode(
+		["-e", `require("http").createServer((q,s)=>s.end("hello")).listen(0,"127.0.0.1",function(){console.log("port "+this.address().port)})`],
+		{},
+		/port (\d+)/,
+	);
 	rows.push(await load("ceiling: raw node:http hello-world", `http://127.0.0.1:${raw.match[1]}/`, {}));
 	await stop(raw.child);
 

@@ -94,7 +94,6 @@ export const DURABLE_SUBSCRIPTIONS = {
  */
 export const DURABLE_EVENTS: readonly EventName[] = [...new Set(Object.values(DURABLE_SUBSCRIPTIONS).flat())];
 
-
 /** The TypeScript type a contract describes (the fastest-validator rules Mint uses). */
 type FieldType<R> = R extends { type: "enum"; values: readonly (infer V)[] }
 	? V

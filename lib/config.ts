@@ -171,11 +171,7 @@ export function loadConfig(env: Env = process.env): Config {
 	const production = nodeEnv === "production";
 
 	const servicesRaw = list(env, "SERVICES");
-	const services = servicesRaw.includes("none")
-		? []
-		: servicesRaw.length === 0 || servicesRaw.includes("all")
-			? [...ALL_SERVICES]
-			: servicesRaw;
+	const services = servicesRaw.includes("none") ? [] : servicesRaw.length === 0 || servicesRaw.includes("all") ? [...ALL_SERVICES] : servicesRaw;
 	for (const name of services) {
 		if (!(ALL_SERVICES as readonly string[]).includes(name)) {
 			throw new ConfigError("SERVICES", `names an unknown service "${name}" (known: ${ALL_SERVICES.join(", ")})`);

@@ -9,24 +9,33 @@
  */
 import type { Context, Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
 
-type AnyMethods = Record<string, (...args: any[]) => any>;
+type AnyMethods = Record<string, (...args: never[]) => unknown>;
+type NoMethods = Record<never, never>;
 
 export type ServiceThis<TVars, TMethods> = Service<ServiceSettingSchema> & TVars & TMethods;
 
-type Handler<TThis> = (this: TThis, ctx: Context<any, any>) => unknown;
+/**
+ * Handlers are declared as methods: their parameter is checked bivariantly,
+ * so a handler may take the exact Context it is called with (its params and
+ * meta types) where the schema only knows a Context.
+ */
+interface HandlerFn<TThis> {
+	handle(this: TThis, ctx: Context<unknown, object>): unknown;
+}
+type Handler<TThis> = HandlerFn<TThis>["handle"];
 
 export interface ActionDef<TThis> {
 	auth?: "required";
 	visibility?: "published" | "public" | "protected" | "private";
 	params?: Record<string, unknown>;
 	cache?: boolean | Record<string, unknown>;
-	handler(this: TThis, ctx: Context<any, any>): unknown;
+	handler(this: TThis, ctx: Context<unknown, object>): unknown;
 }
 
 export interface EventDef<TThis> {
 	params?: Record<string, unknown>;
 	group?: string;
-	handler(this: TThis, ctx: Context<any, any>): unknown;
+	handler(this: TThis, ctx: Context<unknown, object>): unknown;
 }
 
 export interface TypedSchema<TVars, TMethods> {
@@ -42,12 +51,12 @@ export interface TypedSchema<TVars, TMethods> {
 	stopped?(this: ServiceThis<TVars, TMethods>): Promise<void> | void;
 }
 
-export function defineService<TVars = {}>() {
-	return <TMethods extends AnyMethods = {}>(schema: TypedSchema<TVars, TMethods>): ServiceSchema => schema as unknown as ServiceSchema;
+export function defineService<TVars = object>() {
+	return <TMethods extends AnyMethods = NoMethods>(schema: TypedSchema<TVars, TMethods>): ServiceSchema => schema as unknown as ServiceSchema;
 }
 
 /** The same for a mixin: a partial schema whose `this` is typed. */
-export function defineMixin<TVars = {}>() {
-	return <TMethods extends AnyMethods = {}>(schema: Partial<TypedSchema<TVars, TMethods>>): Partial<ServiceSchema> =>
+export function defineMixin<TVars = object>() {
+	return <TMethods extends AnyMethods = NoMethods>(schema: Partial<TypedSchema<TVars, TMethods>>): Partial<ServiceSchema> =>
 		schema as unknown as Partial<ServiceSchema>;
 }

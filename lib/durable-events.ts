@@ -34,7 +34,7 @@ export interface DurableSubscription {
 	events: readonly string[];
 	maxAttempts: number;
 	retryBaseMs: number;
-	handle(event: string, payload: any): Promise<void>;
+	handle(event: string, payload: unknown): Promise<void>;
 }
 
 interface Logger {
@@ -203,7 +203,11 @@ export class DurableEvents {
 			} catch (err) {
 				const parkIt = attempts >= sub.maxAttempts;
 				const target = parkIt ? `${queue}.dead` : `${queue}.retry`;
-				const headers = { ...message.properties.headers, [ATTEMPT_HEADER]: attempts, "x-mint-last-error": String((err as Error)?.message ?? err).slice(0, 300) };
+				const headers = {
+					...message.properties.headers,
+					[ATTEMPT_HEADER]: attempts,
+					"x-mint-last-error": String((err as Error)?.message ?? err).slice(0, 300),
+				};
 				channel.sendToQueue(target, message.content, {
 					persistent: true,
 					contentType: "application/json",
@@ -292,7 +296,8 @@ export function DurableEventsMiddleware(url: string): Middleware {
 		},
 		emit(next) {
 			return async (event, payload, opts) => {
-				if (DURABLE.has(event)) await bus.publish(event, payload);
+				// Durable events went through publish() (lib/events.ts), which checked their contract: they carry an eventId.
+				if (DURABLE.has(event)) await bus.publish(event, payload as { eventId: string });
 				return next(event, payload, opts);
 			};
 		},

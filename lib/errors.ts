@@ -32,8 +32,7 @@ export class MintError extends Errors.MoleculerClientError {
 	}
 }
 
-export const validationError = (details: FieldProblem[], message = "Validation failed") =>
-	new MintError(message, 400, "VALIDATION_ERROR", { details });
+export const validationError = (details: FieldProblem[], message = "Validation failed") => new MintError(message, 400, "VALIDATION_ERROR", { details });
 /** A request that cannot be read at all (malformed JSON, a body that does not decode, too deep). */
 export const badRequest = (message: string) => new MintError(message, 400, "BAD_REQUEST");
 export const unauthorized = (message = "Not authenticated") => new MintError(message, 401, "UNAUTHORIZED");

@@ -6,8 +6,8 @@
  */
 import type { Context, Middleware, ServiceBroker } from "moleculer";
 
-type Emit = (event: string, payload: any, opts?: any) => any;
-type Handler = (ctx: Context<any, any>) => any;
+type Emit = (event: string, payload: unknown, opts?: unknown) => unknown;
+type Handler = (ctx: Context) => unknown;
 
 export interface MintMiddleware {
 	name?: string;

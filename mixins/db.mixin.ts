@@ -401,7 +401,10 @@ export class MongooseAdapter<T> implements DbAdapter<T> {
 	}
 
 	async findByIds(ids: unknown[]): Promise<T[]> {
-		return this.model.find({ _id: { $in: ids } }).lean<T[]>().exec();
+		return this.model
+			.find({ _id: { $in: ids } })
+			.lean<T[]>()
+			.exec();
 	}
 
 	async count(params?: CursorParams | null): Promise<number> {

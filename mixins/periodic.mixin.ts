@@ -31,8 +31,8 @@ interface Slot {
 /** Every service's jobs, by name. */
 const registry = new WeakMap<Service, Map<string, Slot>>();
 const slotsOf = (service: Service) => {
-	let slots = registry.get(service);
-	if (!slots) registry.set(service, (slots = new Map()));
+	const slots = registry.get(service) ?? new Map<string, Slot>();
+	registry.set(service, slots);
 	return slots;
 };
 
@@ -68,14 +68,15 @@ export function PeriodicJobs<TThis extends Service>(jobs: PeriodicJob<TThis>[]) 
 		},
 		started() {
 			for (const job of active) {
-				const slot = slotsOf(this).get(job.name)!;
+				const slot = slotsOf(this).get(job.name);
+				if (!slot) continue;
 				slot.timer = setInterval(() => void runOnce(this, job.name), job.intervalMs);
 				slot.timer.unref();
 				if (job.runAtStart) void runOnce(this, job.name);
 			}
 		},
 		async stopped() {
-			const mine = active.map(job => slotsOf(this).get(job.name)!);
+			const mine = active.flatMap(job => slotsOf(this).get(job.name) ?? []);
 			for (const slot of mine) clearInterval(slot.timer);
 			await Promise.all(mine.map(slot => slot.running));
 		},

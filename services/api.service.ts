@@ -78,9 +78,7 @@ export default function createApiService(config: Config) {
 					name: "jwks-refresh",
 					intervalMs: config.auth.jwksRefreshSec * 1000,
 					run() {
-						return this.verifier
-							.refreshJwks()
-							.catch((err: unknown) => this.logger.warn({ err }, "periodic JWKS refresh failed; keeping the last key set"));
+						return this.verifier.refreshJwks().catch((err: unknown) => this.logger.warn({ err }, "periodic JWKS refresh failed; keeping the last key set"));
 					},
 				},
 			]),

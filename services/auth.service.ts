@@ -15,32 +15,21 @@
  */
 import type { Context } from "moleculer";
 import type { CallMeta, SignedInMeta } from "../contracts/gateway";
-import type { Caller, Contact, DirectoryEntry, IssuedSession, PublicProfile, PublicUser, SessionResult } from "../contracts/users";
+import type { Contact, DirectoryEntry, IssuedSession, PublicProfile, PublicUser, SessionResult } from "../contracts/users";
 import type { Config } from "../lib/config";
-import { defineService, type ServiceThis } from "../lib/define-service";
+import { defineService } from "../lib/define-service";
 import { forbidden } from "../lib/errors";
 import { consumerContract } from "../lib/events";
 import { nodeSecrets } from "../lib/secrets";
 import { DbMixin } from "../mixins/db.mixin";
 import { HealthMixin } from "../mixins/health.mixin";
-import { OutboxRelay, type OutboxVars } from "../mixins/outbox.mixin";
-import { PeriodicJobs, type PeriodicVars } from "../mixins/periodic.mixin";
 import { EMAIL, MIDDLE_NAME, NAME, PASSWORD, PASSWORD_CONFIRM, TOKEN, USER_ID } from "./auth/fields";
-import type { SigningKey } from "./auth/keys";
 import type { IssuedToken, TokenPurpose } from "./auth/one-time-tokens";
-import { authParts, type AuthParts } from "./auth/parts";
+import { authJobs, type AuthVars } from "./auth/jobs";
+import { authParts } from "./auth/parts";
 import type { RotationResult } from "./auth/signing-keys";
-import { EXTRA_COLLECTIONS, purgeExpired, USERS, type AuthDbVars } from "./auth/stores";
+import { EXTRA_COLLECTIONS, purgeExpired, USERS } from "./auth/stores";
 import { toContact, toDirectoryEntry, toPublicProfile, toPublicUser, type NameChanges, type UserEntity } from "./auth/users";
-
-/** How long an outbox event may wait before the relay sends it again (and how often the relay looks). */
-const OUTBOX_RELAY_MS = 5000;
-/** How often expired records are purged, and the rotation schedule checks the signing key's age. */
-const HOURLY_MS = 3_600_000;
-
-/** The key that signs now: a read-only view of `keys`, for tests and tools. */
-type AuthVars = AuthDbVars & PeriodicVars & OutboxVars & AuthParts & { readonly signingKey: SigningKey };
-type AuthThis = ServiceThis<AuthVars, Record<never, never>>;
 
 const clientIp = (ctx: Context<unknown, CallMeta>) => ctx.meta.clientIp ?? "unknown";
 
@@ -51,30 +40,23 @@ export default function createAuthService(config: Config) {
 	return defineService<AuthVars>()({
 		name: "auth",
 		// The DB mixin last: its started() runs first (stopped() last), so the stores are open whenever a job runs.
-		mixins: [
-			HealthMixin("auth"),
-			OutboxRelay<AuthThis, UserEntity>({
-				intervalMs: OUTBOX_RELAY_MS,
-				quietMs: OUTBOX_RELAY_MS,
-				pending(quietBefore) {
-					return this.outbox.pending(quietBefore);
-				},
-				relay(user) {
-					return this.outbox.relay(this.broker, user, new Date(Date.now() - OUTBOX_RELAY_MS));
-				},
-			}),
-			PeriodicJobs<AuthThis>([
-				{ name: "purge-expired", intervalMs: HOURLY_MS, runAtStart: true, run() { return purgeExpired(this.db); } },
-				{ name: "key-rotation", intervalMs: HOURLY_MS, enabled: auth.keyRotationDays > 0, run() { return this.keys.rotateIfDue(this.broker); } },
-			]),
-			DbMixin(config, "auth", USERS, EXTRA_COLLECTIONS),
-		],
+		mixins: [HealthMixin("auth"), ...authJobs(auth.keyRotationDays), DbMixin(config, "auth", USERS, EXTRA_COLLECTIONS)],
 
 		actions: {
 			/** 409 if the email exists; logs the user in; emits user.signedUp. */
 			signup: {
-				params: { $$strict: true, firstName: NAME, middleName: MIDDLE_NAME, lastName: NAME, email: EMAIL, password: PASSWORD, passwordConfirm: PASSWORD_CONFIRM },
-				async handler(ctx: Context<{ firstName: string; middleName?: string; lastName: string; email: string; password: string }, CallMeta>): Promise<SessionResult> {
+				params: {
+					$$strict: true,
+					firstName: NAME,
+					middleName: MIDDLE_NAME,
+					lastName: NAME,
+					email: EMAIL,
+					password: PASSWORD,
+					passwordConfirm: PASSWORD_CONFIRM,
+				},
+				async handler(
+					ctx: Context<{ firstName: string; middleName?: string; lastName: string; email: string; password: string }, CallMeta>,
+				): Promise<SessionResult> {
 					const user = await this.accounts.signUp(ctx, ctx.params, clientIp(ctx));
 					return { user: toPublicUser(user), session: await this.sessions.start(user) };
 				},
@@ -283,7 +265,10 @@ export default function createAuthService(config: Config) {
 
 		async started() {
 			if (secrets.generatedFile) {
-				this.logger.warn({ file: secrets.generatedFile }, "AUTH_SECRET is not set: using the secret generated in DATA_DIR (every node of a cluster needs the same AUTH_SECRET)");
+				this.logger.warn(
+					{ file: secrets.generatedFile },
+					"AUTH_SECRET is not set: using the secret generated in DATA_DIR (every node of a cluster needs the same AUTH_SECRET)",
+				);
 			}
 			await this.limits.start();
 			await this.keys.ensure();

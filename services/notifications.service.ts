@@ -214,7 +214,12 @@ export default function createNotificationsService(config: Config) {
 		created() {
 			this.stopping = false;
 			this.deliverAgain = false;
-			this.broker.metrics.register({ type: "counter", name: "mint.emails.total", labelNames: ["template", "result"], description: "Emails by template and result" });
+			this.broker.metrics.register({
+				type: "counter",
+				name: "mint.emails.total",
+				labelNames: ["template", "result"],
+				description: "Emails by template and result",
+			});
 			// Made here, before any mixin's started(): the worker and the durable queue may send from then on.
 			this.transport = createMailTransport(config);
 			this.deliveries = new Deliveries({

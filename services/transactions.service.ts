@@ -32,7 +32,6 @@ import {
 	type TransactionView,
 } from "../contracts/money";
 import type { SignedInMeta } from "../contracts/gateway";
-import type { Caller } from "../contracts/users";
 import type { Config } from "../lib/config";
 import { defineService } from "../lib/define-service";
 import { notFound } from "../lib/errors";

@@ -14,7 +14,6 @@ import type { Context } from "moleculer";
 import type { SignedInMeta } from "../contracts/gateway";
 import type { EventPayload } from "../contracts/events";
 import type { MovementResult, TransactionFacts, WalletView } from "../contracts/money";
-import type { Caller } from "../contracts/users";
 import type { Config } from "../lib/config";
 import { defineService } from "../lib/define-service";
 import { consumerContract } from "../lib/events";

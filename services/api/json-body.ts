@@ -70,8 +70,8 @@ const FORBIDDEN_KEYS = new Set(["__proto__", "constructor", "prototype"]);
 /** The path of the first prototype-polluting key in a parsed JSON value, if any. Iterative: no input sets the stack depth. */
 export function forbiddenKeyIn(value: unknown): string | undefined {
 	const pending: [unknown, string][] = [[value, ""]];
-	while (pending.length) {
-		const [node, path] = pending.pop()!;
+	for (let next = pending.pop(); next; next = pending.pop()) {
+		const [node, path] = next;
 		if (node === null || typeof node !== "object") continue;
 		for (const key of Object.keys(node)) {
 			const here = path ? `${path}.${key}` : key;
@@ -127,9 +127,13 @@ export function jsonBody(limitBytes: number) {
 		},
 	});
 	return function jsonBodyMiddleware(req: Req, res: Res, next: (err?: unknown) => void): void {
-		if (!hasBody(req)) return next();
+		if (!hasBody(req)) {
+			next();
+			return;
+		}
 		if (!/^application\/json\s*(;|$)/i.test(String(req.headers["content-type"] ?? ""))) {
-			return next(new MintError("Content-Type must be application/json", 415, "UNSUPPORTED_MEDIA_TYPE"));
+			next(new MintError("Content-Type must be application/json", 415, "UNSUPPORTED_MEDIA_TYPE"));
+			return;
 		}
 		parse(req, res, (err?: unknown) => {
 			if (err) return next(bodyError(err as { type?: string }, req));

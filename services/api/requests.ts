@@ -58,11 +58,16 @@ const ANSWERED_WHILE_STARTING = /^(\/api\/v1)?\/(health|ready)$/;
  * the node stops. Meanwhile requests get 503 with Retry-After.
  * moleculer-web calls route middlewares with the gateway service as `this`.
  */
-export function whileStarting(this: { broker: Pick<ServiceBroker, "started" | "stopping"> }, req: Req & { parsedUrl: string }, _res: Res, next: (err?: unknown) => void): void {
-	if (ANSWERED_WHILE_STARTING.test(req.parsedUrl)) return next();
-	if (this.broker.stopping) return next(unavailable("Mint is shutting down, try again shortly"));
-	if (!this.broker.started) return next(unavailable("Mint is starting, try again shortly", 2));
-	next();
+export function whileStarting(
+	this: { broker: Pick<ServiceBroker, "started" | "stopping"> },
+	req: Req & { parsedUrl: string },
+	_res: Res,
+	next: (err?: unknown) => void,
+): void {
+	if (ANSWERED_WHILE_STARTING.test(req.parsedUrl)) next();
+	else if (this.broker.stopping) next(unavailable("Mint is shutting down, try again shortly"));
+	else if (!this.broker.started) next(unavailable("Mint is starting, try again shortly", 2));
+	else next();
 }
 
 /**

@@ -29,11 +29,8 @@ export interface SigningKey {
 }
 
 export async function generateKey(bits: number, secret: string, now = Date.now()): Promise<StoredKey> {
-	const { publicKey, privateKey } = await new Promise<{ publicKey: crypto.KeyObject; privateKey: crypto.KeyObject }>(
-		(resolve, reject) =>
-			crypto.generateKeyPair("rsa", { modulusLength: bits }, (err, pub, priv) =>
-				err ? reject(err) : resolve({ publicKey: pub, privateKey: priv }),
-			),
+	const { publicKey, privateKey } = await new Promise<{ publicKey: crypto.KeyObject; privateKey: crypto.KeyObject }>((resolve, reject) =>
+		crypto.generateKeyPair("rsa", { modulusLength: bits }, (err, pub, priv) => (err ? reject(err) : resolve({ publicKey: pub, privateKey: priv }))),
 	);
 	const publicJwk = publicKey.export({ format: "jwk" }) as JWK;
 	const kid = await calculateJwkThumbprint(publicJwk);
@@ -60,7 +57,5 @@ export function publishedKeys(keys: StoredKey[], now = Date.now()): JWK[] {
 
 /** The signing key: the most recently activated current key (several may exist after a race between nodes). */
 export function currentKey(keys: StoredKey[]): StoredKey | undefined {
-	return keys
-		.filter(k => k.state === "current")
-		.sort((a, b) => (b.activatedAt ?? 0) - (a.activatedAt ?? 0) || a._id.localeCompare(b._id))[0];
+	return keys.filter(k => k.state === "current").sort((a, b) => (b.activatedAt ?? 0) - (a.activatedAt ?? 0) || a._id.localeCompare(b._id))[0];
 }

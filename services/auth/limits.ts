@@ -27,7 +27,10 @@ export class AuthLimits {
 
 	constructor(auth: Pick<AuthConfig, "limits" | "loginMaxFailuresPerAccount" | "loginMaxFailuresPerIp" | "loginWindowSec">, redisUrl?: string) {
 		this.redis = redisUrl ? new Redis(redisUrl, { maxRetriesPerRequest: 2, lazyConnect: true }) : undefined;
-		this.login = new LoginGuard({ maxPerPair: auth.loginMaxFailuresPerAccount, maxPerIp: auth.loginMaxFailuresPerIp, windowSec: auth.loginWindowSec }, this.redis);
+		this.login = new LoginGuard(
+			{ maxPerPair: auth.loginMaxFailuresPerAccount, maxPerIp: auth.loginMaxFailuresPerIp, windowSec: auth.loginWindowSec },
+			this.redis,
+		);
 		const hourly = (name: keyof AuthConfig["limits"]) => createLimiter({ name, points: auth.limits[name], durationSec: 3600 }, this.redis);
 		this.signupsPerIp = hourly("signupsPerIp");
 		this.signupsPerEmail = hourly("signupsPerEmail");

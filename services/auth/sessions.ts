@@ -166,7 +166,10 @@ export class Sessions {
 	async revokeAllOf(userId: string, emitter: Emitter = this.deps.emitter): Promise<number> {
 		await this.db.users.updateMany({ _id: userId }, { $inc: { sessionEpoch: 1 } });
 		const families = await this.db.families.find({ query: { userId, revokedAt: null } });
-		await this.revokeFamilies(families.map(f => f._id), emitter);
+		await this.revokeFamilies(
+			families.map(f => f._id),
+			emitter,
+		);
 		return families.length;
 	}
 

@@ -61,7 +61,10 @@ export class UserOutbox {
 			this.log.warn({ err, userId, event: record.name }, "event not published yet; the outbox relay will retry");
 			return false;
 		}
-		await this.db.users.updateMany({ _id: userId, "outbox.eventId": record.eventId }, { $pull: { outbox: { eventId: record.eventId } }, $inc: { pendingEvents: -1 } });
+		await this.db.users.updateMany(
+			{ _id: userId, "outbox.eventId": record.eventId },
+			{ $pull: { outbox: { eventId: record.eventId } }, $inc: { pendingEvents: -1 } },
+		);
 		return true;
 	}
 

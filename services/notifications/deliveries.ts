@@ -231,7 +231,10 @@ export class Deliveries {
 				},
 			);
 			this.deps.count(delivery.template, dead ? "dead" : "failed");
-			logger.warn({ deliveryId: delivery._id, template: delivery.template, attempts, lastError, dead }, dead ? "email dead-lettered" : "email failed; will retry");
+			logger.warn(
+				{ deliveryId: delivery._id, template: delivery.template, attempts, lastError, dead },
+				dead ? "email dead-lettered" : "email failed; will retry",
+			);
 		}
 	}
 

@@ -24,14 +24,17 @@ function projectRoot(): string {
 	let dir = __dirname;
 	while (!fs.existsSync(path.join(dir, "package.json"))) {
 		const parent = path.dirname(dir);
-		if (parent === dir) throw new Error("package.json not found above " + __dirname);
+		if (parent === dir) throw new Error(`package.json not found above ${__dirname}`);
 		dir = parent;
 	}
 	return dir;
 }
 
 export class MailTemplates {
-	private readonly compiled = new Map<TemplateName, { subject: HandlebarsTemplateDelegate; html: HandlebarsTemplateDelegate; text: HandlebarsTemplateDelegate }>();
+	private readonly compiled = new Map<
+		TemplateName,
+		{ subject: HandlebarsTemplateDelegate; html: HandlebarsTemplateDelegate; text: HandlebarsTemplateDelegate }
+	>();
 	private readonly layoutHtml: HandlebarsTemplateDelegate;
 	private readonly layoutText: HandlebarsTemplateDelegate;
 
@@ -52,7 +55,11 @@ export class MailTemplates {
 		const template = this.compiled.get(name);
 		if (!template) throw new Error(`No mail template ${name}`);
 		// One line, no control characters: a subject must not smuggle headers.
-		const subject = template.subject(vars).replace(/[\r\n\t\x00-\x1f\x7f]+/g, " ").trim();
+		const subject = template
+			.subject(vars)
+			// biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point
+			.replace(/[\r\n\t\x00-\x1f\x7f]+/g, " ")
+			.trim();
 		return {
 			subject,
 			html: this.layoutHtml({ subject, body: template.html(vars) }),

@@ -60,7 +60,7 @@ export class TransactionProcessor {
 		if (tx.status === "Pending") {
 			await this.move(tx, "Pending", "Processing");
 			tx = await store.findOne({ _id: id });
-			if (!tx || tx.status !== "Processing") return;
+			if (tx?.status !== "Processing") return;
 		}
 		const { amountMinor } = tx;
 		const movement = (userId: string): MovementRequest => ({ userId, txId: id, amountMinor });

@@ -122,7 +122,13 @@ export class TransactionSubmitter {
 			if (!draft.fromUserId || (await checks.balanceOf(draft.fromUserId)) < draft.amountMinor) throw businessRule(INSUFFICIENT_FUNDS);
 		}
 
-		const tx = newTransaction(id, draft, { currency: this.deps.currency, idempotencyKey, requestHash, leaseUntil: processor.leaseFromNow(), now: new Date().toISOString() });
+		const tx = newTransaction(id, draft, {
+			currency: this.deps.currency,
+			idempotencyKey,
+			requestHash,
+			leaseUntil: processor.leaseFromNow(),
+			now: new Date().toISOString(),
+		});
 		try {
 			await store.insert(tx);
 		} catch (err) {
@@ -134,7 +140,9 @@ export class TransactionSubmitter {
 		await outbox.announceRecorded(tx, tx.history[0]);
 
 		// The creator holds the lease: drive it now, answer with the final state if it ends in time.
-		const driving = processor.drive(id).catch((err: unknown) => this.deps.logger.error({ err, transactionId: id }, "transaction processing failed; the sweeper will re-drive it"));
+		const driving = processor
+			.drive(id)
+			.catch((err: unknown) => this.deps.logger.error({ err, transactionId: id }, "transaction processing failed; the sweeper will re-drive it"));
 		await Promise.race([driving, sleep(this.deps.syncWaitMs)]);
 		const current = await store.findOne({ _id: id });
 		if (!current) throw notFound("Transaction not found");

@@ -50,7 +50,11 @@ export const toTransactionView = (tx: TransactionEntity): TransactionView => ({
 	updatedAt: tx.updatedAt,
 });
 
-export const toHistoryView = (record: HistoryRecord): HistoryView => ({ status: record.status, at: record.at, ...(record.reason ? { reason: record.reason } : {}) });
+export const toHistoryView = (record: HistoryRecord): HistoryView => ({
+	status: record.status,
+	at: record.at,
+	...(record.reason ? { reason: record.reason } : {}),
+});
 
 /** The operator's view (REPL `tx <id>`): the wire view plus the recorded history, the lease and the outbox count. */
 export const toInspectView = (tx: TransactionEntity) => ({

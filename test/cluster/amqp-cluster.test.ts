@@ -1,7 +1,7 @@
 /** Three Mint nodes over the real RabbitMQ: a gateway, an auth + wallet node and a transactions node. */
 import crypto from "node:crypto";
 import type { ServiceBroker } from "moleculer";
-import request from "supertest";
+import type request from "supertest";
 import { startMint } from "../../server";
 import { browserAgent, newPerson, signupBody, sessionFrom } from "../helpers/http";
 import { RABBITMQ_URL, describeWithInfra, rabbitmqNeed, removeFromRabbitmq } from "../helpers/infra";

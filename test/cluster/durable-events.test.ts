@@ -51,7 +51,7 @@ describeWithInfra("durable events over RabbitMQ", rabbitmqNeed(), () => {
 			events: ["test.flaky"],
 			maxAttempts: 5,
 			retryBaseMs: 30,
-			async handle(_name, payload) {
+			async handle(_name, payload: any) {
 				calls.push(payload.n);
 				if (calls.filter(n => n === payload.n).length < 3) throw new Error("not yet");
 				done.push(payload.n);
@@ -72,7 +72,7 @@ describeWithInfra("durable events over RabbitMQ", rabbitmqNeed(), () => {
 			events: ["test.broken"],
 			maxAttempts: 2,
 			retryBaseMs: 20,
-			async handle(name, payload) {
+			async handle(name, payload: any) {
 				seen.push(`${name}:${payload.n}:${healthy}`);
 				if (!healthy) throw new Error("down");
 			},
@@ -113,7 +113,7 @@ describeWithInfra("durable events over RabbitMQ", rabbitmqNeed(), () => {
 		for (const n of [1, 2]) await producer.publish("test.early", event(n));
 		expect((await producer.depth("early")).queued).toBe(2);
 		const got: number[] = [];
-		await bus().subscribe({ group: "early", events: ["test.early"], maxAttempts: 3, retryBaseMs: 20, handle: async (_, p) => void got.push(p.n) });
+		await bus().subscribe({ group: "early", events: ["test.early"], maxAttempts: 3, retryBaseMs: 20, handle: async (_, p: any) => void got.push(p.n) });
 		await waitFor(() => got.length === 2 || undefined, 5000);
 		expect(got.sort()).toEqual([1, 2]);
 	});
@@ -130,9 +130,7 @@ describeWithInfra("durable events over RabbitMQ", rabbitmqNeed(), () => {
 	it("refuses only the publishes that were returned, among several awaiting confirms on one channel", async () => {
 		const producer = bus({ shared: ["test.shared"] });
 		await producer.publish("test.shared", event(0)); // connected, topology declared
-		const results = await Promise.allSettled(
-			Array.from({ length: 20 }, (_, n) => producer.publish(n % 3 === 0 ? "test.nobody" : "test.shared", event(n))),
-		);
+		const results = await Promise.allSettled(Array.from({ length: 20 }, (_, n) => producer.publish(n % 3 === 0 ? "test.nobody" : "test.shared", event(n))));
 		const refused = results.flatMap((r, n) => (r.status === "rejected" ? [n] : []));
 		expect(refused).toEqual([0, 3, 6, 9, 12, 15, 18]);
 		expect((await producer.depth("shared")).queued).toBe(1 + 13);
@@ -141,7 +139,7 @@ describeWithInfra("durable events over RabbitMQ", rabbitmqNeed(), () => {
 	it("a consumer whose queue is deleted under it declares the queue again and goes on consuming", async () => {
 		const got: number[] = [];
 		const consumer = bus();
-		await consumer.subscribe({ group: "resumed", events: ["test.resumed"], maxAttempts: 3, retryBaseMs: 20, handle: async (_, p) => void got.push(p.n) });
+		await consumer.subscribe({ group: "resumed", events: ["test.resumed"], maxAttempts: 3, retryBaseMs: 20, handle: async (_, p: any) => void got.push(p.n) });
 		await deleteQueue("resumed");
 		await waitFor(async () => ((await consumersOf("resumed").catch(() => 0)) === 1 ? true : undefined), 5000);
 		await bus({ resumed: ["test.resumed"] }).publish("test.resumed", event(5));

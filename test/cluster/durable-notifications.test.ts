@@ -11,7 +11,7 @@ import os from "node:os";
 import path from "node:path";
 import amqp from "amqplib";
 import type { ServiceBroker } from "moleculer";
-import request from "supertest";
+import type request from "supertest";
 import { durableEventsOf } from "../../lib/durable-events";
 import { startMint } from "../../server";
 import { browserAgent, newPerson, sessionFrom, signupBody } from "../helpers/http";
@@ -67,7 +67,9 @@ describeWithInfra("notifications over durable RabbitMQ queues", rabbitmqNeed(), 
 
 	beforeAll(async () => {
 		smtp = await startSmtp();
-		backend = await startMint(testConfig({ TRANSPORTER: AMQP_URL, NAMESPACE: namespace, SERVICES: "api,auth,wallet,transactions", NODE_ID: `${namespace}-backend` }));
+		backend = await startMint(
+			testConfig({ TRANSPORTER: AMQP_URL, NAMESPACE: namespace, SERVICES: "api,auth,wallet,transactions", NODE_ID: `${namespace}-backend` }),
+		);
 		notifications = await startNotifications();
 		http = browserAgent((backend.getLocalService("api") as any).server);
 	}, 30_000);

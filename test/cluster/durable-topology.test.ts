@@ -9,7 +9,7 @@ import os from "node:os";
 import path from "node:path";
 import amqp from "amqplib";
 import type { ServiceBroker } from "moleculer";
-import request from "supertest";
+import type request from "supertest";
 import { startMint } from "../../server";
 import { browserAgent, newPerson, signupBody, type Person } from "../helpers/http";
 import { RABBITMQ_URL, describeWithInfra, rabbitmqNeed, removeFromRabbitmq } from "../helpers/infra";

@@ -22,7 +22,10 @@ export function tcpReachable(host: string, port: number): boolean {
  * reason printed, or (REQUIRE_INFRA=1) a failing test naming what is missing.
  */
 export function describeWithInfra(title: string, need: { name: string; available: boolean; required?: boolean }, body: () => void): void {
-	if (need.available) return describe(title, body);
+	if (need.available) {
+		describe(title, body);
+		return;
+	}
 	const reason = `${need.name} is not available`;
 	if (process.env.REQUIRE_INFRA === "1" && need.required !== false) {
 		describe(title, () => {

@@ -8,7 +8,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import type { ServiceBroker } from "moleculer";
-import request from "supertest";
+import type request from "supertest";
 import { loadConfig, type Config } from "../../lib/config";
 import { startMint } from "../../server";
 import { browserAgent } from "./http";
@@ -39,7 +39,15 @@ const GENEROUS_LIMITS = {
 
 export function testConfig(env: Record<string, string> = {}): Config {
 	const dataDir = env.DATA_DIR ?? fs.mkdtempSync(path.join(os.tmpdir(), "mint-test-"));
-	return loadConfig({ NODE_ENV: "test", PORT: "0", JWT_KEY_BITS: "2048", LOG_LEVEL: process.env.LOG_LEVEL ?? "warn", ...GENEROUS_LIMITS, ...env, DATA_DIR: dataDir });
+	return loadConfig({
+		NODE_ENV: "test",
+		PORT: "0",
+		JWT_KEY_BITS: "2048",
+		LOG_LEVEL: process.env.LOG_LEVEL ?? "warn",
+		...GENEROUS_LIMITS,
+		...env,
+		DATA_DIR: dataDir,
+	});
 }
 
 const RECORDED = [
@@ -60,12 +68,16 @@ const RECORDED = [
 export async function startTestMint(env: Record<string, string> = {}, middlewares: any[] = []): Promise<TestMint> {
 	const config = testConfig(env);
 	const events: RecordedEvent[] = [];
-	const broker = await startMint(config, [
-		{
-			name: "test-event-recorder",
-			events: Object.fromEntries(RECORDED.map(name => [name, (ctx: any) => void events.push({ name, params: ctx.params })])),
-		},
-	], middlewares);
+	const broker = await startMint(
+		config,
+		[
+			{
+				name: "test-event-recorder",
+				events: Object.fromEntries(RECORDED.map(name => [name, (ctx: any) => void events.push({ name, params: ctx.params })])),
+			},
+		],
+		middlewares,
+	);
 	const api = broker.getLocalService("api") as any;
 	const server = api?.server;
 	return {

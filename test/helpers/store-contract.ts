@@ -157,7 +157,8 @@ export async function storeRoundTrip(open: OpenAdapter): Promise<void> {
 
 		await step("the sweeper's claim and the list query: $in with $lt, and $or", async () => {
 			await store.insert({ _id: "t2", email: "t2@example.com", status: "Processing", leaseUntil: 100, fromUserId: "a", toUserId: "b" });
-			const claim = (now: number) => store.updateMany({ _id: "t2", status: { $in: ["Pending", "Processing"] }, leaseUntil: { $lt: now } }, { $set: { leaseUntil: now + 1000 } });
+			const claim = (now: number) =>
+				store.updateMany({ _id: "t2", status: { $in: ["Pending", "Processing"] }, leaseUntil: { $lt: now } }, { $set: { leaseUntil: now + 1000 } });
 			expect(await claim(50)).toBe(0); // lease still running
 			expect(await claim(200)).toBe(1);
 			expect(await claim(300)).toBe(0); // the first claimant now holds it
@@ -171,7 +172,8 @@ export async function storeRoundTrip(open: OpenAdapter): Promise<void> {
 			for (const eventId of ["e1", "e2"]) {
 				expect(await store.updateMany({ _id: "o1" }, { $push: { outbox: { eventId, name: "x" } }, $inc: { pendingEvents: 1 } })).toBe(1);
 			}
-			const take = (eventId: string) => store.updateMany({ _id: "o1", "outbox.eventId": eventId }, { $pull: { outbox: { eventId } }, $inc: { pendingEvents: -1 } });
+			const take = (eventId: string) =>
+				store.updateMany({ _id: "o1", "outbox.eventId": eventId }, { $pull: { outbox: { eventId } }, $inc: { pendingEvents: -1 } });
 			expect(await take("e1")).toBe(1);
 			expect(await take("e1")).toBe(0);
 			expect(ids(await store.find({ query: { pendingEvents: { $gt: 0 } } }))).toEqual(["o1"]);

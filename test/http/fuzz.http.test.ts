@@ -50,7 +50,22 @@ const ROUTES: [method: "get" | "post" | "put", path: string][] = [
 	["get", "/.well-known/jwks.json"],
 ];
 
-const FIELD_NAMES = ["amount", "toUserId", "email", "password", "passwordConfirm", "firstName", "lastName", "middleName", "token", "__proto__", "constructor", "prototype", "$where", "role"];
+const FIELD_NAMES = [
+	"amount",
+	"toUserId",
+	"email",
+	"password",
+	"passwordConfirm",
+	"firstName",
+	"lastName",
+	"middleName",
+	"token",
+	"__proto__",
+	"constructor",
+	"prototype",
+	"$where",
+	"role",
+];
 
 const hostileValue = fc.oneof(
 	fc.jsonValue({ maxDepth: 6 }),
@@ -71,11 +86,24 @@ const bodyText = fc.oneof(
 	fc.constant('{"__proto__":{"isAdmin":true},"amount":1}'),
 );
 
-const contentType = fc.constantFrom("application/json", "application/json; charset=utf-8", "text/plain", "application/x-www-form-urlencoded", "", "application/json; charset=latin1");
+const contentType = fc.constantFrom(
+	"application/json",
+	"application/json; charset=utf-8",
+	"text/plain",
+	"application/x-www-form-urlencoded",
+	"",
+	"application/json; charset=latin1",
+);
 const contentEncoding = fc.constantFrom(undefined, "gzip", "deflate", "br", "identity", "compress", "gzip, gzip");
 const idText = fc.oneof(fc.uuid(), fc.string({ unit: "grapheme", minLength: 1, maxLength: 80 }), fc.constantFrom("..", "../../etc/passwd", "%00", "$gt"));
 const queryText = fc
-	.array(fc.tuple(fc.oneof(fc.constantFrom("limit", "offset", "type", "status", "email", "limit[$gt]", "__proto__[x]", "a[b][c][d][e][f][g]"), fc.string()), fc.string({ unit: "grapheme", maxLength: 40 })), { maxLength: 5 })
+	.array(
+		fc.tuple(
+			fc.oneof(fc.constantFrom("limit", "offset", "type", "status", "email", "limit[$gt]", "__proto__[x]", "a[b][c][d][e][f][g]"), fc.string()),
+			fc.string({ unit: "grapheme", maxLength: 40 }),
+		),
+		{ maxLength: 5 },
+	)
 	.map(pairs => pairs.map(([k, v]) => `${encodeURIComponent(k).replace(/%5B/g, "[").replace(/%5D/g, "]")}=${encodeURIComponent(v)}`).join("&"));
 
 const request = fc.record({

@@ -1,6 +1,6 @@
 import crypto from "node:crypto";
-import { SignJWT, importJWK, type JWK } from "jose";
-import { cookieHeader, newPerson, signup, type Session } from "../helpers/http";
+import { SignJWT, type JWK } from "jose";
+import { cookieHeader, type newPerson, signup, type Session } from "../helpers/http";
 import { startTestMint, type TestMint } from "../helpers/mint";
 
 let mint: TestMint;
@@ -34,7 +34,15 @@ describe("every response", () => {
 
 describe("routing", () => {
 	it("exposes no moleculer-db CRUD, $node or unaliased action", async () => {
-		for (const path of ["/api/v1/auth/find", "/api/v1/auth/list", "/api/v1/wallet/create", "/api/v1/$node/list", "/api/v1/~node/actions", "/api/v1/auth/rotateKeys", "/api/v1/auth/refresh"]) {
+		for (const path of [
+			"/api/v1/auth/find",
+			"/api/v1/auth/list",
+			"/api/v1/wallet/create",
+			"/api/v1/$node/list",
+			"/api/v1/~node/actions",
+			"/api/v1/auth/rotateKeys",
+			"/api/v1/auth/refresh",
+		]) {
 			const res = await mint.http.get(path);
 			expect([path, res.status]).toEqual([path, 404]);
 			expect(res.body).toEqual({ error: { message: "Not found", status: 404 } });
@@ -91,7 +99,15 @@ describe("forged access tokens are refused", () => {
 	const b64 = (value: object) => Buffer.from(JSON.stringify(value)).toString("base64url");
 	const claims = () => {
 		const now = Math.floor(Date.now() / 1000);
-		return { sub: alice.user.id, sid: crypto.randomUUID(), iss: mint.config.auth.issuer, aud: mint.config.auth.audience, iat: now, exp: now + 600, jti: crypto.randomUUID() };
+		return {
+			sub: alice.user.id,
+			sid: crypto.randomUUID(),
+			iss: mint.config.auth.issuer,
+			aud: mint.config.auth.audience,
+			iat: now,
+			exp: now + 600,
+			jti: crypto.randomUUID(),
+		};
 	};
 	const signWithRealKey = async (payload: Record<string, unknown>) => {
 		const key = auth().signingKey as { kid: string; privateKey: crypto.KeyObject };
@@ -188,7 +204,11 @@ describe("login throttling", () => {
 		const { person } = await signup(mint);
 		for (let i = 0; i < 3; i++) expect((await loginFrom("203.0.113.10", { email: person.email, password: "wrong password" })).status).toBe(401);
 		const blocked = await loginFrom("203.0.113.10", { email: person.email, password: person.password });
-		expect([blocked.status, blocked.headers["retry-after"], blocked.body]).toEqual([429, "30", { error: { message: "Too many failed logins, try again later", status: 429 } }]);
+		expect([blocked.status, blocked.headers["retry-after"], blocked.body]).toEqual([
+			429,
+			"30",
+			{ error: { message: "Too many failed logins, try again later", status: 429 } },
+		]);
 		expect(blocked.headers["set-cookie"]).toBeUndefined();
 	});
 

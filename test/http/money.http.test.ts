@@ -84,7 +84,11 @@ describe("bad amounts move nothing", () => {
 	});
 
 	it("1e309 in the JSON text -> 400", async () => {
-		const res = await mint.http.post("/api/v1/transactions/topup").set("Cookie", alice.cookie).set("Content-Type", "application/json").send('{"amount": 1e309}');
+		const res = await mint.http
+			.post("/api/v1/transactions/topup")
+			.set("Cookie", alice.cookie)
+			.set("Content-Type", "application/json")
+			.send('{"amount": 1e309}');
 		expect(res.status).toBe(400);
 	});
 
@@ -106,7 +110,14 @@ describe("transfers", () => {
 		await topUp(mint, sender, 100);
 		const res = await transfer(mint, sender, 30.25, recipient.user.id);
 		expect(res.status).toBe(201);
-		expect(res.body).toMatchObject({ type: "Transfer", status: "Completed", amount: 30.25, fromUserId: sender.user.id, toUserId: recipient.user.id, currency: "USD" });
+		expect(res.body).toMatchObject({
+			type: "Transfer",
+			status: "Completed",
+			amount: 30.25,
+			fromUserId: sender.user.id,
+			toUserId: recipient.user.id,
+			currency: "USD",
+		});
 		expect(await balanceOf(mint, sender)).toBe(69.75);
 		expect(await balanceOf(mint, recipient)).toBe(30.25);
 		const seenByRecipient = await mint.http.get(`/api/v1/transactions/${res.body.id}`).set("Cookie", recipient.cookie);
@@ -212,7 +223,11 @@ describe("GET /transactions", () => {
 		expect(all.body.total).toBe(3);
 		expect(all.body.limit).toBe(20);
 		expect(all.body.offset).toBe(0);
-		expect(all.body.transactions.map((t: any) => [t.type, t.amount])).toEqual([["Transfer", 2], ["Transfer", 1], ["TopUp", 10]]);
+		expect(all.body.transactions.map((t: any) => [t.type, t.amount])).toEqual([
+			["Transfer", 2],
+			["Transfer", 1],
+			["TopUp", 10],
+		]);
 		const slash = await mint.http.get("/api/v1/transactions/").set("Cookie", me.cookie);
 		expect(slash.body.total).toBe(3);
 		const page = await mint.http.get("/api/v1/transactions?limit=1&offset=1").set("Cookie", me.cookie);
@@ -272,9 +287,7 @@ describe("concurrent transfers through the gateway", () => {
 			expect((await topUp(mint, user, 20)).status).toBe(201);
 			users.push(user);
 		}
-		const results = await Promise.all(
-			Array.from({ length: 100 }, (_, i) => transfer(mint, users[i % 5], 3 + (i % 4), users[(i + 1 + (i % 4)) % 5].user.id)),
-		);
+		const results = await Promise.all(Array.from({ length: 100 }, (_, i) => transfer(mint, users[i % 5], 3 + (i % 4), users[(i + 1 + (i % 4)) % 5].user.id)));
 		const statuses = results.map(r => (r.status === 201 ? r.body.status : r.status));
 		expect(statuses.every(s => ["Completed", "Failed", 422].includes(s))).toBe(true);
 		expect(statuses.filter(s => s === "Completed").length).toBeGreaterThan(5);

@@ -37,7 +37,10 @@ it("answers a generic 500, logs the error with the request id and counts it", as
 	expect([res.status, res.body]).toEqual([500, { error: { message: "Internal server error", status: 500 } }]);
 	expect(JSON.stringify(res.body)).not.toContain("EIO");
 	expect(unexpectedCount()).toBe(before + 1);
-	expect(logged).toHaveBeenCalledWith(expect.objectContaining({ requestId: "req-broken-disk-1", err: expect.objectContaining({ message: expect.stringContaining("EIO") }) }), "request failed unexpectedly");
+	expect(logged).toHaveBeenCalledWith(
+		expect.objectContaining({ requestId: "req-broken-disk-1", err: expect.objectContaining({ message: expect.stringContaining("EIO") }) }),
+		"request failed unexpectedly",
+	);
 	// Expected errors are not counted.
 	expect((await mint.http.get("/api/v1/nope")).status).toBe(404);
 	expect(unexpectedCount()).toBe(before + 1);

@@ -21,7 +21,14 @@ describe("GET /wallet/user", () => {
 	it("shows a new user's wallet with balance 0 in the deployment currency", async () => {
 		const res = await get("/api/v1/wallet/user", alice);
 		expect(res.status).toBe(200);
-		expect(res.body).toEqual({ id: expect.any(String), userId: alice.user.id, balance: 0, currency: "USD", createdAt: expect.any(String), updatedAt: expect.any(String) });
+		expect(res.body).toEqual({
+			id: expect.any(String),
+			userId: alice.user.id,
+			balance: 0,
+			currency: "USD",
+			createdAt: expect.any(String),
+			updatedAt: expect.any(String),
+		});
 	});
 
 	it("answers 401 without a session", async () => {
@@ -54,8 +61,18 @@ describe("GET /wallet/user", () => {
 });
 
 describe("users: no email directory", () => {
-	const profileOf = (session: Session) => ({ id: session.user.id, firstName: session.user.firstName, lastName: session.user.lastName, createdAt: session.user.createdAt });
-	const entryOf = (session: Session) => ({ id: session.user.id, firstName: session.user.firstName, lastName: session.user.lastName, email: session.user.email });
+	const profileOf = (session: Session) => ({
+		id: session.user.id,
+		firstName: session.user.firstName,
+		lastName: session.user.lastName,
+		createdAt: session.user.createdAt,
+	});
+	const entryOf = (session: Session) => ({
+		id: session.user.id,
+		firstName: session.user.firstName,
+		lastName: session.user.lastName,
+		email: session.user.email,
+	});
 
 	it("GET /users is for admins only: 403 for everyone else, own-user objects paginated for an admin", async () => {
 		const refused = await get("/api/v1/users?limit=100", bob);
@@ -108,7 +125,7 @@ describe("users: no email directory", () => {
 		expect(missing.body).toEqual({ error: { message: "User not found", status: 404 } });
 	});
 
-	it("PUT /users/me changes names, and middleName \"\" removes the middle name", async () => {
+	it('PUT /users/me changes names, and middleName "" removes the middle name', async () => {
 		const set = await mint.http.put("/api/v1/users/me").set("Cookie", alice.cookie).send({ firstName: "Alicia", middleName: "Q" });
 		expect(set.status).toBe(200);
 		expect(set.body).toMatchObject({ firstName: "Alicia", middleName: "Q", lastName: "Lovelace", email: "alice.smith@example.com" });

@@ -55,7 +55,7 @@ describe("docker-compose.yml", () => {
 			const config = loadConfig(envOf(service));
 			expect([name, config.production, config.http.cookieSecure]).toEqual([name, true, true]);
 			expect(config.mongoUri).toBe("mongodb://mongo:27017");
-			config.services.forEach(s => hosted.add(s));
+			for (const s of config.services) hosted.add(s);
 		}
 		expect([...hosted].sort()).toEqual([...ALL_SERVICES].sort());
 	});
@@ -97,7 +97,10 @@ describe("docker-compose.yml", () => {
 		// No default password: the file refuses to start without one.
 		expect(rabbitmq.RABBITMQ_DEFAULT_PASS).toMatch(/^\$\{RABBITMQ_PASSWORD:\?[^}]+\}$/);
 		for (const [name, service] of mintNodes) {
-			expect([name, service.environment.TRANSPORTER]).toEqual([name, expect.stringMatching(/^amqp:\/\/\$\{RABBITMQ_USER(:-\w+)?\}:\$\{RABBITMQ_PASSWORD:\?[^}]+\}@rabbitmq:5672$/)]);
+			expect([name, service.environment.TRANSPORTER]).toEqual([
+				name,
+				expect.stringMatching(/^amqp:\/\/\$\{RABBITMQ_USER(:-\w+)?\}:\$\{RABBITMQ_PASSWORD:\?[^}]+\}@rabbitmq:5672$/),
+			]);
 			for (const variables of [VARIABLES, { ...VARIABLES, RABBITMQ_USER: "ops" }]) {
 				const transporter = new URL(envOf(service, variables).TRANSPORTER);
 				expect([transporter.username, transporter.password]).toEqual([
@@ -116,7 +119,8 @@ const hasCompose = spawnSync("docker-compose", ["version"], { stdio: "ignore" })
 describeWithInfra("docker-compose config", { name: "docker-compose (Debian package docker-compose)", available: hasCompose }, () => {
 	// Only what the test sets: a developer's own AUTH_SECRET or RABBITMQ_* must not change the outcome.
 	const { AUTH_SECRET: _secret, RABBITMQ_USER: _user, RABBITMQ_PASSWORD: _password, ...baseEnv } = process.env;
-	const config = (variables: Record<string, string>, ...args: string[]) => spawnSync("docker-compose", ["config", ...args], { cwd: ROOT, env: { ...baseEnv, ...variables } });
+	const config = (variables: Record<string, string>, ...args: string[]) =>
+		spawnSync("docker-compose", ["config", ...args], { cwd: ROOT, env: { ...baseEnv, ...variables } });
 
 	it("accepts the file with AUTH_SECRET and RABBITMQ_PASSWORD set, and refuses it without either, naming the variable", () => {
 		const out = execFileSync("docker-compose", ["config", "--services"], { cwd: ROOT, env: { ...baseEnv, ...VARIABLES } }).toString();

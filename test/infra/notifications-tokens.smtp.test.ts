@@ -139,7 +139,7 @@ describe("one-time tokens, with an SMTP server", () => {
 		const now = new Date().toISOString();
 		const person = newPerson();
 		const legacy = {
-			_id: "legacy-" + process.pid,
+			_id: `legacy-${process.pid}`,
 			eventId: "00000000-0000-4000-8000-000000000001",
 			template: "welcome",
 			to: person.email,

@@ -56,7 +56,13 @@ function freePort(): Promise<number> {
 
 /** The build stage's /app: the sources (as `COPY . .` takes them), the compiled dist, its node_modules, the data folder. */
 function emulateBuildStage(dir: string) {
-	const ignored = new Set(fs.readFileSync(path.join(ROOT, ".dockerignore"), "utf8").split("\n").map(l => l.trim()).filter(Boolean));
+	const ignored = new Set(
+		fs
+			.readFileSync(path.join(ROOT, ".dockerignore"), "utf8")
+			.split("\n")
+			.map(l => l.trim())
+			.filter(Boolean),
+	);
 	for (const entry of fs.readdirSync(ROOT)) {
 		if (ignored.has(entry) || entry === "node_modules") continue;
 		fs.cpSync(path.join(ROOT, entry), path.join(dir, entry), { recursive: true });
@@ -119,7 +125,15 @@ describe("the Dockerfile's runtime stage", () => {
 	/** Starts the image's CMD in the replayed folder as the image's user would, and waits for its HEALTHCHECK to pass. */
 	async function startNode(env: Record<string, string>) {
 		const port = await freePort();
-		const fullEnv = { PATH: process.env.PATH ?? "", ...imageEnv(), PORT: String(port), AUTH_SECRET: crypto.randomBytes(36).toString("base64url"), JWT_KEY_BITS: "2048", LOG_LEVEL: "warn", ...env };
+		const fullEnv = {
+			PATH: process.env.PATH ?? "",
+			...imageEnv(),
+			PORT: String(port),
+			AUTH_SECRET: crypto.randomBytes(36).toString("base64url"),
+			JWT_KEY_BITS: "2048",
+			LOG_LEVEL: "warn",
+			...env,
+		};
 		const [bin, ...args] = asNode(command());
 		const child = spawn(bin, args, { cwd: app, env: fullEnv, ...(runAsRoot ? UNPRIVILEGED : {}) });
 		children.push(child);

@@ -20,7 +20,10 @@ interface Running {
 }
 
 function start(env: Record<string, string>, nodeArgs: string[] = []): Promise<Running> {
-	const child = spawn(process.execPath, [...nodeArgs, SERVER], { cwd: ROOT, env: { PATH: process.env.PATH ?? "", PORT: "0", JWT_KEY_BITS: "2048", LOG_LEVEL: "warn", ...env } });
+	const child = spawn(process.execPath, [...nodeArgs, SERVER], {
+		cwd: ROOT,
+		env: { PATH: process.env.PATH ?? "", PORT: "0", JWT_KEY_BITS: "2048", LOG_LEVEL: "warn", ...env },
+	});
 	let output = "";
 	const exit = new Promise<number | null>(resolve => child.on("exit", code => resolve(code)));
 	return new Promise((resolve, reject) => {
@@ -108,7 +111,7 @@ describe("npm start's entry point", () => {
 		for (const [env, variable] of [
 			[{ PORT: "eighty" }, "PORT"],
 			[{ NODE_ENV: "production" }, "AUTH_SECRET"],
-			[{ NODE_ENV: "production", AUTH_SECRET: "k".repeat(20) + "Zq81mWx0Tt3pLr7v", COOKIE_SECURE: "false" }, "COOKIE_SECURE"],
+			[{ NODE_ENV: "production", AUTH_SECRET: `${"k".repeat(20)}Zq81mWx0Tt3pLr7v`, COOKIE_SECURE: "false" }, "COOKIE_SECURE"],
 		] as const) {
 			const result = await start({ DATA_DIR: dataDir, ...env }).then(
 				() => "started",
@@ -144,21 +147,25 @@ describe("npm start's entry point", () => {
 	it.each([
 		["an uncaught exception", "setImmediate(() => { throw new Error('injected fault'); })", "uncaught exception"],
 		["an unhandled promise rejection", "Promise.reject(new Error('injected fault'))", "unhandled promise rejection"],
-	])("exits with code 1 after %s, logging it, so the supervisor restarts the node", async (_name, fault, logged) => {
-		// Fault injection from outside the product: a preloaded script raises the fault on SIGUSR2.
-		const injector = path.join(dataDir, "inject-fault.js");
-		fs.writeFileSync(injector, `process.on("SIGUSR2", () => { ${fault}; });\n`);
-		const mint = await start({ DATA_DIR: dataDir }, ["--require", injector]);
-		expect((await fetch(`${mint.url}/api/v1/health`)).status).toBe(200);
-		mint.child.kill("SIGUSR2");
-		expect(await mint.exit).toBe(1);
-		const fatal = mint
-			.output()
-			.split("\n")
-			.filter(l => l.startsWith("{"))
-			.map(l => JSON.parse(l))
-			.find(l => l.level === 60);
-		expect(fatal.msg).toBe(`${logged}; exiting for the supervisor to restart this node`);
-		expect(fatal.err.message).toBe("injected fault");
-	}, 60_000);
+	])(
+		"exits with code 1 after %s, logging it, so the supervisor restarts the node",
+		async (_name, fault, logged) => {
+			// Fault injection from outside the product: a preloaded script raises the fault on SIGUSR2.
+			const injector = path.join(dataDir, "inject-fault.js");
+			fs.writeFileSync(injector, `process.on("SIGUSR2", () => { ${fault}; });\n`);
+			const mint = await start({ DATA_DIR: dataDir }, ["--require", injector]);
+			expect((await fetch(`${mint.url}/api/v1/health`)).status).toBe(200);
+			mint.child.kill("SIGUSR2");
+			expect(await mint.exit).toBe(1);
+			const fatal = mint
+				.output()
+				.split("\n")
+				.filter(l => l.startsWith("{"))
+				.map(l => JSON.parse(l))
+				.find(l => l.level === 60);
+			expect(fatal.msg).toBe(`${logged}; exiting for the supervisor to restart this node`);
+			expect(fatal.err.message).toBe("injected fault");
+		},
+		60_000,
+	);
 });

@@ -8,7 +8,7 @@ const refused: string[] = [];
 // The event bus refuses each of these events once (e.g. RabbitMQ unavailable for a moment).
 const flakyBus = defineMiddleware({
 	emit(next) {
-		return (event, payload, opts) => {
+		return (event, payload: any, opts) => {
 			if (["user.signedUp", "user.passwordResetRequested"].includes(event) && !refused.includes(payload.eventId)) {
 				refused.push(payload.eventId);
 				throw new Error("event bus unavailable");

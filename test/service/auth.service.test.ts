@@ -110,7 +110,19 @@ describe("auth service (shared Mint)", () => {
 			expect(row.passwordHash.split("$")[3].split(",").sort()).toEqual(["m=19456", "p=1", "t=2"]);
 			expect(await argon2.verify(row.passwordHash, person.password)).toBe(true);
 			expect(JSON.stringify(row)).not.toContain(person.password);
-			expect(Object.keys(row).sort()).toEqual(["_id", "createdAt", "email", "emailVerifiedAt", "firstName", "lastName", "outbox", "passwordHash", "pendingEvents", "role", "updatedAt"]);
+			expect(Object.keys(row).sort()).toEqual([
+				"_id",
+				"createdAt",
+				"email",
+				"emailVerifiedAt",
+				"firstName",
+				"lastName",
+				"outbox",
+				"passwordHash",
+				"pendingEvents",
+				"role",
+				"updatedAt",
+			]);
 			// The welcome event went out, so the user's outbox is empty again.
 			expect([row.outbox, row.pendingEvents]).toEqual([[], 0]);
 
@@ -133,10 +145,7 @@ describe("auth service (shared Mint)", () => {
 			const otp = await auth.stores.oneTimeTokens.findOne({ _id: sha256(verificationToken) });
 			expect(otp).toMatchObject({ purpose: "verify-email", userId: user.id, usedAt: null });
 
-			const everything = [
-				await auth.adapter.find({}),
-				...(await Promise.all(Object.values(auth.stores).map((store: any) => store.find({})))),
-			];
+			const everything = [await auth.adapter.find({}), ...(await Promise.all(Object.values(auth.stores).map((store: any) => store.find({}))))];
 			const dump = JSON.stringify(everything);
 			expect(dump).toContain(sha256(session.refreshToken));
 			for (const secret of [session.refreshToken, verificationToken, person.password]) expect(dump).not.toContain(secret);
@@ -277,7 +286,11 @@ describe("signing keys", () => {
 			expect(second.currentKid).toBe(k3[0]);
 
 			const rows = await store().find({});
-			const byState = (state: string) => rows.filter((k: any) => k.state === state).map((k: any) => k._id).sort();
+			const byState = (state: string) =>
+				rows
+					.filter((k: any) => k.state === state)
+					.map((k: any) => k._id)
+					.sort();
 			const k4 = byState("next");
 			expect(byState("current")).toEqual([k3[0]]);
 			expect(k4).toHaveLength(1);

@@ -54,9 +54,9 @@ describe("publish", () => {
 		const emitted: unknown[] = [];
 		const emitter = { emit: (_name: string, payload: unknown) => void emitted.push(payload) };
 		await expect(publish(emitter, "wallet.created", { walletId: "w", userId: "u", currency: "DOLLARS" })).rejects.toThrow(/wallet.created breaks its contract/);
-		await expect(publish(emitter, "transaction.completed", { transactionId: "t", type: "TopUp", status: "Completed", amountMinor: 1.5, currency: "USD" })).rejects.toThrow(
-			/amountMinor/,
-		);
+		await expect(
+			publish(emitter, "transaction.completed", { transactionId: "t", type: "TopUp", status: "Completed", amountMinor: 1.5, currency: "USD" }),
+		).rejects.toThrow(/amountMinor/);
 		expect(emitted).toEqual([]);
 		const event = await publish(emitter, "wallet.created", { walletId: "w", userId: "u", currency: "USD" });
 		expect(emitted).toEqual([event]);

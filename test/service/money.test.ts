@@ -66,7 +66,8 @@ describe("500 concurrent mixed transfers among 20 users, some overdrawing", () =
 				);
 			}),
 		);
-		const counts = outcomes.reduce<Record<string, number>>((acc, o) => ((acc[o] = (acc[o] ?? 0) + 1), acc), {});
+		const counts: Record<string, number> = {};
+		for (const o of outcomes) counts[o] = (counts[o] ?? 0) + 1;
 		// Everything either completed, failed for funds while processing, or was refused for funds at request time.
 		expect(Object.keys(counts).every(k => ["Completed", "Failed", "422:Insufficient funds"].includes(k))).toBe(true);
 		expect(counts.Completed).toBeGreaterThan(50);
@@ -195,7 +196,14 @@ describe("a crash between the debit and the credit", () => {
 		const recipient = await signup(mint);
 		await topUpMinor(mint, sender, 5);
 		const transactions = mint.broker.getLocalService("transactions") as any;
-		await insertAbandoned(mint, { _id: "stuck-for-two-sweepers", type: "Transfer", status: "Processing", amountMinor: 400, fromUserId: sender.user.id, toUserId: recipient.user.id });
+		await insertAbandoned(mint, {
+			_id: "stuck-for-two-sweepers",
+			type: "Transfer",
+			status: "Processing",
+			amountMinor: 400,
+			fromUserId: sender.user.id,
+			toUserId: recipient.user.id,
+		});
 		const results = await Promise.all([mint.broker.call<any>("transactions.sweep"), mint.broker.call<any>("transactions.sweep"), transactions.sweepStuck()]);
 		const drivers = results.flatMap(r => r.redriven).filter((id: string) => id === "stuck-for-two-sweepers");
 		expect(drivers.length).toBeLessThanOrEqual(1);
@@ -236,7 +244,14 @@ describe("transaction events", () => {
 		const sender = await signup(mint);
 		const recipient = await signup(mint);
 		// Passed the request-time check, then the money went elsewhere before the debit.
-		await insertAbandoned(mint, { _id: "late-overdraft", type: "Transfer", status: "Processing", amountMinor: 500, fromUserId: sender.user.id, toUserId: recipient.user.id });
+		await insertAbandoned(mint, {
+			_id: "late-overdraft",
+			type: "Transfer",
+			status: "Processing",
+			amountMinor: 500,
+			fromUserId: sender.user.id,
+			toUserId: recipient.user.id,
+		});
 		await mint.broker.call("transactions.redrive", { id: "late-overdraft" });
 		const res = await mint.http.get("/api/v1/transactions/late-overdraft").set("Cookie", sender.cookie);
 		expect(res.body).toMatchObject({ status: "Failed", reason: "Insufficient funds" });
@@ -259,7 +274,7 @@ describe("the transaction outbox", () => {
 	// The event bus refuses the first transaction.completed (e.g. RabbitMQ down for a moment).
 	const flakyBus = defineMiddleware({
 		emit(next) {
-			return (event, payload, opts) => {
+			return (event, payload: any, opts) => {
 				if (event === "transaction.completed" && refusals === 0) {
 					refusals++;
 					throw new Error("event bus unavailable");
@@ -285,7 +300,9 @@ describe("the transaction outbox", () => {
 		expect(completed.params.status).toBe("Completed");
 		await waitFor(async () => ((await transactions.adapter.findOne({ _id: result.transaction.id })).unpublished === 0 ? true : undefined), 5000);
 		// The relay re-sent the whole history under the same event ids: consumers see duplicates they can drop.
-		const ids = mint.events.filter(e => e.name.startsWith("transaction.") && e.params.transactionId === result.transaction.id).map(e => `${e.name}:${e.params.eventId}`);
+		const ids = mint.events
+			.filter(e => e.name.startsWith("transaction.") && e.params.transactionId === result.transaction.id)
+			.map(e => `${e.name}:${e.params.eventId}`);
 		expect(new Set(ids).size).toBe(3);
 		expect(await balancesMinor(mint, [user])).toEqual([200]);
 		await expectInvariants(mint);

@@ -46,7 +46,11 @@ describe("a node that is still starting", () => {
 		const http = request(server);
 
 		const signup = await http.post("/api/v1/auth/signup").send(signupBody(newPerson()));
-		expect([signup.status, signup.body, signup.headers["retry-after"]]).toEqual([503, { error: { message: "Mint is starting, try again shortly", status: 503 } }, "2"]);
+		expect([signup.status, signup.body, signup.headers["retry-after"]]).toEqual([
+			503,
+			{ error: { message: "Mint is starting, try again shortly", status: 503 } },
+			"2",
+		]);
 		const ready = await http.get("/api/v1/ready");
 		expect([ready.status, ready.body.status, ready.body.checks.node, ready.headers["retry-after"]]).toEqual([503, "unavailable", "starting", "5"]);
 		expect(ready.body.error).toEqual({ message: expect.stringMatching(/^Not ready: node/), status: 503 });

@@ -15,7 +15,12 @@ function configErrorFor(env: Env): ConfigError {
 	throw new Error(`loadConfig accepted ${JSON.stringify(env)}`);
 }
 
-const randomSecret = (length: number) => crypto.randomBytes(length).toString("base64url").slice(0, length).replace(/secret/gi, "xxxxxx");
+const randomSecret = (length: number) =>
+	crypto
+		.randomBytes(length)
+		.toString("base64url")
+		.slice(0, length)
+		.replace(/secret/gi, "xxxxxx");
 const production = (env: Env = {}): Env => ({ NODE_ENV: "production", AUTH_SECRET: randomSecret(48), ...env });
 
 describe("loadConfig defaults", () => {

@@ -275,8 +275,14 @@ describe("the Mongoose adapter's queries (each one caught where it would go to M
 		expect(inserted).toEqual({ _id: "u3", email: "c@example.com" });
 		expect(inserted).not.toBeInstanceOf(mongoose.Document);
 		expect(saved[0]).toBeInstanceOf(mongoose.Document);
-		const many = await adapter.insertMany([{ _id: "u4", email: "d@example.com" }, { _id: "u5", email: "e@example.com", rank: 1 }]);
-		expect(many).toEqual([{ _id: "u4", email: "d@example.com" }, { _id: "u5", email: "e@example.com", rank: 1 }]);
+		const many = await adapter.insertMany([
+			{ _id: "u4", email: "d@example.com" },
+			{ _id: "u5", email: "e@example.com", rank: 1 },
+		]);
+		expect(many).toEqual([
+			{ _id: "u4", email: "d@example.com" },
+			{ _id: "u5", email: "e@example.com", rank: 1 },
+		]);
 		expect(many.some(doc => doc instanceof mongoose.Document)).toBe(false);
 		expect(sent).toEqual([]);
 	});
@@ -368,7 +374,12 @@ describe("the NeDB store uses NeDB's own promises", () => {
 		await store.connect();
 		try {
 			expect(await store.insert({ _id: "u1", email: "a@example.com", rank: 3 })).toEqual({ _id: "u1", email: "a@example.com", rank: 3 });
-			expect(await store.insertMany([{ _id: "u2", email: "b@example.com", rank: 1 }, { _id: "u3", email: "c@example.com", rank: 2 }])).toHaveLength(2);
+			expect(
+				await store.insertMany([
+					{ _id: "u2", email: "b@example.com", rank: 1 },
+					{ _id: "u3", email: "c@example.com", rank: 2 },
+				]),
+			).toHaveLength(2);
 			expect(isDuplicateKeyError(await store.insert({ _id: "u4", email: "a@example.com" }).catch((err: unknown) => err))).toBe(true);
 
 			expect((await store.find({ sort: ["-rank"], limit: 2, offset: 1 })).map(d => d._id)).toEqual(["u3", "u2"]);

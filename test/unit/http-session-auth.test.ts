@@ -33,7 +33,10 @@ function routedReq(opts: { method?: string; action?: string; bearer?: string; co
 /** Just enough of a response to collect Set-Cookie. */
 function fakeRes() {
 	const headers = new Map<string, unknown>();
-	const res = { getHeader: (name: string) => headers.get(name.toLowerCase()), setHeader: (name: string, value: unknown) => headers.set(name.toLowerCase(), value) };
+	const res = {
+		getHeader: (name: string) => headers.get(name.toLowerCase()),
+		setHeader: (name: string, value: unknown) => headers.set(name.toLowerCase(), value),
+	};
 	const setCookies = () => (headers.get("set-cookie") as string[] | undefined) ?? [];
 	return { res: res as unknown as Res, setCookies };
 }
@@ -159,6 +162,9 @@ describe("SessionAuth revocation list", () => {
 		advance(REVOCATION_RESYNC_MS);
 		loadRevocations.mockRejectedValueOnce(new Error("auth is down again"));
 		await expect(auth.authenticate(routedReq({ bearer: VALID }), fakeRes().res, refresh)).resolves.toEqual({ id: "user-1", sid: "sid-1" });
-		expect(logger.warn).toHaveBeenCalledWith({ err: expect.objectContaining({ message: "auth is down again" }) }, "revocation resync failed; keeping the last list");
+		expect(logger.warn).toHaveBeenCalledWith(
+			{ err: expect.objectContaining({ message: "auth is down again" }) },
+			"revocation resync failed; keeping the last list",
+		);
 	});
 });

@@ -224,7 +224,11 @@ describe("sessionCookies / clearedSessionCookies", () => {
 	it("cleared cookies are empty, expire now, and keep the paths and flags", () => {
 		const [access, refresh] = clearedSessionCookies(true).map(parseSetCookie);
 		expect(access).toEqual({ name: "access.token", value: "", attributes: { "max-age": "0", path: "/", httponly: true, secure: true, samesite: "Strict" } });
-		expect(refresh).toEqual({ name: "refresh.token", value: "", attributes: { "max-age": "0", path: "/api/v1", httponly: true, secure: true, samesite: "Strict" } });
+		expect(refresh).toEqual({
+			name: "refresh.token",
+			value: "",
+			attributes: { "max-age": "0", path: "/api/v1", httponly: true, secure: true, samesite: "Strict" },
+		});
 		expect(clearedSessionCookies(false).map(c => parseSetCookie(c).attributes.secure)).toEqual([undefined, undefined]);
 	});
 });

@@ -17,7 +17,9 @@ function shapeOf(value: unknown): { depth: number; widest: number } {
 describe("jsonBoundsProblem", () => {
 	it("passes Mint's ordinary bodies", () => {
 		expect(scan(JSON.stringify({ amount: 12.5, toUserId: "0b9a0a5e-7d0c-4a53-9b59-1f0c4b8e2f11" }))).toBeUndefined();
-		expect(scan(JSON.stringify({ firstName: "李小龍", lastName: "O'Brien \"Jr\" [x] {y}", email: "a@b.c", password: "]]]]}}}}", passwordConfirm: "\\" }))).toBeUndefined();
+		expect(
+			scan(JSON.stringify({ firstName: "李小龍", lastName: 'O\'Brien "Jr" [x] {y}', email: "a@b.c", password: "]]]]}}}}", passwordConfirm: "\\" })),
+		).toBeUndefined();
 	});
 
 	it("refuses nesting one level deeper than the bound, and only that", () => {
@@ -44,7 +46,7 @@ describe("jsonBoundsProblem", () => {
 	});
 
 	it("does not count brackets and commas inside strings, escaped quotes included", () => {
-		const tricky = JSON.stringify({ s: "[".repeat(100) + '\\"' + "{,".repeat(2000) });
+		const tricky = JSON.stringify({ s: `${"[".repeat(100)}\\"${"{,".repeat(2000)}` });
 		expect(scan(tricky)).toBeUndefined();
 	});
 

@@ -1,7 +1,8 @@
 /** Login attempts counted before the check, per (account, IP) with growing delays, per IP; never a stranger's lock on the owner. */
 import { LoginGuard } from "../../services/auth/login-guard";
 
-const guard = (opts: Partial<ConstructorParameters<typeof LoginGuard>[0]> = {}) => new LoginGuard({ maxPerPair: 3, maxPerIp: 100, windowSec: 60, firstDelaySec: 30, ...opts });
+const guard = (opts: Partial<ConstructorParameters<typeof LoginGuard>[0]> = {}) =>
+	new LoginGuard({ maxPerPair: 3, maxPerIp: 100, windowSec: 60, firstDelaySec: 30, ...opts });
 
 /** Status of each admit: "ok" or the Retry-After of the 429. */
 async function attempts(g: LoginGuard, n: number, email = "ada@example.com", ip = "203.0.113.1"): Promise<(string | number)[]> {

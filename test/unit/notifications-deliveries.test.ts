@@ -30,7 +30,13 @@ const transport: MailTransport = {
 };
 
 const welcome = () =>
-	deliveries.enqueue(EVENT_ID, "welcome", GRACE, { expiresAt: "tomorrow" }, { token: TOKEN, verifyUrl: `https://mint.example.com/verify-email?token=${TOKEN}` });
+	deliveries.enqueue(
+		EVENT_ID,
+		"welcome",
+		GRACE,
+		{ expiresAt: "tomorrow" },
+		{ token: TOKEN, verifyUrl: `https://mint.example.com/verify-email?token=${TOKEN}` },
+	);
 const sendDue = () => deliveries.deliverDue(() => false);
 const record = async () => (await store.findOne({ _id: deliveryIdFor(EVENT_ID, "welcome", GRACE.email) }))!;
 

@@ -14,7 +14,9 @@ describe("nodeSecrets", () => {
 		dirs.push(root);
 		return path.join(root, "data");
 	};
-	afterAll(() => dirs.forEach(d => fs.rmSync(d, { recursive: true, force: true })));
+	afterAll(() => {
+		for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
+	});
 
 	it("generates a random secret into DATA_DIR/auth-secret (0600, DATA_DIR 0700) and keeps it", () => {
 		const dataDir = freshDataDir();
@@ -42,8 +44,8 @@ describe("nodeSecrets", () => {
 
 	it("uses AUTH_SECRET when set, writing nothing, and unseals with AUTH_SECRET_PREVIOUS too", () => {
 		const dataDir = freshDataDir();
-		const secret = "a".repeat(20) + "Zq81mWx0Tt3pLr7vK2";
-		const previous = "b".repeat(20) + "Yq81mWx0Tt3pLr7vK2";
+		const secret = `${"a".repeat(20)}Zq81mWx0Tt3pLr7vK2`;
+		const previous = `${"b".repeat(20)}Yq81mWx0Tt3pLr7vK2`;
 		const secrets = nodeSecrets(loadConfig({ DATA_DIR: dataDir, AUTH_SECRET: secret, AUTH_SECRET_PREVIOUS: previous }));
 		expect(secrets).toEqual({ current: secret, unsealWith: [secret, previous], generatedFile: undefined });
 		expect(fs.existsSync(dataDir)).toBe(false);

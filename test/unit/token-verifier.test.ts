@@ -2,7 +2,19 @@ import crypto from "node:crypto";
 import { SignJWT, type JSONWebKeySet } from "jose";
 import * as tokens from "../../lib/access-tokens";
 import { AccessTokenVerifier } from "../../services/api/token-verifier";
-import { AUDIENCE, ISSUER, b64url, decodeSegment, flipCharInMiddle, handSignedToken, issueToken, jwksOf, makeTestKey, nowSec, type TestKey } from "./helpers/signing";
+import {
+	AUDIENCE,
+	ISSUER,
+	b64url,
+	decodeSegment,
+	flipCharInMiddle,
+	handSignedToken,
+	issueToken,
+	jwksOf,
+	makeTestKey,
+	nowSec,
+	type TestKey,
+} from "./helpers/signing";
 
 const REFETCH_MS = 10_000;
 const TTL_SEC = 900;
@@ -171,7 +183,9 @@ describe("AccessTokenVerifier JWKS refetching", () => {
 
 	it("concurrent verifications with an unknown kid share one fetch", async () => {
 		const { verifier, fetchJwks } = harness();
-		const results = await Promise.all([validToken({ sessionId: "x" }), validToken({ sessionId: "y" }), validToken({ sessionId: "z" })].map(async t => verifier.verify(await t)));
+		const results = await Promise.all(
+			[validToken({ sessionId: "x" }), validToken({ sessionId: "y" }), validToken({ sessionId: "z" })].map(async t => verifier.verify(await t)),
+		);
 		expect(results.map(r => r?.sid)).toEqual(["x", "y", "z"]);
 		expect(fetchJwks).toHaveBeenCalledTimes(1);
 	});

@@ -18,8 +18,20 @@ const at = "2026-01-01T00:00:00.000Z";
 describe("replayHistory", () => {
 	it("replays the recorded moves to the final state, with the failure reason", () => {
 		expect(replayHistory([{ status: "Pending", at }])).toEqual({ status: "Pending" });
-		expect(replayHistory([{ status: "Pending", at }, { status: "Processing", at }, { status: "Completed", at }])).toEqual({ status: "Completed" });
-		expect(replayHistory([{ status: "Pending", at }, { status: "Processing", at }, { status: "Failed", at, reason: "Insufficient funds" }])).toEqual({
+		expect(
+			replayHistory([
+				{ status: "Pending", at },
+				{ status: "Processing", at },
+				{ status: "Completed", at },
+			]),
+		).toEqual({ status: "Completed" });
+		expect(
+			replayHistory([
+				{ status: "Pending", at },
+				{ status: "Processing", at },
+				{ status: "Failed", at, reason: "Insufficient funds" },
+			]),
+		).toEqual({
 			status: "Failed",
 			reason: "Insufficient funds",
 		});
@@ -100,16 +112,18 @@ function recordingBus(refuse: string[] = []) {
 function fakeWallet(balances: Record<string, number>) {
 	const applied = new Set<string>();
 	const calls: string[] = [];
-	const step = (direction: "credit" | "debit") => async ({ userId, txId, amountMinor }: MovementRequest): Promise<MovementResult> => {
-		calls.push(`${direction}:${userId}:${amountMinor}`);
-		const walletId = `w-${userId}`;
-		if (applied.has(`${txId}:${direction}`)) return { outcome: "already-applied", walletId, balanceMinor: balances[userId] ?? 0 };
-		const delta = direction === "credit" ? amountMinor : -amountMinor;
-		if ((balances[userId] ?? 0) + delta < 0) return { outcome: "insufficient-funds", walletId, balanceMinor: balances[userId] ?? 0 };
-		applied.add(`${txId}:${direction}`);
-		balances[userId] = (balances[userId] ?? 0) + delta;
-		return { outcome: "applied", walletId, balanceMinor: balances[userId] };
-	};
+	const step =
+		(direction: "credit" | "debit") =>
+		async ({ userId, txId, amountMinor }: MovementRequest): Promise<MovementResult> => {
+			calls.push(`${direction}:${userId}:${amountMinor}`);
+			const walletId = `w-${userId}`;
+			if (applied.has(`${txId}:${direction}`)) return { outcome: "already-applied", walletId, balanceMinor: balances[userId] ?? 0 };
+			const delta = direction === "credit" ? amountMinor : -amountMinor;
+			if ((balances[userId] ?? 0) + delta < 0) return { outcome: "insufficient-funds", walletId, balanceMinor: balances[userId] ?? 0 };
+			applied.add(`${txId}:${direction}`);
+			balances[userId] = (balances[userId] ?? 0) + delta;
+			return { outcome: "applied", walletId, balanceMinor: balances[userId] };
+		};
 	return { calls, balances, credit: step("credit"), debit: step("debit") };
 }
 
@@ -126,7 +140,13 @@ describe("transition", () => {
 	});
 
 	it("records the reason of a failure", async () => {
-		await insert("tx1", transfer, { status: "Processing", history: [{ status: "Pending", at }, { status: "Processing", at }] });
+		await insert("tx1", transfer, {
+			status: "Processing",
+			history: [
+				{ status: "Pending", at },
+				{ status: "Processing", at },
+			],
+		});
 		expect(await transition(store, "tx1", "Processing", "Failed", "Insufficient funds")).toMatchObject({ status: "Failed", reason: "Insufficient funds" });
 		expect(await load("tx1")).toMatchObject({ status: "Failed", reason: "Insufficient funds" });
 		expect((await load("tx1")).history[2]).toMatchObject({ status: "Failed", reason: "Insufficient funds" });
@@ -187,7 +207,11 @@ describe("TransactionOutbox", () => {
 		const tx = await insert("tx1", topUp, {
 			status: "Completed",
 			unpublished: 1,
-			history: [{ status: "Pending", at }, { status: "Processing", at }, { status: "Completed", at }],
+			history: [
+				{ status: "Pending", at },
+				{ status: "Processing", at },
+				{ status: "Completed", at },
+			],
 		});
 		const flaky = new TransactionOutbox(store, recordingBus(["transaction.completed"]), silent);
 		await flaky.announceRecorded(tx, tx.history[2]);
@@ -252,7 +276,14 @@ describe("TransactionProcessor", () => {
 	});
 
 	it("re-drives a transaction whose lease ran out once, however many sweepers race", async () => {
-		await insert("stuck", transfer, { status: "Processing", leaseUntil: Date.now() - 1, history: [{ status: "Pending", at }, { status: "Processing", at }] });
+		await insert("stuck", transfer, {
+			status: "Processing",
+			leaseUntil: Date.now() - 1,
+			history: [
+				{ status: "Pending", at },
+				{ status: "Processing", at },
+			],
+		});
 		await insert("held", topUp, { leaseUntil: Date.now() + 60_000 });
 		const { processor, wallet } = processorWith({ u1: 400 });
 		const sweeps = await Promise.all([processor.sweepStuck(), processor.sweepStuck(), processor.sweepStuck()]);
@@ -289,8 +320,14 @@ describe("TransactionSubmitter", () => {
 			code: 422,
 			message: "This Idempotency-Key was already used with a different request",
 		});
-		await expect(submitter.submit(transferDraft(1, "u1", "u3", 50_000_00), undefined, checks)).rejects.toMatchObject({ code: 404, message: "Recipient not found" });
-		await expect(submitter.submit(transferDraft(12, "u1", "u2", 50_000_00), undefined, checks)).rejects.toMatchObject({ code: 422, message: "Insufficient funds" });
+		await expect(submitter.submit(transferDraft(1, "u1", "u3", 50_000_00), undefined, checks)).rejects.toMatchObject({
+			code: 404,
+			message: "Recipient not found",
+		});
+		await expect(submitter.submit(transferDraft(12, "u1", "u2", 50_000_00), undefined, checks)).rejects.toMatchObject({
+			code: 422,
+			message: "Insufficient funds",
+		});
 		await expect(submitter.submit(topUpDraft(1, "u1", 100_000_00), "\n", checks)).rejects.toMatchObject({ code: 400 });
 		expect(await store.count({})).toBe(1);
 	});

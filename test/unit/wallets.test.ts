@@ -77,7 +77,9 @@ describe("Wallets.move", () => {
 		await wallets.move(events, "u1", "top", "credit", 1000);
 		expect((await wallets.move(events, "u1", "tx2", "debit", -400)).balanceMinor).toBe(600);
 		expect((await wallets.move(events, "u1", "tx2", "refund", 400)).balanceMinor).toBe(1000);
-		expect(named("wallet.debited").map(e => e.payload)).toEqual([expect.objectContaining({ transactionId: "tx2", direction: "debit", amountMinor: 400, balanceMinor: 600 })]);
+		expect(named("wallet.debited").map(e => e.payload)).toEqual([
+			expect.objectContaining({ transactionId: "tx2", direction: "debit", amountMinor: 400, balanceMinor: 600 }),
+		]);
 		expect(named("wallet.credited").map(e => e.payload.direction)).toEqual(["credit", "refund"]);
 	});
 
@@ -108,15 +110,27 @@ describe("Wallets.view and balanceOf", () => {
 });
 
 describe("Wallets.checkInvariants", () => {
-	const topUp = (id: string, userId: string, amountMinor: number, status: "Completed" | "Failed" = "Completed") => ({ id, type: "TopUp" as const, status, amountMinor, userId });
+	const topUp = (id: string, userId: string, amountMinor: number, status: "Completed" | "Failed" = "Completed") => ({
+		id,
+		type: "TopUp" as const,
+		status,
+		amountMinor,
+		userId,
+	});
 
 	it("holds when every movement matches its transaction, and names what does not", async () => {
 		await wallets.move(events, "u1", "t1", "credit", 500);
 		const facts: TransactionFacts = { transactions: [topUp("t1", "u1", 500)], stuck: [] };
-		expect(await wallets.checkInvariants(facts)).toMatchObject({ ok: true, violations: [], totals: { balancesMinor: 500, completedTopUpsMinor: 500, wallets: 1, entries: 1 } });
+		expect(await wallets.checkInvariants(facts)).toMatchObject({
+			ok: true,
+			violations: [],
+			totals: { balancesMinor: 500, completedTopUpsMinor: 500, wallets: 1, entries: 1 },
+		});
 
 		const report = await wallets.checkInvariants({ transactions: [topUp("t1", "u1", 500, "Failed")], stuck: [] });
 		expect(report.ok).toBe(false);
-		expect(report.violations).toEqual(expect.arrayContaining([expect.stringContaining("money not conserved"), expect.stringContaining("transaction t1 (TopUp Failed)")]));
+		expect(report.violations).toEqual(
+			expect.arrayContaining([expect.stringContaining("money not conserved"), expect.stringContaining("transaction t1 (TopUp Failed)")]),
+		);
 	});
 });
