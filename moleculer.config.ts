@@ -5,12 +5,12 @@
  * idempotent actions pass `retries`, and only retryable errors are retried.
  */
 import os from "node:os";
-import type { BrokerOptions, ReplOptions } from "moleculer";
+import type { BrokerOptions, ReplOptions, TracerOptions } from "moleculer";
 import type { Config } from "./lib/config";
 import { DurableEventsMiddleware } from "./lib/durable-events";
 import { ProbeServerMiddleware } from "./lib/probe-server";
 import { mintReplCommands } from "./lib/repl-commands";
-import { RequestContextMiddleware, requestLogFields } from "./lib/request-context";
+import { RequestContextMiddleware, requestLogFields, ZipkinExporter } from "./lib/request-context";
 
 export function brokerOptions(config: Config): BrokerOptions {
 	return {
@@ -39,7 +39,7 @@ export function brokerOptions(config: Config): BrokerOptions {
 				level: config.logLevel,
 				pino: {
 					options: {
-						// Every line written while serving a request carries its X-Request-Id.
+						// Every line written while serving a request carries its request id, trace id and span id.
 						mixin: requestLogFields,
 						// Never log secrets, even if a caller passes them in an object.
 						redact: {
@@ -89,8 +89,26 @@ export function brokerOptions(config: Config): BrokerOptions {
 			enabled: true,
 			reporter: config.metricsPort > 0 ? [{ type: "Prometheus", options: { port: config.metricsPort, path: "/metrics" } }] : [],
 		},
-		tracing: { enabled: false },
+		// A span for every action call and event, on every node, whose trace id is the request id (lib/request-context.ts).
+		tracing: {
+			enabled: true,
+			events: true,
+			// Params and error data can carry passwords and tokens: a span names the call, never its input.
+			tags: { action: { params: false }, event: { params: false } },
+			// Five fields: Moleculer merges this list into its default index by index, and the default's fifth is `data`.
+			errorFields: ["name", "message", "code", "type", "retryable"],
+			exporter: tracingExporters(config),
+		},
 	};
+}
+
+/** Where spans go: Zipkin v2 JSON to ZIPKIN_URL, the console with TRACING=console, else nowhere (kept in process). */
+function tracingExporters(config: Config): TracerOptions["exporter"] {
+	const exporters: Extract<NonNullable<TracerOptions["exporter"]>, unknown[]> = [];
+	// Moleculer takes an exporter instance too, but types only the named ones.
+	if (config.tracing.zipkinUrl) exporters.push(new ZipkinExporter({ baseURL: config.tracing.zipkinUrl, interval: 1 }) as unknown as (typeof exporters)[number]);
+	if (config.tracing.console) exporters.push({ type: "Console", options: { width: 120 } });
+	return exporters.length > 0 ? exporters : null;
 }
 
 /** ioredis options from a redis:// or rediss:// URL (Moleculer's Redis cacher takes options, not a URL). */

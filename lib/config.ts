@@ -76,6 +76,12 @@ export interface Config {
 		pollMs: number;
 	};
 	metricsPort: number;
+	/**
+	 * Where the spans of every action call and event go: ZIPKIN_URL (Zipkin v2
+	 * JSON, which Jaeger and Tempo ingest too) and/or TRACING=console
+	 * (development); neither: spans are made and kept in process only.
+	 */
+	tracing: { zipkinUrl?: string; console: boolean };
 	transactions: {
 		topUpMaxMinor: number;
 		transferMaxMinor: number;
@@ -142,6 +148,14 @@ function url(env: Env, name: string, protocols: string[]): string | undefined {
 		throw new ConfigError(name, `must use ${protocols.join(" or ")}, got ${parsed.protocol}`);
 	}
 	return raw;
+}
+
+/** TRACING: `console` prints spans (development); unset leaves them to ZIPKIN_URL, or in process. */
+function tracingConsole(env: Env): boolean {
+	const raw = str(env, "TRACING");
+	if (raw === undefined) return false;
+	if (raw.toLowerCase() !== "console") throw new ConfigError("TRACING", `must be console or unset, got "${raw}"`);
+	return true;
 }
 
 /** A money limit given in major units ("100000.00"), as minor units. */
@@ -295,6 +309,11 @@ export function loadConfig(env: Env = process.env): Config {
 			pollMs: int(env, "MAIL_POLL_MS", 1000, 10, 600_000),
 		},
 		metricsPort: int(env, "METRICS_PORT", 0, 0, 65535),
+		tracing: {
+			// Spans are POSTed to `${zipkinUrl}/api/v2/spans`: no trailing slash.
+			zipkinUrl: url(env, "ZIPKIN_URL", ["http:", "https:"])?.replace(/\/+$/, ""),
+			console: tracingConsole(env),
+		},
 		transactions: {
 			topUpMaxMinor: majorLimit(env, "TOPUP_MAX", 100_000_00),
 			transferMaxMinor: majorLimit(env, "TRANSFER_MAX", 50_000_00),

@@ -7,6 +7,7 @@
 import type { Context, Middleware, ServiceBroker } from "moleculer";
 
 type Emit = (event: string, payload: unknown, opts?: unknown) => unknown;
+type Call = (action: string, params?: unknown, opts?: unknown) => unknown;
 type Handler = (ctx: Context) => unknown;
 
 export interface MintMiddleware {
@@ -14,7 +15,9 @@ export interface MintMiddleware {
 	created?(broker: ServiceBroker): void;
 	starting?(broker: ServiceBroker): Promise<void>;
 	stopped?(broker: ServiceBroker): Promise<void>;
+	call?(next: Call): Call;
 	emit?(next: Emit): Emit;
+	broadcast?(next: Emit): Emit;
 	localAction?(next: Handler, action: { name: string }): Handler;
 	localEvent?(next: Handler, event: { name: string }): Handler;
 }

@@ -40,10 +40,28 @@ export type Res = ServerResponse;
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
-/** The caller's X-Request-Id when it is sane, else a fresh one. */
+/**
+ * The caller's X-Request-Id when it is sane; else the trace-id of a valid W3C
+ * traceparent, so the request joins the caller's trace; else a fresh one.
+ */
 export function requestIdOf(req: Req): string {
 	const given = req.headers["x-request-id"];
-	return typeof given === "string" && REQUEST_ID.test(given) ? given : crypto.randomUUID();
+	if (typeof given === "string" && REQUEST_ID.test(given)) return given;
+	return traceParentOf(req)?.traceId ?? crypto.randomUUID();
+}
+
+/** version-traceid-parentid-flags, lower-case hex (https://www.w3.org/TR/trace-context/#traceparent-header). */
+const TRACEPARENT = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}(-.*)?$/;
+
+/** A valid W3C traceparent header's trace-id and the caller's span id (parent-id). */
+export function traceParentOf(req: Req): { traceId: string; parentId: string } | undefined {
+	const header = req.headers.traceparent;
+	const match = typeof header === "string" ? TRACEPARENT.exec(header.trim()) : null;
+	if (!match) return undefined;
+	const [, version, traceId, parentId, more] = match;
+	// Version ff is invalid; version 00 has exactly four fields; all-zero ids are invalid.
+	if (version === "ff" || (version === "00" && more !== undefined) || /^0+$/.test(traceId) || /^0+$/.test(parentId)) return undefined;
+	return { traceId, parentId };
 }
 
 /** Which socket peers are proxies whose X-Forwarded-* headers we believe (TRUSTED_PROXIES: addresses, CIDR ranges, names). */

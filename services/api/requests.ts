@@ -6,6 +6,7 @@
  */
 import type { Logger, ServiceBroker } from "moleculer";
 import { unauthorized, unavailable } from "../../lib/errors";
+import { traceIdOf } from "../../lib/request-context";
 import type { GatewayContext } from "./gateway";
 import {
 	REFRESH_COOKIE,
@@ -14,6 +15,7 @@ import {
 	cookiesOf,
 	requestIdOf,
 	setSecurityHeaders,
+	traceParentOf,
 	type Req,
 	type Res,
 	type RoutedReq,
@@ -26,9 +28,17 @@ import { MONEY_SUBMITTING, USES_REFRESH_COOKIE } from "./routes";
  * becomes the call's requestID and the X-Request-Id header, the client IP,
  * the security headers, and one structured log line when the answer is sent.
  */
-export function beginRequest(options: { requestID?: string }, req: Req, res: Res, opts: { trustProxy: TrustProxy; secure: boolean; logger: Logger }): void {
+export function beginRequest(
+	options: { requestID?: string; parentSpan?: { id: string; traceID: string; sampled: boolean } },
+	req: Req,
+	res: Res,
+	opts: { trustProxy: TrustProxy; secure: boolean; logger: Logger },
+): void {
 	const requestId = requestIdOf(req);
 	options.requestID = requestId;
+	// A request that joined its caller's trace (traceparent) hangs its first span under the caller's.
+	const parent = traceParentOf(req);
+	if (parent?.traceId === requestId) options.parentSpan = { id: parent.parentId, traceID: requestId, sampled: true };
 	req.$requestId = requestId;
 	req.$clientIp = clientIpOf(req, opts.trustProxy);
 	res.setHeader("X-Request-Id", requestId);
@@ -38,6 +48,7 @@ export function beginRequest(options: { requestID?: string }, req: Req, res: Res
 		opts.logger.info(
 			{
 				requestId,
+				traceId: traceIdOf(requestId),
 				method: req.method,
 				path: (req.url ?? "").split("?")[0],
 				status: res.statusCode,

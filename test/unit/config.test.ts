@@ -79,6 +79,20 @@ describe("loadConfig defaults", () => {
 		expect(custom.auth.publicBaseUrl).toBe("http://localhost:8080");
 	});
 
+	it("exports no spans unless ZIPKIN_URL or TRACING=console says where", () => {
+		expect(config.tracing).toEqual({ zipkinUrl: undefined, console: false });
+		expect(loadConfig({ ZIPKIN_URL: "http://zipkin:9411" }).tracing).toEqual({ zipkinUrl: "http://zipkin:9411", console: false });
+		// The spans go to `${ZIPKIN_URL}/api/v2/spans`: a trailing slash would double it.
+		expect(loadConfig({ ZIPKIN_URL: "https://tempo.example.com/zipkin/" }).tracing.zipkinUrl).toBe("https://tempo.example.com/zipkin");
+		expect(loadConfig({ TRACING: "Console" }).tracing).toEqual({ zipkinUrl: undefined, console: true });
+		expect(loadConfig({ TRACING: "", ZIPKIN_URL: " " }).tracing).toEqual({ zipkinUrl: undefined, console: false });
+	});
+
+	it("names the tracing variable and what it takes", () => {
+		expect(configErrorFor({ TRACING: "jaeger" }).message).toBe('Invalid configuration: TRACING must be console or unset, got "jaeger"');
+		expect(configErrorFor({ ZIPKIN_URL: "udp://zipkin:9411" }).message).toBe("Invalid configuration: ZIPKIN_URL must use http: or https:, got udp:");
+	});
+
 	it("SERVICES=all means every service", () => {
 		expect(loadConfig({ SERVICES: "all" }).services).toEqual(["api", "auth", "wallet", "transactions", "notifications"]);
 	});
@@ -113,6 +127,11 @@ describe("loadConfig refuses bad variables, naming them", () => {
 		["TRUSTED_PROXIES", "nginx"],
 		["TRUSTED_PROXIES", "10.0.0.0/33"],
 		["REQUEST_TIMEOUT_MS", "10"],
+		["ZIPKIN_URL", "not a url"],
+		["ZIPKIN_URL", "ftp://zipkin:9411"],
+		["ZIPKIN_URL", "zipkin:9411"],
+		["TRACING", "zipkin"],
+		["TRACING", "true"],
 	])("%s=%s is a ConfigError for %s", (variable, value) => {
 		const err = configErrorFor({ [variable]: value });
 		expect(err.variable).toBe(variable);
