@@ -6,6 +6,7 @@
  */
 import os from "node:os";
 import type { BrokerOptions, ReplOptions, TracerOptions } from "moleculer";
+import { MintMemoryCacher, MintRedisCacher } from "./lib/cacher";
 import type { Config } from "./lib/config";
 import { DurableEventsMiddleware } from "./lib/durable-events";
 import { ProbeServerMiddleware } from "./lib/probe-server";
@@ -32,7 +33,10 @@ export function brokerOptions(config: Config): BrokerOptions {
 					} as Record<string, unknown>,
 				}
 			: undefined,
-		cacher: config.redisUrl ? { type: "Redis", options: { redis: redisOptionsOf(config.redisUrl), prefix: "mint" } } : "Memory",
+		// Exact invalidation, no stale fill, Redis down = uncached (lib/cacher.ts); keys are per namespace.
+		cacher: config.redisUrl
+			? new MintRedisCacher({ redis: redisOptionsOf(config.redisUrl), prefix: `${config.namespace}:cache` })
+			: new MintMemoryCacher({ singleProcess: !config.transporter, prefix: `${config.namespace}:cache` }),
 		logger: {
 			type: "Pino",
 			options: {

@@ -21,6 +21,9 @@ const ENVELOPE = {
 const ID = { type: "string", min: 1, max: 100 } as const;
 const MINOR = { type: "number", integer: true, min: 0 } as const;
 
+/** What a user.updated announces. */
+export const USER_CHANGES = ["signedUp", "profile", "emailVerified", "password"] as const;
+
 const TRANSACTION_EVENT = {
 	...ENVELOPE,
 	transactionId: ID,
@@ -63,6 +66,8 @@ export const EVENT_CONTRACTS = {
 		resetExpiresAt: { type: "string", min: 20, max: 40 },
 	},
 	"user.emailVerified": { ...ENVELOPE, userId: { type: "uuid" }, email: { type: "email" } },
+	/** Anything others see of a user changed (what caches of users hold). */
+	"user.updated": { ...ENVELOPE, userId: { type: "uuid" }, change: { type: "enum", values: USER_CHANGES } },
 	"auth.sessionsRevoked": { ...ENVELOPE, sids: { type: "array", items: "string", min: 1 }, expiresAt: { type: "number", integer: true, positive: true } },
 	"auth.keysRotated": { ...ENVELOPE, retiredKid: { type: "string", nullable: true }, currentKid: { type: "string", min: 1 } },
 	"wallet.created": { ...ENVELOPE, walletId: ID, userId: ID, currency: { type: "string", length: 3 } },
@@ -93,6 +98,22 @@ export const DURABLE_SUBSCRIPTIONS = {
  * others are fire-and-forget Moleculer events.
  */
 export const DURABLE_EVENTS: readonly EventName[] = [...new Set(Object.values(DURABLE_SUBSCRIPTIONS).flat())];
+
+/**
+ * The events every node that holds what they change must hear, at once:
+ * published with broadcast (lib/events.ts), not balanced to one node of each
+ * service. Gateways each keep revoked sessions and a JWKS; every node of a
+ * service keeps its cache (mixins/cache-cleaner.mixin.ts). Durable events
+ * cannot be among them: the durable bus goes with emit (lib/durable-events.ts).
+ */
+export const BROADCAST_EVENTS: readonly EventName[] = [
+	"auth.sessionsRevoked",
+	"auth.keysRotated",
+	"user.updated",
+	"wallet.created",
+	"wallet.credited",
+	"wallet.debited",
+];
 
 /** The TypeScript type a contract describes (the fastest-validator rules Mint uses). */
 type FieldType<R> = R extends { type: "enum"; values: readonly (infer V)[] }

@@ -11,7 +11,21 @@
  */
 import crypto from "node:crypto";
 import Validator, { type ValidationSchema } from "fastest-validator";
-import { EVENT_CONTRACTS, type EventEnvelope, type EventName } from "../contracts/events";
+import { BROADCAST_EVENTS, DURABLE_EVENTS, EVENT_CONTRACTS, type EventEnvelope, type EventName } from "../contracts/events";
+
+const BROADCAST = new Set<string>(BROADCAST_EVENTS);
+for (const name of BROADCAST_EVENTS) {
+	if (DURABLE_EVENTS.includes(name)) throw new Error(`Event ${name} cannot be both durable (emitted to the durable bus) and broadcast`);
+}
+
+/**
+ * Where events are published: a broker or a context (both broadcast). An
+ * emitter without broadcast (a test's recorder) gets every event by emit.
+ */
+export interface Publisher {
+	emit(name: string, payload: unknown): unknown;
+	broadcast?(name: string, payload: unknown): unknown;
+}
 
 /**
  * A consumer's view of a contract: the envelope and the fields it relies on
@@ -40,17 +54,20 @@ export function newEvent<T extends object>(payload: T, envelope: Partial<EventEn
 	return { eventId: envelope.eventId ?? crypto.randomUUID(), occurredAt: envelope.occurredAt ?? new Date().toISOString(), ...payload };
 }
 
-/** The one publishing path: envelope, contract check, emit. A payload that breaks its contract is a bug and throws. */
-export async function publish(
-	emitter: { emit(name: string, payload: unknown): unknown },
-	name: EventName,
-	payload: object,
-	envelope: Partial<EventEnvelope> = {},
-): Promise<EventEnvelope> {
+/**
+ * The one publishing path: envelope, contract check, then emit, or broadcast
+ * for the events every node must hear (BROADCAST_EVENTS). A payload that
+ * breaks its contract is a bug and throws. Moleculer runs (and awaits) this
+ * node's own handlers of a broadcast, and those an emit picks here, before it
+ * resolves: when publish() returns, the publisher's node has acted on its
+ * event (e.g. cleaned its cache); other nodes hear it a transport hop later.
+ */
+export async function publish(emitter: Publisher, name: EventName, payload: object, envelope: Partial<EventEnvelope> = {}): Promise<EventEnvelope> {
 	const event = newEvent(payload, envelope);
 	const problems = checkEvent(name, event);
 	if (problems !== true) throw new Error(`Event ${name} breaks its contract: ${problems.join("; ")}`);
-	await emitter.emit(name, event);
+	if (BROADCAST.has(name) && emitter.broadcast) await emitter.broadcast(name, event);
+	else await emitter.emit(name, event);
 	return event;
 }
 

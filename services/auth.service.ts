@@ -5,8 +5,9 @@
  * tokens, signing keys, limits, the user outbox).
  *
  * Emits:    user.signedUp, user.passwordResetRequested (both through the user outbox),
- *           user.emailVerified, auth.sessionsRevoked, auth.keysRotated
- * Consumes: auth.keysRotated (reload keys rotated on another node)
+ *           user.emailVerified, user.updated, auth.sessionsRevoked, auth.keysRotated
+ * Consumes: auth.keysRotated (reload keys rotated on another node); user.updated on every node (cache cleaning)
+ * Cache:    me, getUser, contactOf, exists, per user (scope auth:<userId>)
  * Timers:   the outbox relay, the hourly purge of expired records, the key-rotation
  *           schedule (KEY_ROTATION_DAYS > 0)
  *
@@ -16,11 +17,13 @@
 import type { Context } from "moleculer";
 import type { CallMeta, SignedInMeta } from "../contracts/gateway";
 import type { Contact, DirectoryEntry, IssuedSession, PublicProfile, PublicUser, SessionResult } from "../contracts/users";
+import type { CacheSettings } from "../lib/cacher";
 import type { Config } from "../lib/config";
 import { defineService } from "../lib/define-service";
 import { forbidden } from "../lib/errors";
 import { consumerContract } from "../lib/events";
 import { nodeSecrets } from "../lib/secrets";
+import { CacheCleaner } from "../mixins/cache-cleaner.mixin";
 import { DbMixin } from "../mixins/db.mixin";
 import { HealthMixin } from "../mixins/health.mixin";
 import { EMAIL, MIDDLE_NAME, NAME, PASSWORD, PASSWORD_CONFIRM, TOKEN, USER_ID } from "./auth/fields";
@@ -32,6 +35,9 @@ import { EXTRA_COLLECTIONS, purgeExpired, USERS } from "./auth/stores";
 import { toContact, toDirectoryEntry, toPublicProfile, toPublicUser, type NameChanges, type UserEntity } from "./auth/users";
 
 const clientIp = (ctx: Context<unknown, CallMeta>) => ctx.meta.clientIp ?? "unknown";
+/** The caller's own user is strict (read right after PUT /users/me); others' profiles and contacts may lag a node by an event. */
+const OWN_USER: CacheSettings = { scope: "#user.id", ttl: 600, strict: true };
+const USER_BY_ID: CacheSettings = { scope: "id", ttl: 600 };
 
 export default function createAuthService(config: Config) {
 	const auth = config.auth;
@@ -40,7 +46,12 @@ export default function createAuthService(config: Config) {
 	return defineService<AuthVars>()({
 		name: "auth",
 		// The DB mixin last: its started() runs first (stopped() last), so the stores are open whenever a job runs.
-		mixins: [HealthMixin("auth"), ...authJobs(auth.keyRotationDays), DbMixin(config, "auth", USERS, EXTRA_COLLECTIONS)],
+		mixins: [
+			HealthMixin("auth"),
+			CacheCleaner({ "user.updated": ["userId"] }),
+			...authJobs(auth.keyRotationDays),
+			DbMixin(config, "auth", USERS, EXTRA_COLLECTIONS),
+		],
 
 		actions: {
 			/** 409 if the email exists; logs the user in; emits user.signedUp. */
@@ -109,6 +120,7 @@ export default function createAuthService(config: Config) {
 
 			/** The caller, or null without a valid session (the v1 client shows its login page on that). */
 			me: {
+				cache: OWN_USER,
 				async handler(ctx: Context<unknown, CallMeta>): Promise<PublicUser | null> {
 					const user = ctx.meta.user ? await this.users.byId(ctx.meta.user.id) : null;
 					return user ? toPublicUser(user) : null;
@@ -168,6 +180,7 @@ export default function createAuthService(config: Config) {
 			/** Another user's profile: never the email. */
 			getUser: {
 				auth: "required",
+				cache: USER_BY_ID,
 				params: { $$strict: true, id: USER_ID },
 				async handler(ctx: Context<{ id: string }>): Promise<PublicProfile> {
 					return toPublicProfile(await this.users.get(ctx.params.id));
@@ -186,6 +199,7 @@ export default function createAuthService(config: Config) {
 			/** For other services: who to write to (notifications' receipts). */
 			contactOf: {
 				visibility: "public",
+				cache: USER_BY_ID,
 				params: { id: USER_ID },
 				async handler(ctx: Context<{ id: string }>): Promise<Contact> {
 					return toContact(await this.users.get(ctx.params.id));
@@ -195,6 +209,7 @@ export default function createAuthService(config: Config) {
 			/** For other services: does this user exist? (transfers check recipients). */
 			exists: {
 				visibility: "public",
+				cache: USER_BY_ID,
 				params: { id: USER_ID },
 				handler(ctx: Context<{ id: string }>): Promise<boolean> {
 					return this.users.exists(ctx.params.id);
@@ -205,10 +220,11 @@ export default function createAuthService(config: Config) {
 				auth: "required",
 				params: { $$strict: true, firstName: { ...NAME, optional: true }, middleName: MIDDLE_NAME, lastName: { ...NAME, optional: true } },
 				async handler(ctx: Context<NameChanges, SignedInMeta>): Promise<PublicUser> {
-					return toPublicUser(await this.users.updateNames(ctx.meta.user.id, ctx.params));
+					return toPublicUser(await this.accounts.updateNames(ctx, ctx.meta.user.id, ctx.params));
 				},
 			},
 
+			// Not cached: it changes with time (a retired key leaves it when its tokens expire, no write to invalidate on).
 			jwks: {
 				async handler(ctx: Context<unknown, { $responseHeaders?: Record<string, string> }>) {
 					ctx.meta.$responseHeaders = { "Cache-Control": "public, max-age=300" };

@@ -9,7 +9,9 @@
  * update), then is emitted; the outbox relay re-publishes what did not go out.
  *
  * Emits:    transaction.created, transaction.processing, transaction.completed, transaction.failed
- * Consumes: nothing
+ * Consumes: its own transaction.* on every node (cache cleaning)
+ * Cache:    list, get, history, per caller (scope transactions:<userId>); each recorded change
+ *           invalidates its parties' before it is announced
  * Calls:    wallet.debit, wallet.credit, wallet.balanceOf, auth.exists
  * Jobs:     sweep (re-drives transactions whose lease ran out), outbox-relay
  *
@@ -32,9 +34,11 @@ import {
 	type TransactionView,
 } from "../contracts/money";
 import type { SignedInMeta } from "../contracts/gateway";
+import type { CacheSettings } from "../lib/cacher";
 import type { Config } from "../lib/config";
 import { defineService } from "../lib/define-service";
 import { notFound } from "../lib/errors";
+import { CacheCleaner, type CacheCleanerVars } from "../mixins/cache-cleaner.mixin";
 import { DbMixin, type DbVars } from "../mixins/db.mixin";
 import { HealthMixin } from "../mixins/health.mixin";
 import { OutboxRelay, type OutboxVars } from "../mixins/outbox.mixin";
@@ -47,7 +51,8 @@ import { isParty, partyQuery, toHistoryView, toInspectView, toTransactionFacts, 
 
 type TransactionsVars = DbVars<TransactionEntity> &
 	PeriodicVars &
-	OutboxVars & {
+	OutboxVars &
+	CacheCleanerVars & {
 		outbox: TransactionOutbox;
 		processor: TransactionProcessor;
 		submitter: TransactionSubmitter;
@@ -59,6 +64,9 @@ type TransactionsThis = Service & TransactionsVars;
 const ID_PARAM = { type: "string", min: 1, max: 64 } as const;
 /** Wallet steps are idempotent by transaction id, so a timed-out call may be retried. */
 const WALLET_CALL: CallingOptions = { retries: 3 };
+/** What a caller reads of their transactions is never stale once a change has been answered: strict (lib/cacher.ts). */
+const PER_CALLER: CacheSettings = { scope: "#user.id", ttl: 300, strict: true };
+const PARTIES = ["userId", "fromUserId", "toUserId"] as const;
 
 export default function createTransactionsService(config: Config) {
 	const limits = config.transactions;
@@ -87,6 +95,12 @@ export default function createTransactionsService(config: Config) {
 				},
 			}),
 			HealthMixin("transactions"),
+			CacheCleaner({
+				"transaction.created": PARTIES,
+				"transaction.processing": PARTIES,
+				"transaction.completed": PARTIES,
+				"transaction.failed": PARTIES,
+			}),
 			DbMixin(config, "transactions", {
 				name: "transactions",
 				indexes: [{ fields: { userId: 1 } }, { fields: { fromUserId: 1 } }, { fields: { toUserId: 1 } }, { fields: { status: 1 } }],
@@ -141,6 +155,7 @@ export default function createTransactionsService(config: Config) {
 
 			list: {
 				auth: "required",
+				cache: PER_CALLER,
 				params: {
 					$$strict: true,
 					limit: { type: "number", integer: true, min: 1, max: 100, convert: true, optional: true },
@@ -160,6 +175,7 @@ export default function createTransactionsService(config: Config) {
 
 			get: {
 				auth: "required",
+				cache: PER_CALLER,
 				params: { $$strict: true, id: ID_PARAM },
 				async handler(ctx: Context<{ id: string }, SignedInMeta>): Promise<TransactionView> {
 					return toTransactionView(await this.findForParty(ctx.params.id, ctx.meta.user.id));
@@ -168,6 +184,7 @@ export default function createTransactionsService(config: Config) {
 
 			history: {
 				auth: "required",
+				cache: PER_CALLER,
 				params: { $$strict: true, id: ID_PARAM },
 				async handler(ctx: Context<{ id: string }, SignedInMeta>): Promise<HistoryView[]> {
 					return (await this.findForParty(ctx.params.id, ctx.meta.user.id)).history.map(toHistoryView);
@@ -228,7 +245,14 @@ export default function createTransactionsService(config: Config) {
 		},
 
 		created() {
-			this.outbox = new TransactionOutbox(this.adapter, this.broker, this.logger);
+			// Every recorded change invalidates its parties' cache first: the announcement may fail (the relay sends it later), the cleaning may not wait.
+			const announcer = {
+				emit: async (name: string, payload: unknown) => {
+					await this.cleanCacheFor(name, payload);
+					return this.broker.emit(name, payload);
+				},
+			};
+			this.outbox = new TransactionOutbox(this.adapter, announcer, this.logger);
 			this.processor = new TransactionProcessor({
 				store: this.adapter,
 				outbox: this.outbox,

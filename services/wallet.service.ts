@@ -5,8 +5,10 @@
  *
  * Actions:  mine (GET /wallet/user), credit, debit, balanceOf, checkInvariants, health
  * Emits:    wallet.created, wallet.credited, wallet.debited
- * Consumes: user.signedUp (creates the wallet; a duplicate event creates nothing)
+ * Consumes: user.signedUp (creates the wallet; a duplicate event creates nothing);
+ *           wallet.created, wallet.credited, wallet.debited on every node (cache cleaning)
  * Calls:    transactions.ledgerFacts (checkInvariants)
+ * Cache:    mine, per user (scope wallet:<userId>); a movement invalidates its user's before it answers
  *
  * Events are published and checked against their contracts in lib/events.ts.
  */
@@ -14,9 +16,11 @@ import type { Context } from "moleculer";
 import type { SignedInMeta } from "../contracts/gateway";
 import type { EventPayload } from "../contracts/events";
 import type { MovementResult, TransactionFacts, WalletView } from "../contracts/money";
+import type { CacheSettings } from "../lib/cacher";
 import type { Config } from "../lib/config";
 import { defineService } from "../lib/define-service";
 import { consumerContract } from "../lib/events";
+import { CacheCleaner, type CacheCleanerVars } from "../mixins/cache-cleaner.mixin";
 import { DbMixin, type DbVars } from "../mixins/db.mixin";
 import { HealthMixin } from "../mixins/health.mixin";
 import type { InvariantReport } from "./wallet/invariants";
@@ -45,10 +49,11 @@ const MOVEMENT_PARAMS = {
 /** The part of user.signedUp the wallet relies on (checked on arrival). */
 type SignedUp = Pick<EventPayload<"user.signedUp">, "eventId" | "occurredAt" | "userId">;
 
-type WalletVars = DbVars<WalletDoc, { entries: LedgerEntry }> & {
-	/** Set when the stores are connected (started). */
-	wallets: Wallets;
-};
+type WalletVars = DbVars<WalletDoc, { entries: LedgerEntry }> &
+	CacheCleanerVars & {
+		/** Set when the stores are connected (started). */
+		wallets: Wallets;
+	};
 
 export default function createWalletService(config: Config) {
 	return defineService<WalletVars>()({
@@ -58,12 +63,15 @@ export default function createWalletService(config: Config) {
 				{ name: "entries", indexes: [{ fields: { movement: 1 }, unique: true }, { fields: { walletId: 1 } }, { fields: { txId: 1 } }] },
 			]),
 			HealthMixin("wallet"),
+			CacheCleaner({ "wallet.created": ["userId"], "wallet.credited": ["userId"], "wallet.debited": ["userId"] }),
 		],
 
 		actions: {
 			/** GET /wallet/user: the caller's wallet, created now if the signup event has not arrived yet. */
 			mine: {
 				auth: "required",
+				// A balance is never stale: strict (lib/cacher.ts).
+				cache: { scope: "#user.id", ttl: 300, strict: true } satisfies CacheSettings,
 				handler(ctx: Context<unknown, SignedInMeta>): Promise<WalletView> {
 					return this.wallets.view(ctx, ctx.meta.user.id);
 				},
@@ -73,9 +81,14 @@ export default function createWalletService(config: Config) {
 			credit: {
 				visibility: "public",
 				params: { ...MOVEMENT_PARAMS, direction: { type: "enum", values: ["credit", "refund"], optional: true } },
-				handler(ctx: Context<CreditParams>): Promise<MovementResult> {
+				async handler(ctx: Context<CreditParams>): Promise<MovementResult> {
 					const { userId, txId, amountMinor, direction = "credit" } = ctx.params;
-					return this.wallets.move(ctx, userId, txId, direction, amountMinor);
+					try {
+						return await this.wallets.move(ctx, userId, txId, direction, amountMinor);
+					} finally {
+						// Whatever the outcome, even a failure half-way: a retry after a crash between a write and its event cleans what the crash left.
+						await this.cleanCache([userId]);
+					}
 				},
 			},
 
@@ -83,9 +96,13 @@ export default function createWalletService(config: Config) {
 			debit: {
 				visibility: "public",
 				params: MOVEMENT_PARAMS,
-				handler(ctx: Context<MovementParams>): Promise<MovementResult> {
+				async handler(ctx: Context<MovementParams>): Promise<MovementResult> {
 					const { userId, txId, amountMinor } = ctx.params;
-					return this.wallets.move(ctx, userId, txId, "debit", -amountMinor);
+					try {
+						return await this.wallets.move(ctx, userId, txId, "debit", -amountMinor);
+					} finally {
+						await this.cleanCache([userId]);
+					}
 				},
 			},
 

@@ -1,10 +1,15 @@
 /**
  * Account flows that touch several of auth's parts at once: signup (limits,
  * password hash, verification token, the welcome event in the outbox),
- * login (the guard counts before the check), email verification, and the
- * password-reset pair.
+ * login (the guard counts before the check), email verification, the
+ * password-reset pair, and profile changes.
+ *
+ * Every change others can see of a user is announced by user.updated
+ * (broadcast: every auth node drops its cached views of the user, this one
+ * before the change is answered).
  */
 import crypto from "node:crypto";
+import type { USER_CHANGES } from "../../contracts/events";
 import { conflict, unauthorized } from "../../lib/errors";
 import { publish } from "../../lib/events";
 import type { AuthLimits } from "./limits";
@@ -13,7 +18,12 @@ import type { PasswordHasher } from "./passwords";
 import type { Sessions } from "./sessions";
 import type { Emitter, Log } from "./support";
 import type { UserOutbox } from "./user-outbox";
-import { EMAIL_TAKEN, newUser, type SignupFields, type UserEntity, type Users } from "./users";
+import { EMAIL_TAKEN, newUser, type NameChanges, type SignupFields, type UserEntity, type Users } from "./users";
+
+/** Announces a change of what others see of a user (their cached views). */
+export function userUpdated(emitter: Emitter, userId: string, change: (typeof USER_CHANGES)[number]): Promise<unknown> {
+	return publish(emitter, "user.updated", { userId, change });
+}
 
 export interface AccountDeps {
 	users: Users;
@@ -53,6 +63,7 @@ export class Accounts {
 		const user = newUser(userId, fields, await hasher.hash(fields.password), welcome);
 		await users.insert(user);
 		await outbox.publish(emitter, userId, welcome);
+		await userUpdated(emitter, userId, "signedUp");
 		this.deps.log.info({ userId }, "user signed up");
 		return user;
 	}
@@ -72,6 +83,7 @@ export class Accounts {
 	async verifyEmail(emitter: Emitter, token: string): Promise<UserEntity> {
 		const userId = await this.deps.tokens.consume(token, "verify-email");
 		const user = await this.deps.users.markEmailVerified(userId);
+		await userUpdated(emitter, userId, "emailVerified");
 		await publish(emitter, "user.emailVerified", { userId, email: user.email });
 		return user;
 	}
@@ -108,7 +120,15 @@ export class Accounts {
 		const { tokens, users, hasher, sessions } = this.deps;
 		const userId = await tokens.consume(token, "password-reset");
 		await users.setPasswordHash(userId, await hasher.hash(password));
+		await userUpdated(emitter, userId, "password");
 		await sessions.revokeAllOf(userId, emitter);
 		return users.get(userId);
+	}
+
+	/** PUT /users/me: the new names, announced. */
+	async updateNames(emitter: Emitter, userId: string, changes: NameChanges): Promise<UserEntity> {
+		const user = await this.deps.users.updateNames(userId, changes);
+		await userUpdated(emitter, userId, "profile");
+		return user;
 	}
 }
