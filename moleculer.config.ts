@@ -12,6 +12,7 @@ import { DurableEventsMiddleware } from "./lib/durable-events";
 import { ProbeServerMiddleware } from "./lib/probe-server";
 import { mintReplCommands } from "./lib/repl-commands";
 import { RequestContextMiddleware, requestLogFields, ZipkinExporter } from "./lib/request-context";
+import { ServiceOwnershipMiddleware } from "./lib/service-ownership";
 
 export function brokerOptions(config: Config): BrokerOptions {
 	return {
@@ -66,6 +67,8 @@ export function brokerOptions(config: Config): BrokerOptions {
 		},
 		// In the cluster, events also go to durable RabbitMQ queues (lib/durable-events.ts).
 		middlewares: [
+			// First: a node refused the ownership of its files (lib/service-ownership.ts) starts nothing else.
+			ServiceOwnershipMiddleware(config),
 			RequestContextMiddleware,
 			...(config.transporter ? [DurableEventsMiddleware(config.transporter)] : []),
 			// A node without the gateway still answers /health and /ready on an explicit PORT (lib/probe-server.ts).

@@ -63,7 +63,16 @@ async function main() {
 		}
 		throw err;
 	}
-	broker = await startMint(config);
+	try {
+		broker = await startMint(config);
+	} catch (err) {
+		// Refused at start-up (e.g. another node owns this service's files: lib/service-ownership.ts): reported as a configuration error.
+		if (err instanceof ConfigError) {
+			console.error(err.message);
+			process.exit(2);
+		}
+		throw err;
+	}
 	let stopping = false;
 	const running = broker;
 	const stop = async (signal: string) => {
