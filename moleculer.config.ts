@@ -5,7 +5,7 @@
  * idempotent actions pass `retries`, and only retryable errors are retried.
  */
 import os from "node:os";
-import type { BrokerOptions, ReplOptions, TracerOptions } from "moleculer";
+import { ServiceBroker, type BrokerOptions, type ReplOptions, type TracerOptions } from "moleculer";
 import { MintMemoryCacher, MintRedisCacher } from "./lib/cacher";
 import type { Config } from "./lib/config";
 import { DurableEventsMiddleware } from "./lib/durable-events";
@@ -13,6 +13,26 @@ import { ProbeServerMiddleware } from "./lib/probe-server";
 import { mintReplCommands } from "./lib/repl-commands";
 import { RequestContextMiddleware, requestLogFields, ZipkinExporter } from "./lib/request-context";
 import { ServiceOwnershipMiddleware } from "./lib/service-ownership";
+
+/**
+ * The circuit breaker wraps the request timeout. In Moleculer's order of its
+ * internal middlewares the breaker sits inside the timeout and sees only the
+ * call itself: a call to a node that died without a word never settles, its
+ * timeout is never counted, and the breaker never opens on that node
+ * (moleculer#1202). With the breaker moved just outside the timeout, a
+ * timed-out call is a failure of the endpoint it went to.
+ *
+ * Moved in Moleculer's own list (ServiceBroker.INTERNAL_MIDDLEWARES, which
+ * every broker registers after the configured middlewares), rather than by
+ * listing them all with `internalMiddlewares: false`: the middlewares
+ * startMint appends (tests' fault injection) must stay inside Moleculer's
+ * retry, timeout and error handling, as Mint's own do.
+ */
+function breakerAroundTimeout(order: string[]): void {
+	order.splice(order.indexOf("CircuitBreaker"), 1);
+	order.splice(order.indexOf("Timeout") + 1, 0, "CircuitBreaker");
+}
+breakerAroundTimeout(ServiceBroker.INTERNAL_MIDDLEWARES);
 
 export function brokerOptions(config: Config): BrokerOptions {
 	return {
@@ -85,7 +105,13 @@ export function brokerOptions(config: Config): BrokerOptions {
 			factor: 2,
 			check: (err: Error) => (err as Error & { retryable?: boolean }).retryable === true,
 		},
-		circuitBreaker: { enabled: true, threshold: 0.5, minRequestCount: 20, windowTime: 60, halfOpenTime: 10_000 },
+		circuitBreaker: {
+			enabled: true,
+			threshold: config.circuitBreaker.threshold,
+			minRequestCount: config.circuitBreaker.minRequestCount,
+			windowTime: config.circuitBreaker.windowSec,
+			halfOpenTime: config.circuitBreaker.halfOpenMs,
+		},
 		bulkhead: { enabled: true, concurrency: 64, maxQueueSize: 1000 },
 		heartbeatInterval: 5,
 		heartbeatTimeout: 15,

@@ -31,6 +31,13 @@ export interface Config {
 	logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace";
 	currency: string;
 	requestTimeoutMs: number;
+	/**
+	 * Moleculer's circuit breaker, per endpoint (an action on one node): it opens
+	 * when at least `threshold` of `minRequestCount` or more calls in the last
+	 * `windowSec` failed (errors of status 500+, timeouts), and lets one call
+	 * through again `halfOpenMs` later.
+	 */
+	circuitBreaker: { threshold: number; minRequestCount: number; windowSec: number; halfOpenMs: number };
 	http: {
 		/** Largest JSON body in bytes, after Content-Encoding is undone. */
 		bodyLimitBytes: number;
@@ -150,6 +157,15 @@ function url(env: Env, name: string, protocols: string[]): string | undefined {
 	return raw;
 }
 
+/** A fraction in (0, 1], such as 0.5. */
+function fraction(env: Env, name: string, fallback: number): number {
+	const raw = str(env, name);
+	if (raw === undefined) return fallback;
+	const value = Number(raw);
+	if (!/^\d*\.?\d+$/.test(raw) || !(value > 0 && value <= 1)) throw new ConfigError(name, `must be a number above 0 and at most 1, got "${raw}"`);
+	return value;
+}
+
 /** TRACING: `console` prints spans (development); unset leaves them to ZIPKIN_URL, or in process. */
 function tracingConsole(env: Env): boolean {
 	const raw = str(env, "TRACING");
@@ -261,6 +277,12 @@ export function loadConfig(env: Env = process.env): Config {
 		logLevel: logLevel as Config["logLevel"],
 		currency,
 		requestTimeoutMs: int(env, "REQUEST_TIMEOUT_MS", 10_000, 100, 600_000),
+		circuitBreaker: {
+			threshold: fraction(env, "CIRCUIT_BREAKER_THRESHOLD", 0.5),
+			minRequestCount: int(env, "CIRCUIT_BREAKER_MIN_REQUESTS", 20, 1, 1_000_000),
+			windowSec: int(env, "CIRCUIT_BREAKER_WINDOW_SEC", 60, 1, 86_400),
+			halfOpenMs: int(env, "CIRCUIT_BREAKER_HALF_OPEN_MS", 10_000, 100, 3_600_000),
+		},
 		http: {
 			bodyLimitBytes,
 			cookieSecure,
