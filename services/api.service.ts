@@ -120,6 +120,18 @@ export default function createApiService(config: Config) {
 					return report.body;
 				},
 			},
+
+			/** auth, on a revocation: this gateway refuses the sessions before the logout answers (no HTTP route reaches it). */
+			denySessions: {
+				visibility: "public",
+				params: {
+					revoked: { type: "array", min: 1, max: 1000, items: { type: "object", props: { sid: "string", expiresAt: "number" } } },
+				},
+				handler(ctx: Context<{ revoked: RevokedSession[] }>) {
+					for (const { sid, expiresAt } of ctx.params.revoked) this.verifier.revokeSessions([sid], expiresAt);
+					return { denied: ctx.params.revoked.length };
+				},
+			},
 		},
 
 		events: {

@@ -3,6 +3,8 @@
  * takes what it needs (stores, settings, secrets, an emitter, a logger), so
  * it can be tested without a broker.
  */
+import type { ServiceBroker } from "moleculer";
+import type { RevokedSession } from "../../contracts/users";
 import type { Config } from "../../lib/config";
 import type { NodeSecrets } from "../../lib/secrets";
 import { Accounts } from "./accounts";
@@ -12,7 +14,7 @@ import { PasswordHasher } from "./passwords";
 import { Sessions } from "./sessions";
 import { SigningKeys } from "./signing-keys";
 import { authStores, type AuthDbVars, type AuthStores } from "./stores";
-import type { Emitter, Log } from "./support";
+import type { Log } from "./support";
 import { UserOutbox } from "./user-outbox";
 import { Users } from "./users";
 
@@ -28,7 +30,7 @@ export interface AuthParts {
 }
 
 /** `service`: where the stores are (read on use), the broker (events published outside any request) and the logger. */
-export function authParts(service: AuthDbVars & { broker: Emitter; logger: Log }, config: Config, secrets: NodeSecrets): AuthParts {
+export function authParts(service: AuthDbVars & { broker: ServiceBroker; logger: Log }, config: Config, secrets: NodeSecrets): AuthParts {
 	const { auth } = config;
 	const log = service.logger;
 	const db = authStores(service);
@@ -37,8 +39,33 @@ export function authParts(service: AuthDbVars & { broker: Emitter; logger: Log }
 	const users = new Users(db);
 	const tokens = new OneTimeTokens(db);
 	const outbox = new UserOutbox(db, secrets, log);
-	const sessions = new Sessions({ db, settings: auth, signer: keys, secret: secrets.current, emitter: service.broker, log });
+	const sessions = new Sessions({
+		db,
+		settings: auth,
+		signer: keys,
+		secret: secrets.current,
+		emitter: service.broker,
+		tellGateways: revoked => tellEveryGateway(service.broker, revoked, log),
+		log,
+	});
 	const hasher = new PasswordHasher(auth.argon2);
 	const accounts = new Accounts({ users, tokens, outbox, sessions, hasher, limits, settings: auth, emitter: service.broker, log });
 	return { db, users, accounts, sessions, tokens, keys, limits, outbox };
+}
+
+/** How long a gateway may take to acknowledge a revocation before the logout answers anyway. */
+const GATEWAY_ACK_MS = 1000;
+
+/**
+ * Every available gateway node (api service) gets the revocation by a direct
+ * call, and the logout waits for their answers: a gateway that is down or
+ * slow is logged and left to the broadcast event and its resync.
+ */
+async function tellEveryGateway(broker: ServiceBroker, revoked: RevokedSession[], log: Log): Promise<void> {
+	const gateways = broker.registry.getServiceList({ onlyAvailable: true }).filter(service => service.name === "api");
+	const results = await Promise.allSettled(
+		gateways.map(gateway => broker.call("api.denySessions", { revoked }, { nodeID: gateway.nodeID, timeout: GATEWAY_ACK_MS, retries: 0 })),
+	);
+	const failed = results.filter(result => result.status === "rejected").length;
+	if (failed > 0) log.warn({ failed, gateways: gateways.length }, "not every gateway acknowledged a revocation; the broadcast and its resync cover it");
 }

@@ -11,7 +11,7 @@
  * refresh's token cannot outlive the revocation.
  */
 import crypto from "node:crypto";
-import type { IssuedSession, SessionResult } from "../../contracts/users";
+import type { IssuedSession, RevokedSession, SessionResult } from "../../contracts/users";
 import type { TokenAudience } from "../../lib/access-tokens";
 import { unauthorized } from "../../lib/errors";
 import { publish } from "../../lib/events";
@@ -73,6 +73,12 @@ export interface SessionDeps {
 	secret: string;
 	/** Where revocations found by a refresh (reuse, a dead family) are announced. */
 	emitter: Emitter;
+	/**
+	 * Hands a revocation to every gateway and waits for them (bounded), so a
+	 * logout answers only once no gateway accepts the session any more.
+	 * The broadcast event and the gateways' resync stay the fallback.
+	 */
+	tellGateways?(revoked: RevokedSession[]): Promise<void>;
 	log: Log;
 }
 
@@ -155,6 +161,7 @@ export class Sessions {
 			await this.db.revocations.insert({ _id: familyId, expiresAt });
 		}
 		await publish(emitter, "auth.sessionsRevoked", { sids: familyIds, expiresAt });
+		await this.deps.tellGateways?.(familyIds.map(sid => ({ sid, expiresAt })));
 	}
 
 	/**
