@@ -38,8 +38,9 @@ export async function readiness(broker: ServiceBroker, services: readonly string
 			}
 		}),
 	);
-	const transit = (broker as unknown as { transit?: { connected: boolean } }).transit;
-	if (transit) checks.transporter = transit.connected ? "ok" : "down";
+	// Transit's own flag stays true while the AMQP transporter reconnects; the transporter's flag tells.
+	const transit = (broker as unknown as { transit?: { connected: boolean; tx?: { connected: boolean } } }).transit;
+	if (transit) checks.transporter = transit.connected && transit.tx?.connected !== false ? "ok" : "down";
 	const redis = (broker.cacher as unknown as { client?: { ping?: () => Promise<unknown> } } | undefined)?.client;
 	if (redis?.ping) {
 		try {
