@@ -88,7 +88,8 @@ export interface Config {
 	 * JSON, which Jaeger and Tempo ingest too) and/or TRACING=console
 	 * (development); neither: spans are made and kept in process only.
 	 */
-	tracing: { zipkinUrl?: string; console: boolean };
+	/** `sampleRate`: the share of traces exported (TRACING_SAMPLE_RATE); every request still gets its trace id in the logs. */
+	tracing: { zipkinUrl?: string; console: boolean; sampleRate: number };
 	transactions: {
 		topUpMaxMinor: number;
 		transferMaxMinor: number;
@@ -334,6 +335,7 @@ export function loadConfig(env: Env = process.env): Config {
 		tracing: {
 			// Spans are POSTed to `${zipkinUrl}/api/v2/spans`: no trailing slash.
 			zipkinUrl: url(env, "ZIPKIN_URL", ["http:", "https:"])?.replace(/\/+$/, ""),
+			sampleRate: fraction(env, "TRACING_SAMPLE_RATE", 1),
 			console: tracingConsole(env),
 		},
 		transactions: {

@@ -80,12 +80,16 @@ describe("loadConfig defaults", () => {
 	});
 
 	it("exports no spans unless ZIPKIN_URL or TRACING=console says where", () => {
-		expect(config.tracing).toEqual({ zipkinUrl: undefined, console: false });
-		expect(loadConfig({ ZIPKIN_URL: "http://zipkin:9411" }).tracing).toEqual({ zipkinUrl: "http://zipkin:9411", console: false });
+		expect(config.tracing).toEqual({ zipkinUrl: undefined, console: false, sampleRate: 1 });
+		expect(loadConfig({ ZIPKIN_URL: "http://zipkin:9411", TRACING_SAMPLE_RATE: "0.1" }).tracing).toEqual({
+			zipkinUrl: "http://zipkin:9411",
+			console: false,
+			sampleRate: 0.1,
+		});
 		// The spans go to `${ZIPKIN_URL}/api/v2/spans`: a trailing slash would double it.
 		expect(loadConfig({ ZIPKIN_URL: "https://tempo.example.com/zipkin/" }).tracing.zipkinUrl).toBe("https://tempo.example.com/zipkin");
-		expect(loadConfig({ TRACING: "Console" }).tracing).toEqual({ zipkinUrl: undefined, console: true });
-		expect(loadConfig({ TRACING: "", ZIPKIN_URL: " " }).tracing).toEqual({ zipkinUrl: undefined, console: false });
+		expect(loadConfig({ TRACING: "Console" }).tracing).toEqual({ zipkinUrl: undefined, console: true, sampleRate: 1 });
+		expect(loadConfig({ TRACING: "", ZIPKIN_URL: " " }).tracing).toEqual({ zipkinUrl: undefined, console: false, sampleRate: 1 });
 	});
 
 	it("names the tracing variable and what it takes", () => {
@@ -132,6 +136,8 @@ describe("loadConfig refuses bad variables, naming them", () => {
 		["ZIPKIN_URL", "zipkin:9411"],
 		["TRACING", "zipkin"],
 		["TRACING", "true"],
+		["TRACING_SAMPLE_RATE", "0"],
+		["TRACING_SAMPLE_RATE", "1.5"],
 	])("%s=%s is a ConfigError for %s", (variable, value) => {
 		const err = configErrorFor({ [variable]: value });
 		expect(err.variable).toBe(variable);
