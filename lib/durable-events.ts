@@ -24,6 +24,7 @@ import crypto from "node:crypto";
 import amqp from "amqplib";
 import type { Middleware, ServiceBroker } from "moleculer";
 import { defineMiddleware } from "./middleware";
+import { currentTrace, type TraceHeaders } from "./request-context";
 import { DURABLE_EVENTS, DURABLE_SUBSCRIPTIONS } from "../contracts/events";
 
 /** Consumer group -> the events its queue is bound to. */
@@ -34,7 +35,8 @@ export interface DurableSubscription {
 	events: readonly string[];
 	maxAttempts: number;
 	retryBaseMs: number;
-	handle(event: string, payload: unknown): Promise<void>;
+	/** `trace`: the request that published the event, when it was published while serving one. */
+	handle(event: string, payload: unknown, trace?: TraceHeaders): Promise<void>;
 }
 
 interface Logger {
@@ -49,6 +51,21 @@ interface Publication {
 }
 
 const ATTEMPT_HEADER = "x-mint-attempts";
+/** The publishing request's trace, so the consumer's spans join it (lib/request-context.ts). */
+const TRACE_HEADER = "x-mint-trace";
+
+function traceOf(headers: Record<string, unknown> | undefined): TraceHeaders | undefined {
+	const raw = headers?.[TRACE_HEADER];
+	if (typeof raw !== "string") return undefined;
+	try {
+		const trace = JSON.parse(raw) as Partial<TraceHeaders>;
+		if (typeof trace.requestId === "string" && typeof trace.parentSpanId === "string")
+			return { requestId: trace.requestId, parentSpanId: trace.parentSpanId, sampled: trace.sampled !== false };
+	} catch {
+		// A header Mint did not write: the event starts its own trace.
+	}
+	return undefined;
+}
 const DURABLE = new Set<string>(DURABLE_EVENTS);
 
 export class DurableEvents {
@@ -94,7 +111,9 @@ export class DurableEvents {
 		try {
 			await new Promise<void>((resolve, reject) => {
 				const content = Buffer.from(JSON.stringify(payload));
-				const options = { mandatory: true, persistent: true, contentType: "application/json", messageId, type: event };
+				const trace = currentTrace();
+				const headers = trace ? { [TRACE_HEADER]: JSON.stringify(trace) } : undefined;
+				const options = { mandatory: true, persistent: true, contentType: "application/json", messageId, type: event, headers };
 				channel.publish(this.exchange, event, content, options, err => (err ? reject(err) : resolve()));
 			});
 		} finally {
@@ -198,7 +217,11 @@ export class DurableEvents {
 			const attempts = Number(message.properties.headers?.[ATTEMPT_HEADER] ?? 0) + 1;
 			try {
 				// Redelivered from the retry or dead queue, the routing key is the queue's name: the event is in `type`.
-				await sub.handle(String(message.properties.type ?? message.fields.routingKey), JSON.parse(message.content.toString("utf8")));
+				await sub.handle(
+					String(message.properties.type ?? message.fields.routingKey),
+					JSON.parse(message.content.toString("utf8")),
+					traceOf(message.properties.headers),
+				);
 				channel.ack(message);
 			} catch (err) {
 				const parkIt = attempts >= sub.maxAttempts;

@@ -44,6 +44,19 @@ export function traceIdOf(requestId: string): string {
 /** A span id as Zipkin shows it: Moleculer's UUID context ids cut to 16 hex digits, as its exporter does. */
 export const spanIdOf = (id: string): string => id.replaceAll("-", "").slice(0, 16);
 
+/** The request being served and its running span, if any: what work handed to another process carries along (durable events). */
+export function currentTrace(): TraceHeaders | undefined {
+	const store = current.getStore();
+	return store ? { requestId: store.requestId, parentSpanId: store.span.id, sampled: store.span.sampled } : undefined;
+}
+
+/** A request's trace as it travels outside Moleculer's own packets (RabbitMQ message headers). */
+export interface TraceHeaders {
+	requestId: string;
+	parentSpanId: string;
+	sampled: boolean;
+}
+
 /** Fields for every log line written while a request is being served. */
 export function requestLogFields(): { requestId?: string; traceId?: string; spanId?: string } {
 	const store = current.getStore();

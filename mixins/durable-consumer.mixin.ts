@@ -16,6 +16,7 @@ import { Errors, type ActionSchema, type Context } from "moleculer";
 import { DURABLE_SUBSCRIPTIONS } from "../contracts/events";
 import { defineMixin } from "../lib/define-service";
 import { durableEventsOf } from "../lib/durable-events";
+import type { TraceHeaders } from "../lib/request-context";
 
 export type DurableGroup = keyof typeof DURABLE_SUBSCRIPTIONS;
 
@@ -49,6 +50,9 @@ function contractBreach(event: string, err: unknown): Error | undefined {
 	return new Error(`Event ${event} breaks its contract: ${problems.map(p => `${p.field} (${p.type})`).join(", ")}`);
 }
 
+/** The publishing request's span, as the parent Moleculer reads when it creates the event's Context. */
+const remoteParent = (trace: TraceHeaders) => ({ id: trace.parentSpanId, requestID: trace.requestId, tracing: trace.sampled, level: 1, meta: {} });
+
 export function DurableConsumer(group: DurableGroup, retry: { maxAttempts: number; retryBaseMs: number }) {
 	const events: readonly string[] = DURABLE_SUBSCRIPTIONS[group];
 	return defineMixin()({
@@ -73,11 +77,12 @@ export function DurableConsumer(group: DurableGroup, retry: { maxAttempts: numbe
 				group,
 				events,
 				...retry,
-				handle: async (event: string, payload: unknown) => {
+				handle: async (event: string, payload: unknown, trace?: TraceHeaders) => {
 					if (!events.includes(event)) throw new Error(`Event ${event} breaks its contract: no contract for this event`);
 					try {
-						// Moleculer builds the event's Context (eventName, eventType "emit", this group) and calls the wrapped handler.
-						await this.emitLocalEventHandler(event, payload);
+						// Moleculer builds the event's Context (eventName, eventType "emit", this group) and calls the wrapped handler;
+						// the publishing request's trace, when there was one, becomes its parent, so its span joins that trace.
+						await this.emitLocalEventHandler(event, payload, trace ? { requestID: trace.requestId, parentCtx: remoteParent(trace) } : undefined);
 					} catch (err) {
 						throw contractBreach(event, err) ?? err;
 					}

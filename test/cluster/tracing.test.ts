@@ -76,6 +76,7 @@ describeWithInfra("tracing across nodes over RabbitMQ", rabbitmqNeed(), () => {
 	let gateway: ServiceBroker;
 	let money: ServiceBroker;
 	let backend: ServiceBroker;
+	let notifications: ServiceBroker;
 	let api: ReturnType<typeof request>;
 	const backendLines: Record<string, any>[] = [];
 
@@ -84,6 +85,7 @@ describeWithInfra("tracing across nodes over RabbitMQ", rabbitmqNeed(), () => {
 		const shared = { TRANSPORTER: RABBITMQ_URL, NAMESPACE: namespace, ZIPKIN_URL: collector.url };
 		backend = await startNodeCapturingLogs(testConfig({ ...shared, SERVICES: "auth,wallet", NODE_ID: node("backend"), LOG_LEVEL: "info" }), backendLines);
 		money = await startMint(testConfig({ ...shared, SERVICES: "transactions", NODE_ID: node("money") }));
+		notifications = await startMint(testConfig({ ...shared, SERVICES: "notifications", NODE_ID: node("notifications") }));
 		gateway = await startMint(testConfig({ ...shared, SERVICES: "api", NODE_ID: node("gateway") }));
 		await gateway.waitForServices(["auth", "wallet", "transactions"], 10_000);
 		await backend.waitForServices(["api", "transactions"], 10_000);
@@ -93,6 +95,7 @@ describeWithInfra("tracing across nodes over RabbitMQ", rabbitmqNeed(), () => {
 
 	afterAll(async () => {
 		await gateway?.stop();
+		await notifications?.stop();
 		await money?.stop();
 		await backend?.stop();
 		await collector?.close();
@@ -117,8 +120,11 @@ describeWithInfra("tracing across nodes over RabbitMQ", rabbitmqNeed(), () => {
 		expect(sent.headers["x-request-id"]).toBe(requestId);
 
 		const steps = ["action 'transactions.transfer'", "action 'wallet.debit'", "action 'wallet.credit'"];
-		const trace = await waitFor(() => traceWith(collector.spans, requestId, ["POST /api/v1/transactions/transfer", ...steps]), 10_000);
+		const whole = await waitFor(() => traceWith(collector.spans, requestId, ["POST /api/v1/transactions/transfer", ...steps]), 10_000);
 		expect(collector.paths.every(path => path === "POST /api/v2/spans")).toBe(true);
+		// The receipts the notifications node sends later (durable events) join the trace too; the request's own path is the rest.
+		const notifications = node("notifications");
+		const trace = whole.filter(span => span.tags.nodeID !== notifications && span.tags.callerNodeID !== notifications);
 		expect(new Set(trace.map(span => span.tags.nodeID))).toEqual(new Set([node("gateway"), node("money"), node("backend")]));
 		for (const step of steps) expect(trace.filter(span => span.name === step)).toHaveLength(1);
 		// A tree: unique span ids, one root (the gateway's HTTP span), every other span's parent in the trace.
@@ -178,5 +184,8 @@ describeWithInfra("tracing across nodes over RabbitMQ", rabbitmqNeed(), () => {
 		// The event signup emits crosses to the wallet service inside the same trace, under auth.signup.
 		const event = await waitFor(() => collector.spans.find(s => s.traceId === requestId && s.name === "event 'user.signedUp' in 'wallet'"), 5000);
 		expect(event).toMatchObject({ parentId: span.id, tags: { "span.type": "event", nodeID: node("backend") } });
+		// So does the durable copy the notifications node reads from its RabbitMQ queue: the trace travels in the message's headers.
+		const durable = await waitFor(() => collector.spans.find(s => s.traceId === requestId && s.name === "event 'user.signedUp' in 'notifications'"), 10_000);
+		expect(durable).toMatchObject({ parentId: span.id, tags: { nodeID: node("notifications") } });
 	}, 20_000);
 });
