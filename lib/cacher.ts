@@ -323,7 +323,7 @@ export class MintRedisCacher extends Cachers.Redis<Redis> implements ExactCacher
 	constructor(opts: { redis: Record<string, unknown>; prefix: string }) {
 		super({
 			prefix: opts.prefix,
-			redis: { ...opts.redis, enableOfflineQueue: false, maxRetriesPerRequest: 1, commandTimeout: 500, connectTimeout: 2000 },
+			redis: { ...opts.redis, enableOfflineQueue: false, maxRetriesPerRequest: 1, commandTimeout: 500, connectTimeout: 2000, disconnectTimeout: 200 },
 		});
 		this.exact = new ExactCache(this, true);
 	}

@@ -3,6 +3,11 @@
  * when REDIS_URL is set (shared by every node), else in the process. Each
  * request takes its point before the work it limits, so parallel requests
  * cannot all slip under the limit.
+ *
+ * Redis down or failing: each limiter falls back to counting in this process
+ * (rate-limiter-flexible's insurance limiter, same points and window), so a
+ * login or a signup is still limited, per node, and never fails because of
+ * the outage.
  */
 import type Redis from "ioredis";
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from "rate-limiter-flexible";
@@ -17,7 +22,7 @@ export interface LimitSpec {
 
 export function createLimiter(spec: LimitSpec, redis?: Redis): RateLimiterAbstract {
 	const opts = { keyPrefix: `mint:${spec.name}`, points: spec.points, duration: spec.durationSec };
-	return redis ? new RateLimiterRedis({ ...opts, storeClient: redis }) : new RateLimiterMemory(opts);
+	return redis ? new RateLimiterRedis({ ...opts, storeClient: redis, insuranceLimiter: new RateLimiterMemory(opts) }) : new RateLimiterMemory(opts);
 }
 
 /** A refusal from the store (over the limit), as opposed to the store failing. */

@@ -4,16 +4,23 @@
  * work it limits. In Redis when REDIS_URL is set (shared by every auth
  * node), else in this process. Limits a person never meets; 429 with
  * Retry-After beyond them.
+ *
+ * Redis is not needed to start or to serve: while it is down each limiter
+ * counts in this process (lib/limits.ts), and the client reconnects by
+ * itself. The outage is logged once when it begins and once when it ends.
  */
 import Redis from "ioredis";
 import type { Config } from "../../lib/config";
 import { createLimiter, takePoints } from "../../lib/limits";
 import { LoginGuard } from "./login-guard";
+import type { Log } from "./support";
 
 type AuthConfig = Config["auth"];
 type Limiter = ReturnType<typeof createLimiter>;
 
 const TOO_MANY_SIGNUPS = "Too many signups, try again later";
+/** How long a starting node waits for Redis before it counts in memory. */
+const CONNECT_WAIT_MS = 2000;
 
 export class AuthLimits {
 	/** Login attempts per (account, IP) pair and per IP, with growing delays. */
@@ -25,8 +32,13 @@ export class AuthLimits {
 	private readonly resetsPerIp: Limiter;
 	private readonly searchesPerUser: Limiter;
 
-	constructor(auth: Pick<AuthConfig, "limits" | "loginMaxFailuresPerAccount" | "loginMaxFailuresPerIp" | "loginWindowSec">, redisUrl?: string) {
-		this.redis = redisUrl ? new Redis(redisUrl, { maxRetriesPerRequest: 2, lazyConnect: true }) : undefined;
+	constructor(
+		auth: Pick<AuthConfig, "limits" | "loginMaxFailuresPerAccount" | "loginMaxFailuresPerIp" | "loginWindowSec">,
+		redisUrl: string | undefined,
+		private readonly log: Log,
+	) {
+		// No offline queue: while Redis is down a command fails at once and its limiter counts in memory.
+		this.redis = redisUrl ? new Redis(redisUrl, { maxRetriesPerRequest: 2, lazyConnect: true, enableOfflineQueue: false, disconnectTimeout: 200 }) : undefined;
 		this.login = new LoginGuard(
 			{ maxPerPair: auth.loginMaxFailuresPerAccount, maxPerIp: auth.loginMaxFailuresPerIp, windowSec: auth.loginWindowSec },
 			this.redis,
@@ -39,12 +51,40 @@ export class AuthLimits {
 		this.searchesPerUser = createLimiter({ name: "searchesPerUser", points: auth.limits.searchesPerUser, durationSec: 60 }, this.redis);
 	}
 
+	/**
+	 * Connects; resolves when Redis is ready, or fails to connect, or after
+	 * CONNECT_WAIT_MS: a node starts and serves while Redis is down (and the
+	 * client keeps reconnecting), but counts in Redis from its first request
+	 * when Redis is up.
+	 */
 	async start(): Promise<void> {
-		await this.redis?.connect();
+		const redis = this.redis;
+		if (!redis) return;
+		let down = false;
+		redis.on("error", (err: Error) => {
+			if (down) return;
+			down = true;
+			this.log.warn({ err }, "rate limits: Redis unavailable, counting in this process until it is back");
+		});
+		redis.on("ready", () => {
+			if (!down) return;
+			down = false;
+			this.log.info({}, "rate limits: Redis is back, counting in Redis again");
+		});
+		let timer: NodeJS.Timeout | undefined;
+		await Promise.race([
+			// Rejects on a failed first attempt (reported by the error event).
+			redis.connect().catch(() => undefined),
+			new Promise(resolve => {
+				timer = setTimeout(resolve, CONNECT_WAIT_MS);
+			}),
+		]);
+		clearTimeout(timer);
 	}
 
 	async stop(): Promise<void> {
-		await this.redis?.quit();
+		if (this.redis?.status === "ready") await this.redis.quit();
+		else this.redis?.disconnect();
 	}
 
 	/** Counted before anything else a signup does. */

@@ -35,7 +35,7 @@ export function authParts(service: AuthDbVars & { broker: ServiceBroker; logger:
 	const log = service.logger;
 	const db = authStores(service);
 	const keys = new SigningKeys(db, auth, secrets, log);
-	const limits = new AuthLimits(auth, config.redisUrl);
+	const limits = new AuthLimits(auth, config.redisUrl, log);
 	const users = new Users(db);
 	const tokens = new OneTimeTokens(db);
 	const outbox = new UserOutbox(db, secrets, log);

@@ -8,8 +8,9 @@ import net from "node:net";
 import Redis from "ioredis";
 import type { ServiceBroker } from "moleculer";
 import { CACHE_ERRORS_METRIC, CACHE_LOOKUPS_METRIC } from "../../lib/cacher";
+import { createLimiter, takePoints } from "../../lib/limits";
 import { startMint } from "../../server";
-import { signup, type Session } from "../helpers/http";
+import { newPerson, signup, signupBody, type Session } from "../helpers/http";
 import { describeWithInfra, tcpReachable } from "../helpers/infra";
 import { startTestMint, testConfig, waitFor, type TestMint } from "../helpers/mint";
 import { topUp } from "../helpers/money";
@@ -49,6 +50,34 @@ describe("with REDIS_URL on a closed port", () => {
 		expect(errors(broker, "invalidate")).toBeGreaterThan(0);
 		expect(await broker.call("wallet.mine", {}, { meta })).toMatchObject({ balance: 7 });
 	});
+});
+
+describe("rate limits with REDIS_URL on a closed port", () => {
+	it("a limiter counts in the process instead: the allowance holds, the next is refused, nothing fails", async () => {
+		const redis = new Redis(`redis://127.0.0.1:${await closedPort()}`, { maxRetriesPerRequest: 1, lazyConnect: true, enableOfflineQueue: false });
+		try {
+			const limiter = createLimiter({ name: `down-${crypto.randomUUID()}`, points: 3, durationSec: 60 }, redis);
+			for (let i = 0; i < 3; i++) await takePoints([[limiter, "k"]]);
+			await expect(takePoints([[limiter, "k"]])).rejects.toMatchObject({ code: 429 });
+			// Another key has its own allowance.
+			await takePoints([[limiter, "other"]]);
+		} finally {
+			redis.disconnect();
+		}
+	});
+
+	it("through the gateway: signups and logins answer, and the signup limit still refuses the third", async () => {
+		const mint = await startTestMint({ REDIS_URL: `redis://127.0.0.1:${await closedPort()}`, SIGNUPS_PER_IP_HOUR: "2" });
+		try {
+			const alice = await signup(mint);
+			expect((await mint.http.post("/api/v1/auth/login").send({ email: alice.person.email, password: alice.person.password })).status).toBe(200);
+			expect((await mint.http.post("/api/v1/auth/signup").send(signupBody(newPerson()))).status).toBe(201);
+			const third = await mint.http.post("/api/v1/auth/signup").send(signupBody(newPerson()));
+			expect([third.status, third.body.error?.status, Number(third.headers["retry-after"]) > 0]).toEqual([429, 429, true]);
+		} finally {
+			await mint.stop();
+		}
+	}, 30_000);
 });
 
 /** A TCP proxy to the real Redis that can be cut (every connection dropped, new ones refused) and restored. */
