@@ -4,6 +4,7 @@
  * naming the variable.
  */
 import path from "node:path";
+import { ConnectionString } from "mongodb-connection-string-url";
 import proxyaddr from "proxy-addr";
 
 export const ALL_SERVICES = ["api", "auth", "wallet", "transactions", "notifications"] as const;
@@ -167,6 +168,22 @@ function fraction(env: Env, name: string, fallback: number): number {
 	return value;
 }
 
+/**
+ * A MongoDB connection string, checked as the driver reads it: one host or a
+ * replica set's list (`mongodb://a:27017,b:27017,c:27017/?replicaSet=rs0`,
+ * which WHATWG URL cannot parse), or `mongodb+srv://`.
+ */
+function mongoUri(env: Env, name: string): string | undefined {
+	const raw = str(env, name);
+	if (raw === undefined) return undefined;
+	try {
+		new ConnectionString(raw);
+	} catch (err) {
+		throw new ConfigError(name, `must be a mongodb:// or mongodb+srv:// connection string (${(err as Error).message})`);
+	}
+	return raw;
+}
+
 /** TRACING: `console` prints spans (development); unset leaves them to ZIPKIN_URL, or in process. */
 function tracingConsole(env: Env): boolean {
 	const raw = str(env, "TRACING");
@@ -272,7 +289,7 @@ export function loadConfig(env: Env = process.env): Config {
 		probePort: str(env, "PORT") === undefined ? undefined : port,
 		publicUrl,
 		dataDir: path.resolve(str(env, "DATA_DIR", "./data") as string),
-		mongoUri: url(env, "MONGO_URI", ["mongodb:", "mongodb+srv:"]),
+		mongoUri: mongoUri(env, "MONGO_URI"),
 		transporter,
 		redisUrl: url(env, "REDIS_URL", ["redis:", "rediss:"]),
 		logLevel: logLevel as Config["logLevel"],

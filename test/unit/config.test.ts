@@ -57,6 +57,16 @@ describe("loadConfig defaults", () => {
 		expect(config.dataDir).toBe(path.resolve("./data"));
 	});
 
+	it("takes a replica set's MongoDB connection string, which lists several hosts", () => {
+		for (const uri of [
+			"mongodb://mongo1:27017,mongo2:27017,mongo3:27017/?replicaSet=rs0",
+			"mongodb://mint:s3cret@10.0.0.1,10.0.0.2/mint?replicaSet=rs0&authSource=admin",
+			"mongodb+srv://cluster0.example.net/?retryWrites=true",
+		]) {
+			expect(loadConfig({ MONGO_URI: uri }).mongoUri).toBe(uri);
+		}
+	});
+
 	it("takes valid values as given, normalising case and origins", () => {
 		const custom = loadConfig({
 			PORT: "8080",
@@ -114,6 +124,8 @@ describe("loadConfig refuses bad variables, naming them", () => {
 		["LOG_LEVEL", "loud"],
 		["MONGO_URI", "http://x"],
 		["MONGO_URI", "not a url"],
+		["MONGO_URI", "mongodb://"],
+		["MONGO_URI", "mongodb+srv://a:27017,b:27017/"],
 		["TRANSPORTER", "nats://x"],
 		["AMQP_URL", "redis://x"],
 		["REDIS_URL", "http://x"],

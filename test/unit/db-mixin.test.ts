@@ -11,7 +11,8 @@ import fs from "node:fs";
 import path from "node:path";
 import util from "node:util";
 import mongoose from "mongoose";
-import { createAdapter, DbMixin, isDuplicateKeyError, MongooseAdapter, NedbAdapter, type CollectionSpec } from "../../mixins/db.mixin";
+import { createAdapter, DbMixin, isDuplicateKeyError, MONGO_CLIENT_OPTIONS, MongooseAdapter, NedbAdapter, type CollectionSpec } from "../../mixins/db.mixin";
+import { MONGO_EVENTS_METRIC } from "../../mixins/db/mongo-adapter";
 import { testConfig } from "../helpers/mint";
 import { CONTRACT_SPEC, storeRoundTrip, type ContractDoc } from "../helpers/store-contract";
 
@@ -46,8 +47,11 @@ describe("createAdapter with MONGO_URI (nothing connects)", () => {
 		expect(mongo().collectionName).toBe("users");
 	});
 
-	it("gives every service its own database, mint-<service>", () => {
+	it("gives every service its own database, <NAMESPACE>-<service> (mint-<service> by default)", () => {
 		expect(mongo().dbName).toBe("mint-auth");
+		expect((createAdapter(config({ MONGO_URI, NAMESPACE: "staging" }), "wallet", { name: "wallets" }) as MongooseAdapter<unknown>).dbName).toBe(
+			"staging-wallet",
+		);
 		expect(mongoAdapter("wallet", { name: "wallets" }).dbName).toBe("mint-wallet");
 	});
 
@@ -97,14 +101,16 @@ describe("createAdapter with MONGO_URI (nothing connects)", () => {
 	});
 });
 
-describe("the Mongoose adapter's connections (mongoose.createConnection stubbed: nothing leaves the process)", () => {
+describe("the Mongoose adapter's client (mongoose.createConnection stubbed: nothing leaves the process)", () => {
 	let opened: { uri: string; options: unknown; conn: mongoose.Connection; closed: number }[];
 	let openFails: boolean;
-	let synced: string[];
+	let indexed: { db: string; collection: string }[];
+	let metric: { registered: object[]; counted: object[] };
 	beforeEach(() => {
 		opened = [];
 		openFails = false;
-		synced = [];
+		indexed = [];
+		metric = { registered: [], counted: [] };
 		const createConnection = mongoose.createConnection.bind(mongoose);
 		jest.spyOn(mongoose, "createConnection").mockImplementation(((uri: string, options: unknown) => {
 			// A real connection that never opens: models compile on it, no I/O happens.
@@ -115,56 +121,98 @@ describe("the Mongoose adapter's connections (mongoose.createConnection stubbed:
 			opened.push(record);
 			return conn;
 		}) as typeof mongoose.createConnection);
-		jest.spyOn(mongoose.Model, "syncIndexes").mockImplementation(async function (this: mongoose.Model<unknown>) {
-			synced.push(this.collection.collectionName);
-			return [];
+		jest.spyOn(mongoose.Model, "createIndexes").mockImplementation(async function (this: mongoose.Model<unknown>) {
+			indexed.push({ db: this.db.name, collection: this.collection.collectionName });
+		});
+		jest.spyOn(mongoose.Model, "syncIndexes").mockImplementation(async () => {
+			throw new Error("syncIndexes drops indexes: never called");
 		});
 	});
 	afterEach(() => jest.restoreAllMocks());
 
-	const owner = { logger: console };
+	const owner = { logger: { info: jest.fn(), warn: jest.fn(), error: jest.fn() } };
+	const broker = {
+		metrics: {
+			register: (def: object) => void metric.registered.push(def),
+			increment: (name: string, labels?: object) => void metric.counted.push({ name, ...labels }),
+		},
+	};
 	const connected = async (serviceName: string, spec: CollectionSpec) => {
 		const adapter = mongoAdapter(serviceName, spec);
-		adapter.init({}, owner);
+		adapter.init(broker, owner);
 		await adapter.connect();
 		return adapter;
 	};
 
-	it("opens one connection per service database (mint-<service>), shared by its collections, and syncs each collection's indexes", async () => {
+	it("opens one client per process, a database per service on it (useDb), and creates each collection's indexes without dropping any", async () => {
 		const users = await connected("auth", USERS);
 		const sessions = await connected("auth", { name: "sessions", indexes: [{ fields: { familyId: 1 } }] });
 		const wallets = await connected("wallet", { name: "wallets" });
-		expect(opened.map(o => [o.uri, o.options])).toEqual([
-			[MONGO_URI, expect.objectContaining({ dbName: "mint-auth" })],
-			[MONGO_URI, expect.objectContaining({ dbName: "mint-wallet" })],
+		expect(opened.map(o => o.uri)).toEqual([MONGO_URI]);
+		expect([users.conn.name, sessions.conn.name, wallets.conn.name]).toEqual(["mint-auth", "mint-auth", "mint-wallet"]);
+		expect(users.conn).toBe(sessions.conn);
+		expect(users.conn.getClient()).toBe(opened[0].conn.getClient());
+		expect(wallets.conn.getClient()).toBe(opened[0].conn.getClient());
+		expect(indexed).toEqual([
+			{ db: "mint-auth", collection: "users" },
+			{ db: "mint-auth", collection: "sessions" },
+			{ db: "mint-wallet", collection: "wallets" },
 		]);
-		expect(users.conn).toBe(opened[0].conn);
-		expect(sessions.conn).toBe(opened[0].conn);
-		expect(wallets.conn).toBe(opened[1].conn);
-		expect([users.model.collection.collectionName, sessions.model.collection.collectionName]).toEqual(["users", "sessions"]);
-		expect(synced).toEqual(["users", "sessions", "wallets"]);
 
-		// The connection closes with the last of its collections, once.
+		// The client closes with the last collection on it, once.
 		await users.disconnect();
+		await sessions.disconnect();
+		await sessions.disconnect();
 		expect(opened[0].closed).toBe(0);
-		await sessions.disconnect();
-		await sessions.disconnect();
-		expect(opened[0].closed).toBe(1);
 		expect(() => users.model).toThrow("MongoDB store users is not connected");
 		await wallets.disconnect();
-		expect(opened[1].closed).toBe(1);
+		expect(opened[0].closed).toBe(1);
 
 		// The next connect opens a new one.
 		const again = await connected("auth", USERS);
-		expect(opened).toHaveLength(3);
-		expect(again.conn).toBe(opened[2].conn);
+		expect(opened).toHaveLength(2);
+		expect(again.conn.getClient()).toBe(opened[1].conn.getClient());
 		await again.disconnect();
 	});
 
-	it("forgets a connection that failed to open, so DbService's retry opens a new one", async () => {
+	it("pins the concerns, whatever the URI says: majority and journaled writes with a timeout, primary reads, retryable writes, a 30 s selection timeout", async () => {
+		const weak = "mongodb://127.0.0.1:27017/?w=1&journal=false&readPreference=secondary&retryWrites=false&serverSelectionTimeoutMS=1000";
+		jest.restoreAllMocks(); // the real createConnection: a client that never reaches a server
+		const adapter = createAdapter(config({ MONGO_URI: weak }), "wallet", { name: "wallets" });
+		if (!(adapter instanceof MongooseAdapter)) throw new Error("expected a MongooseAdapter");
+		const conn = mongoose.createConnection(weak, MONGO_CLIENT_OPTIONS);
+		conn.on("error", () => undefined);
+		conn.asPromise().catch(() => undefined);
+		try {
+			const options = conn.getClient().options;
+			expect(options.writeConcern).toMatchObject({ w: "majority", journal: true, wtimeoutMS: 10_000 });
+			expect(options.readPreference.mode).toBe("primary");
+			expect([options.retryWrites, options.retryReads, options.serverSelectionTimeoutMS]).toEqual([true, true, 30_000]);
+			// And the adapter opens its client with exactly these options.
+			const seen: unknown[] = [];
+			const createConnection = mongoose.createConnection.bind(mongoose);
+			jest.spyOn(mongoose, "createConnection").mockImplementation(((uri: string, opts: unknown) => {
+				seen.push([uri, opts]);
+				const stub = createConnection();
+				jest.spyOn(stub, "asPromise").mockResolvedValue(stub);
+				jest.spyOn(stub, "close").mockResolvedValue(undefined);
+				return stub;
+			}) as typeof mongoose.createConnection);
+			jest.spyOn(mongoose.Model, "createIndexes").mockResolvedValue(undefined);
+			adapter.init({}, owner);
+			await adapter.connect();
+			expect(seen).toEqual([[weak, MONGO_CLIENT_OPTIONS]]);
+			await adapter.disconnect();
+		} finally {
+			// Force: a plain close() waits for the server selection that can never succeed here.
+			await conn.getClient().close(true);
+		}
+	});
+
+	it("forgets a client that failed to open and closes it, so the next attempt opens a new one", async () => {
 		openFails = true;
 		const users = mongoAdapter("auth", USERS);
-		users.init({}, owner);
+		users.init(broker, owner);
 		await expect(users.connect()).rejects.toThrow("server selection timed out");
 		expect(opened).toHaveLength(1);
 		await new Promise(resolve => setImmediate(resolve));
@@ -174,9 +222,39 @@ describe("the Mongoose adapter's connections (mongoose.createConnection stubbed:
 		openFails = false;
 		await users.connect();
 		expect(opened).toHaveLength(2);
-		expect(users.conn).toBe(opened[1].conn);
+		expect(users.conn.getClient()).toBe(opened[1].conn.getClient());
 		await users.disconnect();
 		expect(opened[1].closed).toBe(1);
+	});
+
+	it("releases the client when creating an index fails (an option conflict), and the retry connects anew", async () => {
+		jest.spyOn(mongoose.Model, "createIndexes").mockRejectedValueOnce(Object.assign(new Error("Index already exists with different options"), { code: 85 }));
+		const users = mongoAdapter("auth", USERS);
+		users.init(broker, owner);
+		await expect(users.connect()).rejects.toThrow("different options");
+		expect(opened[0].closed).toBe(1);
+		expect(() => users.model).toThrow("not connected");
+		await users.connect();
+		expect(opened).toHaveLength(2);
+		await users.disconnect();
+	});
+
+	it("logs and counts the client's connection events", async () => {
+		const users = await connected("auth", USERS);
+		expect(metric.registered).toEqual([expect.objectContaining({ type: "counter", name: MONGO_EVENTS_METRIC, labelNames: ["event"] })]);
+		const base = opened[0].conn;
+		base.emit("disconnected");
+		base.emit("reconnected");
+		base.emit("error", new Error("boom"));
+		expect(metric.counted).toEqual([
+			{ name: MONGO_EVENTS_METRIC, event: "disconnected" },
+			{ name: MONGO_EVENTS_METRIC, event: "reconnected" },
+			{ name: MONGO_EVENTS_METRIC, event: "error" },
+		]);
+		expect(owner.logger.warn).toHaveBeenCalledWith({}, "MongoDB disconnected");
+		expect(owner.logger.info).toHaveBeenCalledWith({}, "MongoDB reconnected");
+		expect(owner.logger.error).toHaveBeenCalledWith({ err: expect.objectContaining({ message: "boom" }) }, "MongoDB connection error");
+		await users.disconnect();
 	});
 });
 
@@ -194,6 +272,7 @@ describe("the Mongoose adapter's queries (each one caught where it would go to M
 		findOne: { _id: "u2", email: "b@example.com" },
 		countDocuments: 3,
 		updateMany: { acknowledged: true, matchedCount: 2, modifiedCount: 1 },
+		updateOne: { acknowledged: true, matchedCount: 1, modifiedCount: 0, upsertedCount: 0 },
 		deleteMany: { acknowledged: true, deletedCount: 2 },
 		deleteOne: { acknowledged: true, deletedCount: 1 },
 		findOneAndUpdate: { _id: "u2", email: "b@example.com", rank: 7 },
@@ -252,12 +331,14 @@ describe("the Mongoose adapter's queries (each one caught where it would go to M
 		]);
 	});
 
-	it("answers updateMany with the number of documents modified (the compare-and-set), removals with the number deleted", async () => {
-		expect(await adapter.updateMany({ _id: "u1", rank: 1 }, { $inc: { rank: 1 } })).toBe(1);
+	it("answers updates with the number of documents matched (a no-op counts, as on NeDB), removals with the number deleted", async () => {
+		expect(await adapter.updateOne({ _id: "u1", rank: 1 }, { $set: { rank: 1 } })).toBe(1);
+		expect(await adapter.updateMany({ _id: "u1", rank: 1 }, { $inc: { rank: 1 } })).toBe(2);
 		expect(await adapter.removeMany({ rank: { $gt: 10 } })).toBe(2);
 		expect(await adapter.removeById("u2")).toBe(1);
 		expect(await adapter.clear()).toBe(2);
 		expect(sent.map(s => [s.op, s.filter, s.update])).toEqual([
+			["updateOne", { _id: "u1", rank: 1 }, { $set: { rank: 1 } }],
 			["updateMany", { _id: "u1", rank: 1 }, { $inc: { rank: 1 } }],
 			["deleteMany", { rank: { $gt: 10 } }, undefined],
 			["deleteOne", { _id: "u2" }, undefined],

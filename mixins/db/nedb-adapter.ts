@@ -1,0 +1,178 @@
+/**
+ * The embedded backend: NeDB (@seald-io/nedb), one file per collection, on
+ * NeDB's own promise API (moleculer-db's MemoryAdapter wraps it in
+ * util.promisify, one wrapper of which returns a Promise, so Node warns,
+ * DEP0174, on every update). Filters are rewritten to MongoDB's null
+ * semantics (mixins/db/store.ts) before NeDB sees them.
+ */
+import fs from "node:fs";
+import path from "node:path";
+import Nedb from "@seald-io/nedb";
+import { checkFilter, paging, refuseSearch, sameIdField, sortSpec, type CollectionSpec, type CursorParams, type DbAdapter } from "./store";
+
+const isOperatorObject = (value: unknown): value is Record<string, unknown> =>
+	value !== null &&
+	typeof value === "object" &&
+	!Array.isArray(value) &&
+	!(value instanceof Date) &&
+	!(value instanceof RegExp) &&
+	Object.keys(value).some(k => k.startsWith("$"));
+
+/**
+ * A filter with MongoDB's null semantics, for NeDB: `{f: null}` and
+ * `{f: {$eq: null}}` also match a document without `f`; `{f: {$ne: null}}`
+ * matches only one where `f` exists and is not null. The other fields stay
+ * at the top, where NeDB looks for an index (`_id`, a unique key); the null
+ * conditions join them in `$and`.
+ */
+export function withMongoNulls(query: object): object {
+	const out: Record<string, unknown> = {};
+	const nullMatches: object[] = [];
+	const missingOrNull = (field: string) => ({ $or: [{ [field]: null }, { [field]: { $exists: false } }] });
+	for (const [key, value] of Object.entries(query)) {
+		if (key === "$and" || key === "$or" || key === "$nor") {
+			out[key] = (value as object[]).map(withMongoNulls);
+		} else if (key.startsWith("$")) {
+			out[key] = value;
+		} else if (value === null) {
+			nullMatches.push(missingOrNull(key));
+		} else if (isOperatorObject(value) && (value.$eq === null || value.$ne === null)) {
+			const { $eq, ...rest } = value;
+			if ($eq === null) nullMatches.push(missingOrNull(key));
+			if (rest.$ne === null) rest.$exists = true;
+			if (Object.keys(rest).length > 0) out[key] = rest;
+		} else {
+			out[key] = value;
+		}
+	}
+	if (nullMatches.length > 0) out.$and = [...((out.$and as object[] | undefined) ?? []), ...nullMatches];
+	return out;
+}
+
+export class NedbAdapter<T> implements DbAdapter<T> {
+	private db: Nedb<T> | null = null;
+
+	constructor(
+		private readonly spec: CollectionSpec,
+		readonly filename: string,
+	) {
+		fs.mkdirSync(path.dirname(filename), { recursive: true, mode: 0o700 });
+	}
+
+	init(): void {
+		// Nothing to keep: a file store needs neither the broker nor the service.
+	}
+
+	async connect(): Promise<void> {
+		const db = new Nedb<T>({ filename: this.filename });
+		await db.loadDatabaseAsync();
+		for (const index of this.spec.indexes ?? []) {
+			const fields = Object.keys(index.fields);
+			if (fields.length !== 1) throw new Error(`NeDB supports single-field indexes only (${this.spec.name})`);
+			await db.ensureIndexAsync({ fieldName: fields[0], unique: !!index.unique, sparse: !!index.sparse });
+		}
+		// NeDB appends every write; compact the file now and then.
+		db.setAutocompactionInterval(10 * 60_000);
+		this.db = db;
+	}
+
+	async disconnect(): Promise<void> {
+		const db = this.db;
+		this.db = null;
+		if (db) {
+			db.stopAutocompaction();
+			await db.compactDatafileAsync();
+		}
+	}
+
+	private get store(): Nedb<T> {
+		if (!this.db) throw new Error(`NeDB store ${this.spec.name} is not connected`);
+		return this.db;
+	}
+
+	/** A filter as the services wrote it, checked (no undefined values), with MongoDB's null semantics. */
+	private filter(query: object | undefined): object {
+		checkFilter(query ?? {}, this.spec.name);
+		return withMongoNulls(query ?? {});
+	}
+
+	async find(params?: CursorParams | null): Promise<T[]> {
+		refuseSearch(params, "NedbAdapter");
+		const cursor = this.store.findAsync(this.filter(params?.query));
+		if (params?.sort) cursor.sort(sortSpec(params.sort));
+		const { skip, limit } = paging(params);
+		if (limit) cursor.limit(limit);
+		if (skip) cursor.skip(skip);
+		return cursor.execAsync();
+	}
+
+	async findOne(query: object): Promise<T | null> {
+		return this.store.findOneAsync(this.filter(query)).execAsync();
+	}
+
+	async findById(id: unknown): Promise<T | null> {
+		return this.findOne({ _id: id });
+	}
+
+	async findByIds(ids: unknown[]): Promise<T[]> {
+		return this.store.findAsync({ _id: { $in: ids } }).execAsync();
+	}
+
+	// Counts in place: no copy of each matching document, unlike find().
+	async count(params?: CursorParams | null): Promise<number> {
+		refuseSearch(params, "NedbAdapter");
+		const cursor = this.store.countAsync(this.filter(params?.query));
+		const { skip, limit } = paging(params);
+		if (limit) cursor.limit(limit);
+		if (skip) cursor.skip(skip);
+		return cursor.execAsync();
+	}
+
+	async insert(doc: T): Promise<T> {
+		return this.store.insertAsync(doc);
+	}
+
+	async insertMany(docs: T[]): Promise<T[]> {
+		return this.store.insertAsync(docs);
+	}
+
+	async updateOne(query: object, update: object, opts: { upsert?: boolean } = {}): Promise<number> {
+		return (await this.store.updateAsync(this.filter(query), update, { multi: false, upsert: !!opts.upsert })).numAffected;
+	}
+
+	async updateMany(query: object, update: object): Promise<number> {
+		return (await this.store.updateAsync(this.filter(query), update, { multi: true })).numAffected;
+	}
+
+	async updateById(id: unknown, update: object): Promise<T | null> {
+		const { affectedDocuments } = await this.store.updateAsync<T>({ _id: id }, update, { returnUpdatedDocs: true });
+		return Array.isArray(affectedDocuments) ? (affectedDocuments[0] ?? null) : affectedDocuments;
+	}
+
+	async removeMany(query: object): Promise<number> {
+		return this.store.removeAsync(this.filter(query), { multi: true });
+	}
+
+	async removeById(id: unknown): Promise<number> {
+		return this.store.removeAsync({ _id: id }, {});
+	}
+
+	async clear(): Promise<number> {
+		return this.store.removeAsync({}, { multi: true });
+	}
+
+	// NeDB hands out plain copies already.
+	entityToObject(entity: T): T {
+		return entity;
+	}
+
+	beforeSaveTransformID(entity: T, idField: string): T {
+		sameIdField(idField);
+		return entity;
+	}
+
+	afterRetrieveTransformID(entity: T, idField: string): T {
+		sameIdField(idField);
+		return entity;
+	}
+}
