@@ -12,6 +12,15 @@ import { seal, unseal } from "../../lib/sealing";
 
 export type KeyState = "next" | "current" | "retired";
 
+/**
+ * The unique place a key holds in the set (a unique sparse index on the
+ * field): every next key holds "next", and a current key created because the
+ * set had none holds "current" until it is rotated out, so nodes racing to
+ * create either write one key between them. A key leaves its slot in the same
+ * write that changes its state (signing-keys.ts).
+ */
+export type KeySlot = "current" | "next";
+
 export interface StoredKey {
 	_id: string; // kid
 	state: KeyState;
@@ -21,6 +30,7 @@ export interface StoredKey {
 	activatedAt: number | null;
 	/** For retired keys: when the last token signed with it expires. */
 	expiresAt: number | null;
+	slot?: KeySlot;
 }
 
 export interface SigningKey {
@@ -55,7 +65,12 @@ export function publishedKeys(keys: StoredKey[], now = Date.now()): JWK[] {
 	return keys.filter(k => k.state !== "retired" || (k.expiresAt ?? 0) > now).map(k => k.publicJwk);
 }
 
-/** The signing key: the most recently activated current key (several may exist after a race between nodes). */
+/**
+ * The signing key: the most recently activated current key, ties broken by
+ * kid, so every node picks the same one. Two exist for a moment in a rotation
+ * (the new one is activated before the old one is retired) and in a set from
+ * before key slots.
+ */
 export function currentKey(keys: StoredKey[]): StoredKey | undefined {
 	return keys.filter(k => k.state === "current").sort((a, b) => (b.activatedAt ?? 0) - (a.activatedAt ?? 0) || a._id.localeCompare(b._id))[0];
 }

@@ -126,7 +126,7 @@ export class Sessions {
 		if (!row || row.revokedAt || row.expiresAt <= now) throw expired();
 		const successor = successorToken(refreshToken, this.deps.secret);
 		if (row.rotatedAt === null) {
-			const won = await this.db.sessions.updateMany({ _id: id, rotatedAt: null }, { $set: { rotatedAt: now } });
+			const won = await this.db.sessions.updateOne({ _id: id, rotatedAt: null }, { $set: { rotatedAt: now } });
 			if (won === 1) return this.continueSession(row, successor);
 			row = await this.db.sessions.findOne({ _id: id });
 		}
@@ -149,16 +149,20 @@ export class Sessions {
 		await this.revokeFamilies([...families], emitter);
 	}
 
-	/** Revokes session families: the family records first (what a racing refresh reads), then their tokens; gateways are told. */
+	/**
+	 * Revokes session families: the family records first (what a racing refresh reads), then their tokens; gateways are told.
+	 * Every write is safe to repeat and to race (two nodes revoking one family): the revocation is one upsert that keeps
+	 * the later end (MongoDB itself retries an upsert that lost the race to insert that `_id`).
+	 */
 	async revokeFamilies(familyIds: string[], emitter: Emitter = this.deps.emitter): Promise<void> {
 		if (familyIds.length === 0) return;
 		const now = Date.now();
 		const expiresAt = now + (this.settings.accessTokenTtlSec + 60) * 1000;
 		for (const familyId of familyIds) {
-			await this.db.families.updateMany({ _id: familyId, revokedAt: null }, { $set: { revokedAt: now } });
+			await this.db.families.updateOne({ _id: familyId, revokedAt: null }, { $set: { revokedAt: now } });
+			// Every refresh token of the family: many documents, and the filter skips those already revoked.
 			await this.db.sessions.updateMany({ familyId, revokedAt: null }, { $set: { revokedAt: now } });
-			await this.db.revocations.removeMany({ _id: familyId });
-			await this.db.revocations.insert({ _id: familyId, expiresAt });
+			await this.db.revocations.updateOne({ _id: familyId }, { $max: { expiresAt } }, { upsert: true });
 		}
 		await publish(emitter, "auth.sessionsRevoked", { sids: familyIds, expiresAt });
 		await this.deps.tellGateways?.(familyIds.map(sid => ({ sid, expiresAt })));
@@ -171,7 +175,7 @@ export class Sessions {
 	 * Returns how many families were revoked.
 	 */
 	async revokeAllOf(userId: string, emitter: Emitter = this.deps.emitter): Promise<number> {
-		await this.db.users.updateMany({ _id: userId }, { $inc: { sessionEpoch: 1 } });
+		await this.db.users.updateOne({ _id: userId }, { $inc: { sessionEpoch: 1 } });
 		const families = await this.db.families.find({ query: { userId, revokedAt: null } });
 		await this.revokeFamilies(
 			families.map(f => f._id),
@@ -211,7 +215,7 @@ export class Sessions {
 		const [family, user] = await Promise.all([this.db.families.findOne({ _id: familyId }), this.db.users.findOne({ _id: userId })]);
 		const live = !!family && !!user && family.revokedAt === null && family.absoluteExpiresAt > now && family.epoch === (user.sessionEpoch ?? 0);
 		if (live) return;
-		await this.db.sessions.updateMany({ _id: tokenId, revokedAt: null }, { $set: { revokedAt: now } });
+		await this.db.sessions.updateOne({ _id: tokenId, revokedAt: null }, { $set: { revokedAt: now } });
 		if (family && family.revokedAt === null) await this.revokeFamilies([familyId]);
 		throw expired();
 	}

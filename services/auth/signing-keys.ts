@@ -3,13 +3,18 @@
  * and a next one (published, not yet signing) always exist; rotation moves
  * next to current, retires the old current until its last token has expired
  * and publishes a new next key. Every auth node shares the set through the
- * store and reloads it when another node rotates. The key states themselves
- * are in keys.ts.
+ * store and reloads it when another node rotates. The key states and slots
+ * themselves are in keys.ts.
+ *
+ * Nodes share one store, so every write that creates or moves a key is one
+ * they can race: creating a key takes its slot (a unique index: one insert
+ * wins, the others discard their key), moving one is a compare-and-set on
+ * its state that also frees its slot.
  */
 import type { JWK } from "jose";
 import { publish } from "../../lib/events";
 import type { NodeSecrets } from "../../lib/secrets";
-import type { Store } from "../../mixins/db.mixin";
+import { isDuplicateKeyError, type Store } from "../../mixins/db.mixin";
 import { currentKey, generateKey, openSigningKey, publishedKeys, type SigningKey, type StoredKey } from "./keys";
 import type { Emitter, Log } from "./support";
 
@@ -48,15 +53,12 @@ export class SigningKeys {
 		return publishedKeys(await this.db.signingKeys.find({}));
 	}
 
-	/** Makes sure a current and a next key exist, then loads the signing key. */
+	/** Makes sure a current and a next key exist, then loads the signing key (the same one on every node, however many start at once). */
 	async ensure(): Promise<void> {
-		let keys = await this.db.signingKeys.find({});
-		if (!currentKey(keys)) {
-			const key = await this.generate();
-			await this.db.signingKeys.insert({ ...key, state: "current", activatedAt: Date.now() });
+		if (!currentKey(await this.db.signingKeys.find({}))) {
+			await this.insertInSlot({ ...(await this.generate()), state: "current", activatedAt: Date.now(), slot: "current" });
 		}
-		keys = await this.db.signingKeys.find({});
-		if (!keys.some(k => k.state === "next")) await this.db.signingKeys.insert(await this.generate());
+		if (!(await this.db.signingKeys.find({})).some(k => k.state === "next")) await this.insertInSlot({ ...(await this.generate()), slot: "next" });
 		await this.load();
 	}
 
@@ -79,13 +81,16 @@ export class SigningKeys {
 		const previous = currentKey(keys);
 		const stillDue = onlyIfCurrentIs === undefined || previous?._id === onlyIfCurrentIs;
 		const next = stillDue ? keys.find(k => k.state === "next") : undefined;
-		const won = next ? await this.db.signingKeys.updateMany({ _id: next._id, state: "next" }, { $set: { state: "current", activatedAt: now } }) : 0;
+		const won = next
+			? await this.db.signingKeys.updateOne({ _id: next._id, state: "next" }, { $set: { state: "current", activatedAt: now }, $unset: { slot: true } })
+			: 0;
 		if (next && won === 1) {
+			// Every other current key (one, or more in a set from before key slots); safe to repeat: a retired key no longer matches.
 			await this.db.signingKeys.updateMany(
 				{ state: "current", _id: { $ne: next._id } },
-				{ $set: { state: "retired", expiresAt: now + (this.settings.accessTokenTtlSec + 60) * 1000 } },
+				{ $set: { state: "retired", expiresAt: now + (this.settings.accessTokenTtlSec + 60) * 1000 }, $unset: { slot: true } },
 			);
-			await this.db.signingKeys.insert(fresh);
+			await this.insertInSlot({ ...fresh, slot: "next" });
 			await this.db.signingKeys.removeMany({ state: "retired", expiresAt: { $lte: now } });
 		}
 		await this.load();
@@ -101,6 +106,15 @@ export class SigningKeys {
 		const current = currentKey(await this.db.signingKeys.find({}));
 		if (current && Date.now() - (current.activatedAt ?? Date.now()) >= this.settings.keyRotationDays * 86_400_000) {
 			await this.rotate(emitter, current._id);
+		}
+	}
+
+	/** Creates a key in its slot; when another node filled the slot first, its key stands and this one is dropped. */
+	private async insertInSlot(key: StoredKey): Promise<void> {
+		try {
+			await this.db.signingKeys.insert(key);
+		} catch (err) {
+			if (!isDuplicateKeyError(err)) throw err;
 		}
 	}
 

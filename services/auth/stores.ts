@@ -15,7 +15,8 @@ export const EXTRA_COLLECTIONS: CollectionSpec[] = [
 	{ name: "sessions", indexes: [{ fields: { familyId: 1 } }, { fields: { userId: 1 } }] },
 	{ name: "families", indexes: [{ fields: { userId: 1 } }] },
 	{ name: "oneTimeTokens", indexes: [{ fields: { userId: 1 } }] },
-	{ name: "signingKeys" },
+	// One key per slot (keys.ts KeySlot): nodes bootstrapping or rotating at once create one current and one next key between them.
+	{ name: "signingKeys", indexes: [{ fields: { slot: 1 }, unique: true, sparse: true }] },
 	{ name: "revocations" },
 ];
 

@@ -44,7 +44,8 @@ export class UserOutbox {
 
 	/** Adds a record to a user who already exists. */
 	async append(userId: string, record: OutboxRecord): Promise<void> {
-		await this.db.users.updateMany({ _id: userId }, { $push: { outbox: record }, $inc: { pendingEvents: 1 } });
+		// Not idempotent ($push, $inc): a retryable write, applied at most once even when the driver retries it.
+		await this.db.users.updateOne({ _id: userId }, { $push: { outbox: record }, $inc: { pendingEvents: 1 } });
 	}
 
 	/**
@@ -61,7 +62,7 @@ export class UserOutbox {
 			this.log.warn({ err, userId, event: record.name }, "event not published yet; the outbox relay will retry");
 			return false;
 		}
-		await this.db.users.updateMany(
+		await this.db.users.updateOne(
 			{ _id: userId, "outbox.eventId": record.eventId },
 			{ $pull: { outbox: { eventId: record.eventId } }, $inc: { pendingEvents: -1 } },
 		);

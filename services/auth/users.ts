@@ -153,17 +153,27 @@ export class Users {
 	}
 
 	async updateNames(id: string, changes: NameChanges): Promise<UserEntity> {
-		await this.store.updateMany({ _id: id }, nameUpdate(changes));
+		await this.store.updateOne({ _id: id }, nameUpdate(changes));
 		return this.get(id);
 	}
 
+	/** A verification token's effect; a repeat changes nothing. */
 	async markEmailVerified(id: string): Promise<UserEntity> {
 		const now = new Date().toISOString();
-		await this.store.updateMany({ _id: id, emailVerifiedAt: null }, { $set: { emailVerifiedAt: now, updatedAt: now } });
+		await this.store.updateOne({ _id: id, emailVerifiedAt: null }, { $set: { emailVerifiedAt: now, updatedAt: now } });
 		return this.get(id);
 	}
 
+	/**
+	 * A reset token's effect, in one write: the new password, the end of the
+	 * reset token (one-time-tokens.ts), and a new session epoch, so no session
+	 * from before can refresh even if the process dies before its families are
+	 * revoked and announced (sessions.ts revokeAllOf, which moves the epoch again).
+	 */
 	async setPasswordHash(id: string, passwordHash: string): Promise<void> {
-		await this.store.updateMany({ _id: id }, { $set: { passwordHash, updatedAt: new Date().toISOString() } });
+		await this.store.updateOne(
+			{ _id: id },
+			{ $set: { passwordHash, updatedAt: new Date().toISOString() }, $unset: { resetTokenId: true }, $inc: { sessionEpoch: 1 } },
+		);
 	}
 }

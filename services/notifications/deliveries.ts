@@ -19,7 +19,7 @@ import type { Contact } from "../../contracts/users";
 import { seal, unseal } from "../../lib/sealing";
 import type { NodeSecrets } from "../../lib/secrets";
 import { isDuplicateKeyError, type Store } from "../../mixins/db.mixin";
-import type { MailTemplates, MailTransport, RenderedMail, TemplateName } from "./mailer";
+import type { MailTemplates, MailTransport, RenderedMail, SentMail, TemplateName } from "./mailer";
 
 export type DeliveryStatus = "pending" | "sent" | "failed-retrying" | "dead";
 
@@ -181,7 +181,7 @@ export class Deliveries {
 		for (const delivery of due) {
 			if (stopping()) return;
 			// Claim it: several notifications nodes may run this loop at once.
-			const claimed = await this.deps.store.updateMany(
+			const claimed = await this.deps.store.updateOne(
 				{ _id: delivery._id, status: delivery.status, leaseUntil: delivery.leaseUntil },
 				{ $set: { leaseUntil: Date.now() + SENDING_LEASE_MS } },
 			);
@@ -196,53 +196,84 @@ export class Deliveries {
 		return this.deps.templates.render(delivery.template, { ...delivery.vars, ...secretVars });
 	}
 
-	/** Sends a claimed record once: sent, or failed and due again after a backoff, or dead after the last attempt. */
+	/**
+	 * Sends a claimed record once: sent, or failed and due again after a backoff, or dead after the last attempt.
+	 *
+	 * Once the server has taken the email, only the "sent" mark stands between
+	 * it and a second copy: it is a retryable single-document write (the driver
+	 * retries it once after a failover, the server applies it at most once),
+	 * and a failed mark is never recorded as a failed send. What remains: if
+	 * the mark still fails (the database down for longer than that retry) or
+	 * the process dies between the send and the mark, the record stays claimed
+	 * and is sent again once its lease lapses: a duplicate email, never a lost one.
+	 */
 	async attempt(delivery: DeliveryEntity): Promise<void> {
-		const { store, logger, retry } = this.deps;
 		const attempts = delivery.attempts + 1;
-		const at = new Date().toISOString();
+		let sent: SentMail;
 		try {
-			const sent = await this.deps.transport.send({ to: delivery.to, ...this.mailOf(delivery) });
-			// A sent email's secrets (and an older record's rendering) are of no more use here.
-			await store.updateMany(
-				{ _id: delivery._id },
-				{
-					$set: { status: "sent", attempts, messageId: sent.messageId, sentAt: at, updatedAt: at, leaseUntil: 0 },
-					$unset: { lastError: true, sealedVars: true, html: true, text: true },
-				},
-			);
-			this.deps.count(delivery.template, "sent");
-			if (sent.file) logger.info({ file: sent.file, subject: delivery.subject, to: delivery.to }, "email written");
-			else logger.info({ deliveryId: delivery._id, template: delivery.template, messageId: sent.messageId }, "email sent");
+			sent = await this.deps.transport.send({ to: delivery.to, ...this.mailOf(delivery) });
 		} catch (err) {
-			const lastError = sendError(err);
-			const dead = attempts >= retry.maxAttempts;
-			await store.updateMany(
-				{ _id: delivery._id },
-				{
-					$set: {
-						status: dead ? "dead" : "failed-retrying",
-						attempts,
-						lastError,
-						updatedAt: at,
-						leaseUntil: 0,
-						nextAttemptAt: Date.now() + retryDelayMs(attempts, retry.retryBaseMs, retry.retryMaxMs),
-					},
-				},
-			);
-			this.deps.count(delivery.template, dead ? "dead" : "failed");
-			logger.warn(
-				{ deliveryId: delivery._id, template: delivery.template, attempts, lastError, dead },
-				dead ? "email dead-lettered" : "email failed; will retry",
-			);
+			await this.recordFailure(delivery, attempts, err);
+			return;
 		}
+		this.deps.count(delivery.template, "sent");
+		const { logger } = this.deps;
+		try {
+			await this.recordSent(delivery, attempts, sent);
+		} catch (err) {
+			// The pass stops here: with the store failing, every email sent now would go twice.
+			logger.warn({ err, deliveryId: delivery._id, messageId: sent.messageId }, "email sent but not marked sent: it goes again when its lease lapses");
+			throw err;
+		}
+		if (sent.file) logger.info({ file: sent.file, subject: delivery.subject, to: delivery.to }, "email written");
+		else logger.info({ deliveryId: delivery._id, template: delivery.template, messageId: sent.messageId }, "email sent");
 	}
 
-	/** Dead letters (all of them, or the one with this id) become pending again, with a fresh retry budget; how many did. */
+	/** Unconditional (the email is out, whoever holds the lease now); its secrets and an older record's rendering are of no more use. */
+	private async recordSent(delivery: DeliveryEntity, attempts: number, sent: SentMail): Promise<void> {
+		const at = new Date().toISOString();
+		await this.deps.store.updateOne(
+			{ _id: delivery._id },
+			{
+				$set: { status: "sent", attempts, messageId: sent.messageId, sentAt: at, updatedAt: at, leaseUntil: 0 },
+				$unset: { lastError: true, sealedVars: true, html: true, text: true },
+			},
+		);
+	}
+
+	/** Due again after a backoff, or dead after the last attempt; never over a "sent" mark (a sender whose lease had lapsed may have raced this one). */
+	private async recordFailure(delivery: DeliveryEntity, attempts: number, err: unknown): Promise<void> {
+		const { store, logger, retry } = this.deps;
+		const lastError = sendError(err);
+		const dead = attempts >= retry.maxAttempts;
+		await store.updateOne(
+			{ _id: delivery._id, status: { $ne: "sent" } },
+			{
+				$set: {
+					status: dead ? "dead" : "failed-retrying",
+					attempts,
+					lastError,
+					updatedAt: new Date().toISOString(),
+					leaseUntil: 0,
+					nextAttemptAt: Date.now() + retryDelayMs(attempts, retry.retryBaseMs, retry.retryMaxMs),
+				},
+			},
+		);
+		this.deps.count(delivery.template, dead ? "dead" : "failed");
+		logger.warn(
+			{ deliveryId: delivery._id, template: delivery.template, attempts, lastError, dead },
+			dead ? "email dead-lettered" : "email failed; will retry",
+		);
+	}
+
+	/**
+	 * Dead letters (all of them, or the one with this id) become pending again, with a fresh retry budget; how many did.
+	 * Safe to repeat: only records still dead match.
+	 */
 	async revive(id?: string): Promise<number> {
-		const now = new Date().toISOString();
-		const query = id === undefined ? { status: "dead" } : { _id: id, status: "dead" };
-		return this.deps.store.updateMany(query, { $set: { status: "pending", attempts: 0, nextAttemptAt: Date.now(), leaseUntil: 0, updatedAt: now } });
+		const revival = { $set: { status: "pending", attempts: 0, nextAttemptAt: Date.now(), leaseUntil: 0, updatedAt: new Date().toISOString() } };
+		if (id === undefined) return this.deps.store.updateMany({ status: "dead" }, revival);
+		return this.deps.store.updateOne({ _id: id, status: "dead" }, revival);
 	}
 
 	async exists(id: string): Promise<boolean> {

@@ -65,7 +65,7 @@ export class TransactionOutbox {
 			this.logger.warn({ err, transactionId: tx._id, status: record.status }, "event not published yet; the outbox relay will retry");
 			return;
 		}
-		await this.store.updateMany({ _id: tx._id, unpublished: { $gt: 0 } }, { $inc: { unpublished: -1 } });
+		await this.store.updateOne({ _id: tx._id, unpublished: { $gt: 0 } }, { $inc: { unpublished: -1 } });
 	}
 
 	/** Transactions with events not confirmed published, unchanged since before `quietBefore`. */
@@ -85,7 +85,7 @@ export class TransactionOutbox {
 			this.logger.warn({ err, transactionId: tx._id }, "outbox relay could not publish; will try again");
 			return 0;
 		}
-		await this.store.updateMany({ _id: tx._id, unpublished: tx.unpublished }, { $set: { unpublished: 0 } });
+		await this.store.updateOne({ _id: tx._id, unpublished: tx.unpublished }, { $set: { unpublished: 0 } });
 		return tx.history.length;
 	}
 }

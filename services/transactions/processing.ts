@@ -81,7 +81,7 @@ export class TransactionProcessor {
 	/** Takes over a transaction whose lease has run out (its driver died or stalled): only one claim per lease succeeds. */
 	async claim(id: string): Promise<boolean> {
 		const now = Date.now();
-		const changed = await this.deps.store.updateMany(
+		const changed = await this.deps.store.updateOne(
 			{ _id: id, status: { $in: UNFINISHED }, leaseUntil: { $lt: now } },
 			{ $set: { leaseUntil: this.leaseFromNow(now) } },
 		);

@@ -76,7 +76,7 @@ export async function transition(
 ): Promise<HistoryRecord | null> {
 	if (!canMove(from, to)) throw new IllegalMove(from, to);
 	const record: HistoryRecord = { status: to, at, ...(reason ? { reason } : {}) };
-	const changed = await store.updateMany(
+	const changed = await store.updateOne(
 		{ _id: transactionId, status: from },
 		{ $set: { status: to, updatedAt: at, ...(reason ? { reason } : {}) }, $push: { history: record }, $inc: { unpublished: 1 } },
 	);

@@ -119,7 +119,7 @@ export class Ledger {
 
 	/** The one write to a balance: a compare-and-set on the wallet's version. */
 	private async advance(wallet: WalletDoc, entry: LedgerEntry): Promise<boolean> {
-		const changed = await this.wallets.updateMany(
+		const changed = await this.wallets.updateOne(
 			{ _id: wallet._id, version: entry.seq - 1 },
 			{ $inc: { balanceMinor: entry.deltaMinor, version: 1 }, $set: { updatedAt: entry.at } },
 		);

@@ -72,7 +72,7 @@ describe("a refresh racing a revocation", () => {
 			const stored = await auth.adapter.findOne({ _id: user.id });
 			const session = await auth.startSession(stored);
 			const reset = await auth.createOneTimeToken(user.id, "password-reset", 600);
-			await auth.adapter.updateMany({ _id: user.id }, { $set: { resetTokenId: hashToken(reset.token) } }); // as issuePasswordReset does
+			await auth.adapter.updateOne({ _id: user.id }, { $set: { resetTokenId: hashToken(reset.token) } }); // as issuePasswordReset does
 			const next = `new password ${round}`;
 			const [refreshed, resetDone] = await Promise.allSettled([
 				(async () => {

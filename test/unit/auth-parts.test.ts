@@ -4,11 +4,12 @@
  */
 import fs from "node:fs";
 import { createAdapter, type DbAdapter } from "../../mixins/db.mixin";
-import { OneTimeTokens } from "../../services/auth/one-time-tokens";
+import { OneTimeTokens, USE_LEASE_MS, type TokenPurpose } from "../../services/auth/one-time-tokens";
 import { Sessions, type SessionSettings } from "../../services/auth/sessions";
 import { EXTRA_COLLECTIONS, purgeExpired, USERS, type AuthStores } from "../../services/auth/stores";
 import { UserOutbox } from "../../services/auth/user-outbox";
-import { nameUpdate, newUser, type UserEntity } from "../../services/auth/users";
+import { hashToken } from "../../services/auth/tokens";
+import { nameUpdate, newUser, Users, type UserEntity } from "../../services/auth/users";
 import { testConfig } from "../helpers/mint";
 import { makeTestKey, TEST_SECRET } from "./helpers/signing";
 
@@ -122,15 +123,42 @@ describe("OneTimeTokens", () => {
 		await expect(tokens.consume(token, "verify-email")).rejects.toMatchObject({ code: 400, message: "Invalid or expired token" });
 	});
 
-	it("only the latest reset token is live, and using it clears it", async () => {
+	it("only the latest reset token is live, and the new password clears it and moves the session epoch, in one write", async () => {
 		const user = await aUser();
 		const tokens = new OneTimeTokens(db);
 		const older = await tokens.issueReset(user._id, 600);
 		const latest = await tokens.issueReset(user._id, 600);
 		await expect(tokens.consume(older.token, "password-reset")).rejects.toMatchObject({ code: 400 });
 		expect(await tokens.consume(latest.token, "password-reset")).toBe(user._id);
+		await new Users(db).setPasswordHash(user._id, "new hash");
+		expect(await db.users.findOne({ _id: user._id })).toMatchObject({ passwordHash: "new hash", sessionEpoch: 1 });
 		expect((await db.users.findOne({ _id: user._id }))?.resetTokenId).toBeUndefined();
 	});
+
+	/** The token's use as if it had started USE_LEASE_MS ago. */
+	const lapse = (token: string) => db.oneTimeTokens.updateOne({ _id: hashToken(token) }, { $set: { usedAt: Date.now() - USE_LEASE_MS } });
+	const cases: [TokenPurpose, (tokens: OneTimeTokens, userId: string) => Promise<string>, (userId: string) => Promise<unknown>][] = [
+		["verify-email", async (tokens, userId) => (await tokens.create(userId, "verify-email", 600)).token, userId => new Users(db).markEmailVerified(userId)],
+		["password-reset", async (tokens, userId) => (await tokens.issueReset(userId, 600)).token, userId => new Users(db).setPasswordHash(userId, "new hash")],
+	];
+
+	it.each(cases)(
+		"a %s token whose use died before its effect works again, once, after the use's lease; never once the effect is done",
+		async (purpose, issue, effect) => {
+			const user = await aUser();
+			const tokens = new OneTimeTokens(db);
+			const token = await issue(tokens, user._id);
+			expect(await tokens.consume(token, purpose)).toBe(user._id);
+			// The process died here, before the effect: the use holds the token for its lease.
+			await expect(tokens.consume(token, purpose)).rejects.toMatchObject({ code: 400 });
+			await lapse(token);
+			const retries = await Promise.allSettled([tokens.consume(token, purpose), tokens.consume(token, purpose)]);
+			expect(retries.filter(r => r.status === "fulfilled").map(r => (r as PromiseFulfilledResult<string>).value)).toEqual([user._id]);
+			await effect(user._id);
+			await lapse(token);
+			await expect(tokens.consume(token, purpose)).rejects.toMatchObject({ code: 400, message: "Invalid or expired token" });
+		},
+	);
 });
 
 describe("UserOutbox", () => {

@@ -111,6 +111,39 @@ describe("Deliveries", () => {
 		expect((await deliveries.of({ email: GRACE.email })).map(d => [d.status, d.attempts])).toEqual([["sent", 1]]);
 	});
 
+	it("an email whose 'sent' mark fails is no failed send: it stays claimed, and goes again only once its lease lapses", async () => {
+		await welcome();
+		const updateOne = store.updateOne.bind(store);
+		const marks = jest.spyOn(store, "updateOne").mockImplementation(async (query, update, opts) => {
+			if (JSON.stringify(update).includes('"status":"sent"')) throw new Error("connection lost");
+			return updateOne(query, update, opts);
+		});
+		await expect(sendDue()).rejects.toThrow("connection lost");
+		marks.mockRestore();
+		const claimed = await record();
+		expect(claimed).toMatchObject({ status: "pending", attempts: 0 });
+		expect(claimed.lastError).toBeUndefined();
+		expect(claimed.leaseUntil).toBeGreaterThan(Date.now());
+		expect(counted).toEqual([["welcome", "sent"]]);
+		await sendDue();
+		expect(sent).toHaveLength(1);
+		// The lease lapses: the email goes again (a duplicate, never a loss), and this time the mark sticks.
+		await store.updateOne({ _id: claimed._id }, { $set: { leaseUntil: 0 } });
+		await sendDue();
+		expect(sent).toHaveLength(2);
+		expect(await record()).toMatchObject({ status: "sent", attempts: 1, messageId: "<2@test>" });
+	});
+
+	it("a failed attempt never overwrites the 'sent' mark of a sender that raced it", async () => {
+		await welcome();
+		const stale = await record();
+		await sendDue();
+		refuse = 421;
+		await deliveries.attempt(stale);
+		expect(await record()).toMatchObject({ status: "sent", attempts: 1, messageId: "<1@test>" });
+		expect((await record()).lastError).toBeUndefined();
+	});
+
 	it("sends nothing once stopping", async () => {
 		await welcome();
 		await deliveries.deliverDue(() => true);
