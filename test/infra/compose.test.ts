@@ -2,12 +2,14 @@
  * docker-compose.yml: every Mint node's environment passes Mint's own config
  * check, only the gateway is reachable from the network (operator UIs on
  * 127.0.0.1, MongoDB and Redis on no port), the broker's credentials come
- * from the environment, and docker-compose accepts the file.
+ * from the environment, MongoDB is a replica set the nodes wait for, and
+ * docker-compose accepts the file.
  */
 import { execFileSync, spawnSync } from "node:child_process";
 import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
+import vm from "node:vm";
 import { parse } from "yaml";
 import { ALL_SERVICES, loadConfig } from "../../lib/config";
 import { describeWithInfra } from "../helpers/infra";
@@ -48,13 +50,41 @@ const LOOPBACK = ["127.0.0.1", "::1", "localhost"];
 const publishedBy = (services: Record<string, any>) =>
 	Object.fromEntries(Object.entries(services).map(([name, s]) => [name, ((s.ports ?? []) as any[]).map(hostIpOf)]));
 
+/**
+ * Runs MongoDB's healthcheck script (mongosh --eval) against a stand-in shell
+ * for a member in the given state: what it initiates, and whether it passes
+ * (mongosh exits non-zero when the script throws).
+ */
+function mongoHealthcheck(script: string, member: { initiated: boolean; primary: boolean }): { initiated: unknown[]; passes: boolean } {
+	const initiated: unknown[] = [];
+	const shell = {
+		rs: {
+			status: () => {
+				if (!member.initiated) throw new Error("MongoServerError: no replset config has been received");
+				return { ok: 1 };
+			},
+			initiate: (config: unknown) => {
+				initiated.push(JSON.parse(JSON.stringify(config)));
+				return { ok: 1 };
+			},
+		},
+		db: { hello: () => ({ isWritablePrimary: member.primary }) },
+	};
+	try {
+		vm.runInNewContext(script, shell);
+		return { initiated, passes: true };
+	} catch {
+		return { initiated, passes: false };
+	}
+}
+
 describe("docker-compose.yml", () => {
 	it("runs every Mint service on some node, each node's environment valid for production", () => {
 		const hosted = new Set<string>();
 		for (const [name, service] of mintNodes) {
 			const config = loadConfig(envOf(service));
 			expect([name, config.production, config.http.cookieSecure]).toEqual([name, true, true]);
-			expect(config.mongoUri).toBe("mongodb://mongo:27017");
+			expect(config.mongoUri).toBe("mongodb://mongo:27017/?replicaSet=rs0");
 			for (const s of config.services) hosted.add(s);
 		}
 		expect([...hosted].sort()).toEqual([...ALL_SERVICES].sort());
@@ -75,6 +105,28 @@ describe("docker-compose.yml", () => {
 		}
 		expect(compose.services.gateway.ports).toContain("3000:3000");
 		expect(compose.services.gateway.environment.HOST).toBe("0.0.0.0");
+	});
+
+	it("runs MongoDB as the replica set rs0, initiated by its healthcheck, kept in a volume, and the Mint nodes wait for it and name it", () => {
+		const mongo = compose.services.mongo;
+		expect(mongo.image).toBe("mongo:7");
+		expect(mongo.command).toEqual(["--replSet", "rs0", "--bind_ip_all"]);
+		expect(mongo.volumes).toEqual(["mongo-data:/data/db"]);
+		expect(Object.keys(compose.volumes)).toContain("mongo-data");
+		const [kind, shell, ...args] = mongo.healthcheck.test as string[];
+		expect([kind, shell]).toEqual(["CMD", "mongosh"]);
+		const script = args[args.indexOf("--eval") + 1];
+		const member = { _id: 0, host: "mongo:27017" };
+		// First start: it initiates the set, and fails until the member has become the primary.
+		expect(mongoHealthcheck(script, { initiated: false, primary: false })).toEqual({ initiated: [{ _id: "rs0", members: [member] }], passes: false });
+		expect(mongoHealthcheck(script, { initiated: true, primary: false })).toEqual({ initiated: [], passes: false });
+		expect(mongoHealthcheck(script, { initiated: true, primary: true })).toEqual({ initiated: [], passes: true });
+		for (const [name, service] of mintNodes) {
+			expect([name, service.depends_on.mongo]).toEqual([name, { condition: "service_healthy" }]);
+			// The driver reaches the members by the names in the set's configuration: the nodes name the same.
+			const uri = new URL(envOf(service).MONGO_URI);
+			expect([name, `${uri.hostname}:${uri.port}`, uri.searchParams.get("replicaSet")]).toEqual([name, member.host, "rs0"]);
+		}
 	});
 
 	it("opens only the gateway to the network: RabbitMQ management and Mailpit on 127.0.0.1, MongoDB and Redis on no port", () => {
@@ -142,5 +194,20 @@ describeWithInfra("docker-compose config", { name: "docker-compose (Debian packa
 		expect([published.rabbitmq, published.mailpit, published.mongo, published.redis]).toEqual([["127.0.0.1"], ["127.0.0.1"], [], []]);
 		expect(services.rabbitmq.environment).toMatchObject({ RABBITMQ_DEFAULT_USER: "ops", RABBITMQ_DEFAULT_PASS: brokerPassword });
 		for (const [name] of mintNodes) expect([name, services[name].environment.TRANSPORTER]).toEqual([name, `amqp://ops:${brokerPassword}@rabbitmq:5672`]);
+	});
+
+	it("resolves MongoDB to the replica set with its healthcheck, and every Mint node to waiting for it healthy", () => {
+		const resolved = config(VARIABLES);
+		expect(resolved.status).toBe(0);
+		const services = parse(resolved.stdout.toString()).services;
+		expect(services.mongo.command).toEqual(["--replSet", "rs0", "--bind_ip_all"]);
+		expect(services.mongo.healthcheck.test).toEqual(compose.services.mongo.healthcheck.test);
+		for (const [name] of mintNodes) {
+			expect([name, services[name].depends_on.mongo.condition, services[name].environment.MONGO_URI]).toEqual([
+				name,
+				"service_healthy",
+				"mongodb://mongo:27017/?replicaSet=rs0",
+			]);
+		}
 	});
 });
