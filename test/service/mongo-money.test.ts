@@ -4,6 +4,8 @@
  * - the ledger's compare-and-set and unique movement raced by two adapters on
  *   two MongoDB clients, as two wallet nodes would;
  * - a whole Mint on MongoDB: concurrent transfers keep every invariant;
+ *   racing refreshes get one successor, a logout ends its session, a taken
+ *   email stays taken; every welcome email is recorded sent once;
  * - a primary step-down in the middle of a burst of transfers whose clients
  *   retry with the same Idempotency-Key: nothing is debited twice, nothing
  *   stays Pending or Processing (the sweeper finishes what the failover
@@ -11,7 +13,7 @@
  */
 import { createAdapter, type DbAdapter } from "../../mixins/db.mixin";
 import { Ledger, type LedgerEntry, type WalletDoc } from "../../services/wallet/ledger";
-import { newPerson, signup, type Session } from "../helpers/http";
+import { cookieHeader, newPerson, sessionFrom, signup, signupBody, type Session } from "../helpers/http";
 import { describeWithInfra } from "../helpers/infra";
 import { startTestMint, testConfig, waitFor, type TestMint } from "../helpers/mint";
 import { balanceOf, expectInvariants, topUp, transfer } from "../helpers/money";
@@ -78,6 +80,34 @@ describeWithInfra("money on MongoDB", MONGO_NEED, () => {
 			expect(balances.reduce((a, b) => a + b, 0)).toBe(300);
 			await expectInvariants(mint);
 		}, 120_000);
+
+		it("auth on MongoDB: racing refreshes get one successor, a logout ends the session, signup email uniqueness holds", async () => {
+			const person = newPerson();
+			const session = await signup(mint, person);
+			const refreshes = await Promise.all(
+				Array.from({ length: 5 }, () => mint.http.post("/api/v1/auth/refresh").set("Cookie", cookieHeader({ refresh: session.refresh }))),
+			);
+			expect(refreshes.map(r => r.status)).toEqual([200, 200, 200, 200, 200]);
+			expect(new Set(refreshes.map(r => sessionFrom(r).refresh)).size).toBe(1);
+			const successor = sessionFrom(refreshes[0]);
+			expect((await mint.http.post("/api/v1/auth/logout").set("Cookie", successor.cookie)).status).toBe(204);
+			expect((await mint.http.get("/api/v1/wallet/user").set("Authorization", `Bearer ${successor.access}`)).status).toBe(401);
+			expect((await mint.http.post("/api/v1/auth/refresh").set("Cookie", cookieHeader({ refresh: successor.refresh }))).status).toBe(401);
+			const again = await Promise.all(Array.from({ length: 3 }, () => mint.http.post("/api/v1/auth/signup").send(signupBody(person))));
+			expect(again.map(r => r.status)).toEqual([409, 409, 409]);
+		}, 60_000);
+
+		it("notifications on MongoDB: every welcome email is recorded sent, once", async () => {
+			for (const user of users) {
+				const records = await waitFor(async () => {
+					const found = await mint.broker.call<{ template: string; status: string }[], { userId: string }>("notifications.deliveriesOf", {
+						userId: user.user.id,
+					});
+					return found.some(d => d.template === "welcome" && d.status === "sent") ? found : undefined;
+				}, 15_000);
+				expect(records.filter(d => d.template === "welcome")).toHaveLength(1);
+			}
+		}, 60_000);
 
 		it("a primary step-down during retried transfers debits nothing twice and leaves nothing pending", async () => {
 			if (!mongo.replicaSet) {
