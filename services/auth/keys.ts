@@ -57,7 +57,16 @@ export async function generateKey(bits: number, secret: string, now = Date.now()
 }
 
 export function openSigningKey(stored: StoredKey, secret: string | readonly string[]): SigningKey {
-	return { kid: stored._id, privateKey: crypto.createPrivateKey(unseal(stored.sealedPrivateKey, secret)) };
+	let pem: string;
+	try {
+		pem = unseal(stored.sealedPrivateKey, secret);
+	} catch {
+		// The usual cause: a node started with another AUTH_SECRET than the one that sealed the keys (a moved or restored deployment).
+		throw new Error(
+			`Cannot open signing key ${stored._id} with AUTH_SECRET (or AUTH_SECRET_PREVIOUS): start this node with the secret that sealed it (a deployment without AUTH_SECRET keeps its generated one in DATA_DIR/auth-secret)`,
+		);
+	}
+	return { kid: stored._id, privateKey: crypto.createPrivateKey(pem) };
 }
 
 /** Keys a verifier must know: next, current, and retired ones whose tokens may still be alive. */

@@ -50,7 +50,7 @@ describe("generateKey", () => {
 	});
 
 	it("cannot be opened with a different secret", () => {
-		expect(() => openSigningKey(generated, `${TEST_SECRET}x`)).toThrow();
+		expect(() => openSigningKey(generated, `${TEST_SECRET}x`)).toThrow(`Cannot open signing key ${generated._id} with AUTH_SECRET`);
 	});
 });
 
