@@ -15,6 +15,8 @@ COPY --from=build /app/package.json ./package.json
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 COPY --from=build /app/templates ./templates
+# The email-link pages and the docs page (Swagger UI itself comes from node_modules).
+COPY --from=build /app/public ./public
 # The embedded store, .eml files and generated secrets: owned by the user the node runs as, kept in a volume.
 COPY --from=build --chown=node:node /app/data ./data
 VOLUME /app/data

@@ -6,7 +6,8 @@
  * (api/token-verifier.ts), authenticates by Bearer or cookie and refreshes
  * sessions silently from the refresh cookie (api/session-auth.ts), owns
  * cookies and status codes (api/responses.ts), and maps every error to the
- * SPEC format once (api/http-errors.ts).
+ * SPEC format once (api/http-errors.ts). It also serves the pages the
+ * links in emails open, the OpenAPI document and its docs page (api/pages.ts).
  *
  * Actions: health (liveness), ready (readiness).
  * Calls: auth.refresh (silent refresh), auth.revocations, auth.jwks, <service>.health (readiness).
@@ -26,6 +27,7 @@ import { PeriodicJobs, type PeriodicVars } from "../mixins/periodic.mixin";
 import { writeMoleculerWebCorsHeaders, type CorsRoute, type GatewayContext, type GatewayVars } from "./api/gateway";
 import { answerClientError, compileTrustedProxies, type Req, type Res, type RoutedReq } from "./api/http";
 import { jsonBody } from "./api/json-body";
+import { pagesRoute } from "./api/pages";
 import { beginRequest, prepareCall, whileStarting } from "./api/requests";
 import { UNEXPECTED_ERRORS_METRIC, answerError, shapeResponse } from "./api/responses";
 import { ROOT_ALIASES, V1_ALIASES, corsOptions } from "./api/routes";
@@ -97,8 +99,10 @@ export default function createApiService(config: Config) {
 				answerError(req, res, err, { logger: this.logger, metrics: this.broker.metrics });
 			},
 			routes: [
-				{ ...route, path: "/api/v1", aliases: V1_ALIASES },
-				{ ...route, path: "/", aliases: ROOT_ALIASES },
+				// Named: moleculer-web treats two unnamed routes with one path as the same route.
+				{ ...route, name: "v1", path: "/api/v1", aliases: V1_ALIASES },
+				{ ...route, name: "root", path: "/", aliases: ROOT_ALIASES },
+				pagesRoute(config),
 			],
 		},
 

@@ -9,6 +9,7 @@ import path from "node:path";
 import Handlebars from "handlebars";
 import nodemailer from "nodemailer";
 import type { Config } from "../../lib/config";
+import { projectRoot } from "../../lib/project-root";
 
 export const TEMPLATE_NAMES = ["welcome", "password-reset", "topup-completed", "transfer-sent", "transfer-received", "transaction-failed"] as const;
 export type TemplateName = (typeof TEMPLATE_NAMES)[number];
@@ -17,17 +18,6 @@ export interface RenderedMail {
 	subject: string;
 	html: string;
 	text: string;
-}
-
-/** The project root (where package.json is), from src or from dist alike. */
-function projectRoot(): string {
-	let dir = __dirname;
-	while (!fs.existsSync(path.join(dir, "package.json"))) {
-		const parent = path.dirname(dir);
-		if (parent === dir) throw new Error(`package.json not found above ${__dirname}`);
-		dir = parent;
-	}
-	return dir;
 }
 
 export class MailTemplates {

@@ -2,9 +2,10 @@
  * The code as `npm run build` emits it, for tests that run it in child
  * processes (nodes to kill, `npm run cluster`): every file of the build
  * (tsconfig.json) in a folder of the caller's own, since other test files
- * rebuild dist/ meanwhile, beside links to package.json, node_modules and
- * templates. Transpiled only, as ts-jest runs the tests themselves, in a
- * second or two instead of a full tsc: `npm run typecheck` checks the types.
+ * rebuild dist/ meanwhile, beside links to package.json, node_modules,
+ * templates and public (the gateway's pages). Transpiled only, as ts-jest
+ * runs the tests themselves, in a second or two instead of a full tsc:
+ * `npm run typecheck` checks the types.
  */
 import fs from "node:fs";
 import os from "node:os";
@@ -21,7 +22,7 @@ export interface BuiltMint {
 
 export function buildMint(label: string): BuiltMint {
 	const dir = fs.mkdtempSync(path.join(os.tmpdir(), `mint-${label}-build-`));
-	for (const entry of ["package.json", "node_modules", "templates"]) fs.symlinkSync(path.join(ROOT, entry), path.join(dir, entry));
+	for (const entry of ["package.json", "node_modules", "templates", "public"]) fs.symlinkSync(path.join(ROOT, entry), path.join(dir, entry));
 	const parsed = ts.getParsedCommandLineOfConfigFile(
 		path.join(ROOT, "tsconfig.json"),
 		{},

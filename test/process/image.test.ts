@@ -162,11 +162,12 @@ describe("the Dockerfile's runtime stage", () => {
 		expect(instruction("VOLUME")).toEqual([`${WORKDIR}/data`]);
 		expect(instruction("HEALTHCHECK")[0]).toContain("/ready");
 		expect(fs.existsSync(path.join(app, "templates/mail/layout.html.hbs"))).toBe(true);
+		expect(fs.existsSync(path.join(app, "public/verify-email.html"))).toBe(true);
 		expect(fs.existsSync(path.join(app, "dist/server.js"))).toBe(true);
 		if (runAsRoot) expect(fs.statSync(path.join(app, "data")).uid).toBe(UNPRIVILEGED.uid);
 	});
 
-	it("runs all services: healthy, serves a signup and writes its welcome email under the data volume", async () => {
+	it("runs all services: healthy, serves a signup and writes its welcome email under the data volume, serves the pages", async () => {
 		const node = await startNode({});
 		try {
 			const res = await fetch(`http://127.0.0.1:${node.port}/api/v1/auth/signup`, {
@@ -182,6 +183,17 @@ describe("the Dockerfile's runtime stage", () => {
 			expect(fs.readFileSync(path.join(app, "data/mail", mail), "utf8")).toContain("Welcome to Mint");
 			const ready = (await (await fetch(`http://127.0.0.1:${node.port}/ready`)).json()) as { status: string };
 			expect(ready.status).toBe("ready");
+			// The pages the email links open, the docs page and Swagger UI from the image's node_modules.
+			for (const [page, type] of [
+				["/verify-email", "text/html; charset=utf-8"],
+				["/reset-password", "text/html; charset=utf-8"],
+				["/api/docs", "text/html; charset=utf-8"],
+				["/api/docs/swagger-ui-bundle.js", "text/javascript; charset=utf-8"],
+				["/api/v1/openapi.json", "application/json; charset=utf-8"],
+			]) {
+				const res = await fetch(`http://127.0.0.1:${node.port}${page}`);
+				expect([page, res.status, res.headers.get("content-type")]).toEqual([page, 200, type]);
+			}
 		} finally {
 			expect(await node.stop()).toBe(0);
 		}
