@@ -9,7 +9,9 @@ import { ServiceBroker, type BrokerOptions, type ReplOptions, type TracerOptions
 import { MintMemoryCacher, MintRedisCacher } from "./lib/cacher";
 import type { Config } from "./lib/config";
 import { DurableEventsMiddleware } from "./lib/durable-events";
+import { logDestination } from "./lib/logger-format";
 import { ProbeServerMiddleware } from "./lib/probe-server";
+import { metricsOptions } from "./lib/metrics-endpoint";
 import { mintReplCommands } from "./lib/repl-commands";
 import { RequestContextMiddleware, requestLogFields, ZipkinExporter } from "./lib/request-context";
 import { ServiceOwnershipMiddleware } from "./lib/service-ownership";
@@ -82,6 +84,8 @@ export function brokerOptions(config: Config): BrokerOptions {
 							censor: "[redacted]",
 						},
 					},
+					// JSON lines as pino writes them, or readable ones for a person at a terminal (LOG_FORMAT; lib/logger-format.ts).
+					destination: logDestination(config),
 				},
 			},
 		},
@@ -95,7 +99,7 @@ export function brokerOptions(config: Config): BrokerOptions {
 			...(config.probePort !== undefined && config.services.length > 0 && !config.services.includes("api") ? [ProbeServerMiddleware(config)] : []),
 		],
 		// Moleculer types a command's args as string[]; moleculer-repl hands it an object (lib/repl-commands.ts).
-		replOptions: { delimiter: "mint $", customCommands: mintReplCommands() as unknown as ReplOptions["customCommands"] },
+		replOptions: { delimiter: "mint $", customCommands: mintReplCommands({ currency: config.currency }) as unknown as ReplOptions["customCommands"] },
 		requestTimeout: config.requestTimeoutMs,
 		retryPolicy: {
 			enabled: true,
@@ -117,11 +121,8 @@ export function brokerOptions(config: Config): BrokerOptions {
 		heartbeatTimeout: 15,
 		validator: true,
 		errorRegenerator: undefined,
-		// Business metrics are always counted; METRICS_PORT also serves them (and Moleculer's) to Prometheus.
-		metrics: {
-			enabled: true,
-			reporter: config.metricsPort > 0 ? [{ type: "Prometheus", options: { port: config.metricsPort, path: "/metrics" } }] : [],
-		},
+		// Always counted; METRICS_PORT serves them to Prometheus on METRICS_HOST, without host identifiers (lib/metrics-endpoint.ts).
+		metrics: metricsOptions(config),
 		// A span for every action call and event, on every node, whose trace id is the request id (lib/request-context.ts).
 		tracing: {
 			enabled: true,

@@ -4,8 +4,12 @@
  * single-process Mint.
  */
 import type { Server } from "node:http";
+import path from "node:path";
+import type { REPLServer } from "node:repl";
 import { ServiceBroker, type BrokerOptions, type Service, type ServiceSchema } from "moleculer";
+import { ConnectionString } from "mongodb-connection-string-url";
 import { ConfigError, loadConfig, type Config } from "./lib/config";
+import { terminal } from "./lib/logger-format";
 import { probePortOf } from "./lib/probe-server";
 import { ensurePrivateDataDir } from "./lib/secrets";
 import { brokerOptions } from "./moleculer.config";
@@ -48,6 +52,38 @@ function exitOnUncaughtErrors(loggerOf: () => { fatal(obj: object, msg: string):
 	process.on("unhandledRejection", crash("unhandled promise rejection"));
 }
 
+/** A listening address as a person types it into a browser: a wildcard address is this host. */
+function hostOf(address: string): string {
+	if (address === "0.0.0.0" || address === "::") return "localhost";
+	return address.includes(":") ? `[${address}]` : address;
+}
+
+/**
+ * The start banner's lines after the first: where this node's API docs,
+ * metrics, data and mail are. A MongoDB is named by its hosts, never its
+ * credentials or options.
+ */
+export function bannerDetails(config: Config, gatewayPort?: number): string[] {
+	const lines: [string, string][] = [];
+	if (gatewayPort !== undefined) lines.push(["docs", `http://${hostOf(config.host)}:${gatewayPort}/api/docs`]);
+	lines.push(["metrics", config.metricsPort > 0 ? `http://${hostOf(config.metricsHost)}:${config.metricsPort}/metrics` : "off (METRICS_PORT serves them)"]);
+	const stores = config.services.filter(service => service !== "api");
+	if (stores.length > 0) {
+		if (config.mongoUri) {
+			const uri = new ConnectionString(config.mongoUri);
+			const databases = stores.map(service => `${config.namespace}-${service}`).join(", ");
+			lines.push(["data", `MongoDB ${uri.isSRV ? "mongodb+srv" : "mongodb"}://${uri.hosts.join(",")} (databases ${databases})`]);
+		} else {
+			lines.push(["data", `${config.dataDir} (embedded files)`]);
+		}
+	}
+	if (config.services.includes("notifications")) {
+		const smtp = config.mail.smtpUrl && new URL(config.mail.smtpUrl);
+		lines.push(["mail", smtp ? `${smtp.protocol}//${smtp.host}` : `${path.join(config.dataDir, "mail")} (.eml files; SMTP_URL sends them)`]);
+	}
+	return lines.map(([what, where]) => `  ${what.padEnd(8)} ${where}`);
+}
+
 async function main() {
 	// Everything a node writes (data files, .eml, a generated secret) is readable by its own user only.
 	process.umask(0o077);
@@ -84,21 +120,24 @@ async function main() {
 	};
 	process.on("SIGTERM", () => void stop("SIGTERM"));
 	if (config.repl) {
-		broker.repl();
+		// Moleculer types repl() as void; it returns moleculer-repl's node:repl server, above whose prompt log lines now go.
+		const repl = broker.repl() as unknown as REPLServer | undefined;
+		if (repl) terminal.writeAbovePrompt(repl);
 		return; // the REPL owns the terminal (and Ctrl-C); its `quit` stops the broker
 	}
 	// moleculer-web keeps its node:http server on the service.
 	const gateway = broker.getLocalService("api") as (Service & { server?: Server }) | undefined;
-	const host = config.host === "0.0.0.0" ? "localhost" : config.host;
+	const host = hostOf(config.host);
 	if (gateway) {
 		const address = gateway.server?.address();
 		const port = address && typeof address === "object" ? address.port : config.port;
 		broker.logger.info(`Mint is listening on http://${host}:${port}/api/v1`);
-		console.log(`Mint is up: http://${host}:${port}/api/v1 (services: ${config.services.join(", ")})`);
+		// One write: no log line lands inside the banner. scripts/cluster.ts and the tests read its first line.
+		console.log([`Mint is up: http://${host}:${port}/api/v1 (services: ${config.services.join(", ")})`, ...bannerDetails(config, port)].join("\n"));
 	} else {
 		const probePort = probePortOf(broker);
 		const probe = probePort === undefined ? "" : ` (ready: http://${host}:${probePort}/ready)`;
-		console.log(`Mint node is up (services: ${config.services.join(", ") || "none"})${probe}`);
+		console.log([`Mint node is up (services: ${config.services.join(", ") || "none"})${probe}`, ...bannerDetails(config)].join("\n"));
 	}
 	process.on("SIGINT", () => void stop("SIGINT"));
 }

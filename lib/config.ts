@@ -3,6 +3,7 @@
  * validated once at start-up; a bad value stops the process with a message
  * naming the variable.
  */
+import net from "node:net";
 import path from "node:path";
 import { ConnectionString } from "mongodb-connection-string-url";
 import proxyaddr from "proxy-addr";
@@ -30,6 +31,8 @@ export interface Config {
 	transporter?: string;
 	redisUrl?: string;
 	logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace";
+	/** LOG_FORMAT: pino's JSON lines, or readable lines (lib/logger-format.ts); unset: readable when stdout is a terminal. */
+	logFormat?: "json" | "pretty";
 	currency: string;
 	requestTimeoutMs: number;
 	/**
@@ -84,6 +87,8 @@ export interface Config {
 		pollMs: number;
 	};
 	metricsPort: number;
+	/** Where METRICS_PORT listens: METRICS_HOST, else HOST (0.0.0.0 for a Prometheus in another container or on another host). */
+	metricsHost: string;
 	/**
 	 * Where the spans of every action call and event go: ZIPKIN_URL (Zipkin v2
 	 * JSON, which Jaeger and Tempo ingest too) and/or TRACING=console
@@ -184,6 +189,16 @@ function mongoUri(env: Env, name: string): string | undefined {
 	return raw;
 }
 
+/** An address to listen on: an IP address (0.0.0.0 or :: for every interface) or a host name. */
+function listenAddress(env: Env, name: string, fallback: string): string {
+	const raw = str(env, name);
+	if (raw === undefined) return fallback;
+	if (net.isIP(raw) === 0 && !/^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/i.test(raw)) {
+		throw new ConfigError(name, `must be an IP address or a host name, got "${raw}"`);
+	}
+	return raw;
+}
+
 /** TRACING: `console` prints spans (development); unset leaves them to ZIPKIN_URL, or in process. */
 function tracingConsole(env: Env): boolean {
 	const raw = str(env, "TRACING");
@@ -229,6 +244,10 @@ export function loadConfig(env: Env = process.env): Config {
 	const logLevel = (str(env, "LOG_LEVEL", "info") as string).toLowerCase();
 	if (!["fatal", "error", "warn", "info", "debug", "trace"].includes(logLevel)) {
 		throw new ConfigError("LOG_LEVEL", `must be one of fatal, error, warn, info, debug, trace, got "${logLevel}"`);
+	}
+	const logFormat = str(env, "LOG_FORMAT")?.toLowerCase();
+	if (logFormat !== undefined && logFormat !== "json" && logFormat !== "pretty") {
+		throw new ConfigError("LOG_FORMAT", `must be json or pretty (unset: pretty on a terminal, else json), got "${logFormat}"`);
 	}
 
 	const currency = (str(env, "CURRENCY", "USD") as string).toUpperCase();
@@ -293,6 +312,7 @@ export function loadConfig(env: Env = process.env): Config {
 		transporter,
 		redisUrl: url(env, "REDIS_URL", ["redis:", "rediss:"]),
 		logLevel: logLevel as Config["logLevel"],
+		logFormat,
 		currency,
 		requestTimeoutMs: int(env, "REQUEST_TIMEOUT_MS", 10_000, 100, 600_000),
 		circuitBreaker: {
@@ -349,6 +369,7 @@ export function loadConfig(env: Env = process.env): Config {
 			pollMs: int(env, "MAIL_POLL_MS", 1000, 10, 600_000),
 		},
 		metricsPort: int(env, "METRICS_PORT", 0, 0, 65535),
+		metricsHost: listenAddress(env, "METRICS_HOST", host),
 		tracing: {
 			// Spans are POSTed to `${zipkinUrl}/api/v2/spans`: no trailing slash.
 			zipkinUrl: url(env, "ZIPKIN_URL", ["http:", "https:"])?.replace(/\/+$/, ""),

@@ -4,6 +4,8 @@
  * service action, so the same operations are callable from code and tests.
  */
 import type { ServiceBroker } from "moleculer";
+import type { TransactionView } from "../contracts/money";
+import { formatMoney, parseMajorAmount } from "./money";
 
 export interface ReplCommand {
 	command: string;
@@ -19,8 +21,24 @@ type ReplArgs = { options: Record<string, unknown>; [arg: string]: unknown };
 
 const json = (value: unknown) => JSON.stringify(value, null, 2);
 
-/** The commands; `print` is where their output goes (the terminal, or a test). */
-export function mintReplCommands(print: Print = line => console.log(line)): ReplCommand[] {
+interface InvariantTotals {
+	balancesMinor: number;
+	completedTopUpsMinor: number;
+	[count: string]: number;
+}
+
+/**
+ * The commands. Amounts show as people read them, with their currency
+ * ("4.25 USD"): a transaction's own, else `currency`, the deployment's
+ * CURRENCY. `print` is where the output goes (the terminal, or a test).
+ */
+export function mintReplCommands({ currency, print = line => console.log(line) }: { currency: string; print?: Print }): ReplCommand[] {
+	const money = (minor: number) => formatMoney(minor, currency);
+	/** A transaction's amount (major units on the wire) with its currency. */
+	const transaction = <T extends TransactionView>(tx: T) => {
+		const amount = parseMajorAmount(tx.amount, Number.MAX_SAFE_INTEGER);
+		return amount.ok ? { ...tx, amount: formatMoney(amount.minor, tx.currency) } : tx;
+	};
 	const run = (body: (broker: ServiceBroker, args: ReplArgs) => Promise<unknown>) => async (broker: ServiceBroker, args: ReplArgs) => {
 		try {
 			print(json(await body(broker, args)));
@@ -35,18 +53,21 @@ export function mintReplCommands(print: Print = line => console.log(line)): Repl
 			action: run(async (broker, args) => {
 				const user = await broker.call<{ id: string }, object>("auth.findByEmail", { email: args.email });
 				const balanceMinor = await broker.call<number, object>("wallet.balanceOf", { userId: user.id });
-				return { user, wallet: { balanceMinor } };
+				return { user, wallet: { balance: money(balanceMinor) } };
 			}),
 		},
 		{
 			command: "tx <id>",
 			description: "Show a transaction and its recorded history",
-			action: run((broker, args) => broker.call("transactions.inspect", { id: args.id })),
+			action: run(async (broker, args) => transaction(await broker.call<TransactionView, object>("transactions.inspect", { id: args.id }))),
 		},
 		{
 			command: "redrive <id>",
 			description: "Re-drive a transaction stuck past its lease",
-			action: run((broker, args) => broker.call("transactions.redrive", { id: args.id })),
+			action: run(async (broker, args) => {
+				const result = await broker.call<{ redriven: boolean; transaction: TransactionView }, object>("transactions.redrive", { id: args.id });
+				return { ...result, transaction: transaction(result.transaction) };
+			}),
 		},
 		{
 			command: "sweep",
@@ -56,7 +77,11 @@ export function mintReplCommands(print: Print = line => console.log(line)): Repl
 		{
 			command: "invariants",
 			description: "Check the ledger invariants (money conserved, no negative balance, each movement once...)",
-			action: run(broker => broker.call("wallet.checkInvariants")),
+			action: run(async broker => {
+				const report = await broker.call<{ totals: InvariantTotals }>("wallet.checkInvariants");
+				const { balancesMinor, completedTopUpsMinor, ...counts } = report.totals;
+				return { ...report, totals: { balances: money(balancesMinor), completedTopUps: money(completedTopUpsMinor), ...counts } };
+			}),
 		},
 		{
 			command: "dead-letters",

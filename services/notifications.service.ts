@@ -17,6 +17,7 @@
 import type { Context, Service } from "moleculer";
 import type { EventPayload } from "../contracts/events";
 import type { Contact } from "../contracts/users";
+import { emailMetrics } from "../lib/business-metrics";
 import type { Config } from "../lib/config";
 import { defineService } from "../lib/define-service";
 import { durableEventsOf } from "../lib/durable-events";
@@ -214,12 +215,7 @@ export default function createNotificationsService(config: Config) {
 		created() {
 			this.stopping = false;
 			this.deliverAgain = false;
-			this.broker.metrics.register({
-				type: "counter",
-				name: "mint.emails.total",
-				labelNames: ["template", "result"],
-				description: "Emails by template and result",
-			});
+			const metrics = emailMetrics(this.broker);
 			// Made here, before any mixin's started(): the worker and the durable queue may send from then on.
 			this.transport = createMailTransport(config);
 			this.deliveries = new Deliveries({
@@ -230,7 +226,8 @@ export default function createNotificationsService(config: Config) {
 				secrets: nodeSecrets(config),
 				retry: mail,
 				logger: this.logger,
-				count: (template, result) => this.broker.metrics.increment("mint.emails.total", { template, result }),
+				count: (template, result) => metrics.emailed(template, result),
+				metrics,
 			});
 		},
 

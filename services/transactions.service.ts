@@ -34,6 +34,7 @@ import {
 	type TransactionView,
 } from "../contracts/money";
 import type { SignedInMeta } from "../contracts/gateway";
+import { transactionMetrics } from "../lib/business-metrics";
 import type { CacheSettings } from "../lib/cacher";
 import type { Config } from "../lib/config";
 import { defineService } from "../lib/define-service";
@@ -252,7 +253,8 @@ export default function createTransactionsService(config: Config) {
 					return this.broker.emit(name, payload);
 				},
 			};
-			this.outbox = new TransactionOutbox(this.adapter, announcer, this.logger);
+			const metrics = transactionMetrics(this.broker, config.currency);
+			this.outbox = new TransactionOutbox(this.adapter, announcer, this.logger, metrics);
 			this.processor = new TransactionProcessor({
 				store: this.adapter,
 				outbox: this.outbox,
@@ -262,6 +264,7 @@ export default function createTransactionsService(config: Config) {
 				},
 				logger: this.logger,
 				stuckAfterMs: limits.stuckAfterMs,
+				metrics,
 			});
 			this.submitter = new TransactionSubmitter({
 				store: this.adapter,

@@ -10,6 +10,7 @@
  */
 import crypto from "node:crypto";
 import type { USER_CHANGES } from "../../contracts/events";
+import type { AuthMetrics } from "../../lib/business-metrics";
 import { conflict, unauthorized } from "../../lib/errors";
 import { publish } from "../../lib/events";
 import type { AuthLimits } from "./limits";
@@ -36,6 +37,8 @@ export interface AccountDeps {
 	/** Publishes what is issued after the request has been answered (the broker). */
 	emitter: Emitter;
 	log: Log;
+	/** Counts signups and logins by result (lib/business-metrics.ts). */
+	metrics?: Pick<AuthMetrics, "signedUp" | "loggedIn">;
 }
 
 export class Accounts {
@@ -62,6 +65,7 @@ export class Accounts {
 		});
 		const user = newUser(userId, fields, await hasher.hash(fields.password), welcome);
 		await users.insert(user);
+		this.deps.metrics?.signedUp();
 		await outbox.publish(emitter, userId, welcome);
 		await userUpdated(emitter, userId, "signedUp");
 		this.deps.log.info({ userId }, "user signed up");
@@ -70,12 +74,21 @@ export class Accounts {
 
 	/** The user whose password this is; 401 "Invalid email or password" otherwise, for an unknown email in equal time. */
 	async logIn(email: string, password: string, clientIp: string): Promise<UserEntity> {
-		const { users, hasher, limits } = this.deps;
-		await limits.login.admit(email, clientIp); // counted before the check
+		const { users, hasher, limits, metrics } = this.deps;
+		try {
+			await limits.login.admit(email, clientIp); // counted before the check
+		} catch (err) {
+			if ((err as { code?: unknown }).code === 429) metrics?.loggedIn("throttled");
+			throw err;
+		}
 		const user = await users.byEmail(email);
 		const ok = user ? await hasher.verify(user.passwordHash, password) : await hasher.verifyNobody(password);
-		if (!user || !ok) throw unauthorized("Invalid email or password");
+		if (!user || !ok) {
+			metrics?.loggedIn("failed");
+			throw unauthorized("Invalid email or password");
+		}
 		await limits.login.succeeded(email, clientIp);
+		metrics?.loggedIn("ok");
 		return user;
 	}
 

@@ -5,6 +5,7 @@
  */
 import type { ServiceBroker } from "moleculer";
 import type { RevokedSession } from "../../contracts/users";
+import { authMetrics } from "../../lib/business-metrics";
 import type { Config } from "../../lib/config";
 import type { NodeSecrets } from "../../lib/secrets";
 import { Accounts } from "./accounts";
@@ -49,7 +50,8 @@ export function authParts(service: AuthDbVars & { broker: ServiceBroker; logger:
 		log,
 	});
 	const hasher = new PasswordHasher(auth.argon2);
-	const accounts = new Accounts({ users, tokens, outbox, sessions, hasher, limits, settings: auth, emitter: service.broker, log });
+	const metrics = authMetrics(service.broker);
+	const accounts = new Accounts({ users, tokens, outbox, sessions, hasher, limits, settings: auth, emitter: service.broker, log, metrics });
 	return { db, users, accounts, sessions, tokens, keys, limits, outbox };
 }
 

@@ -16,6 +16,7 @@
  */
 import crypto from "node:crypto";
 import type { Contact } from "../../contracts/users";
+import type { EmailMetrics } from "../../lib/business-metrics";
 import { seal, unseal } from "../../lib/sealing";
 import type { NodeSecrets } from "../../lib/secrets";
 import { isDuplicateKeyError, type Store } from "../../mixins/db.mixin";
@@ -87,6 +88,8 @@ export interface DeliveriesDeps {
 	logger: DeliveryLogger;
 	/** Counts one attempt's outcome. */
 	count(template: TemplateName, result: SendResult): void;
+	/** Told how many dead letters the store holds (lib/business-metrics.ts). */
+	metrics?: Pick<EmailMetrics, "deadLetters">;
 }
 
 const SENDING_LEASE_MS = 60_000;
@@ -94,6 +97,8 @@ const BATCH = 50;
 /** What a secret variable renders as wherever the record keeps a rendering. */
 const SEALED = "[sealed]";
 const OPERATOR_LIST_LIMIT = 200;
+/** The dead letters are counted again after this node dead-letters or revives one, and at least this often (other nodes' changes). */
+const DEAD_LETTERS_RECOUNT_MS = 15_000;
 
 export const deliveryIdFor = (eventId: string, template: string, to: string) =>
 	crypto.createHash("sha256").update(`${eventId}\n${template}\n${to.toLowerCase()}`).digest("hex");
@@ -125,6 +130,9 @@ function sendError(err: unknown): string {
 }
 
 export class Deliveries {
+	/** When the dead letters were last counted (0: never, or a change since). */
+	private deadLettersCountedAt = 0;
+
 	constructor(private readonly deps: DeliveriesDeps) {}
 
 	/**
@@ -187,6 +195,15 @@ export class Deliveries {
 			);
 			if (claimed === 1) await this.attempt(delivery);
 		}
+		await this.reportDeadLetters();
+	}
+
+	/** Counts the dead letters for the gauge when due: never counted, changed here, or counted too long ago. */
+	private async reportDeadLetters(): Promise<void> {
+		const { metrics, store } = this.deps;
+		if (!metrics || Date.now() - this.deadLettersCountedAt < DEAD_LETTERS_RECOUNT_MS) return;
+		this.deadLettersCountedAt = Date.now();
+		metrics.deadLetters(await store.count({ query: { status: "dead" } }));
 	}
 
 	/** The email as it goes out: rendered from the record's variables, its secret ones unsealed just for this. */
@@ -260,6 +277,7 @@ export class Deliveries {
 			},
 		);
 		this.deps.count(delivery.template, dead ? "dead" : "failed");
+		if (dead) this.deadLettersCountedAt = 0;
 		logger.warn(
 			{ deliveryId: delivery._id, template: delivery.template, attempts, lastError, dead },
 			dead ? "email dead-lettered" : "email failed; will retry",
@@ -272,8 +290,13 @@ export class Deliveries {
 	 */
 	async revive(id?: string): Promise<number> {
 		const revival = { $set: { status: "pending", attempts: 0, nextAttemptAt: Date.now(), leaseUntil: 0, updatedAt: new Date().toISOString() } };
-		if (id === undefined) return this.deps.store.updateMany({ status: "dead" }, revival);
-		return this.deps.store.updateOne({ _id: id, status: "dead" }, revival);
+		const revived =
+			id === undefined ? await this.deps.store.updateMany({ status: "dead" }, revival) : await this.deps.store.updateOne({ _id: id, status: "dead" }, revival);
+		if (revived > 0) {
+			this.deadLettersCountedAt = 0;
+			await this.reportDeadLetters();
+		}
+		return revived;
 	}
 
 	async exists(id: string): Promise<boolean> {

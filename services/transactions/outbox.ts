@@ -8,6 +8,7 @@
  */
 import type { Logger } from "moleculer";
 import type { EventEnvelope, EventPayload } from "../../contracts/events";
+import type { TransactionMetrics } from "../../lib/business-metrics";
 import { publish } from "../../lib/events";
 import type { Store } from "../../mixins/db.mixin";
 import { transactionEventId, transactionEventName } from "./state-machine";
@@ -48,6 +49,8 @@ export class TransactionOutbox {
 		private readonly store: Store<TransactionEntity>,
 		private readonly emitter: EventEmitter,
 		private readonly logger: Pick<Logger, "warn">,
+		/** Counts every recorded state change, and the relay's backlog (lib/business-metrics.ts). */
+		private readonly metrics?: Pick<TransactionMetrics, "recorded" | "outboxPending">,
 	) {}
 
 	/** Publishes one recorded state change (again, for a replay: consumers dedupe on its stable id). */
@@ -56,8 +59,9 @@ export class TransactionOutbox {
 		await publish(this.emitter, event.name, event.body, event.envelope);
 	}
 
-	/** Publishes a state change just recorded and, once it is out, takes it off the outbox count. */
+	/** Counts a state change just recorded (by the one writer that recorded it), publishes it and, once it is out, takes it off the outbox count. */
 	async announceRecorded(tx: TransactionEntity, record: HistoryRecord): Promise<void> {
+		this.metrics?.recorded(tx, record.status);
 		try {
 			await this.announce(tx, record);
 		} catch (err) {
@@ -68,9 +72,12 @@ export class TransactionOutbox {
 		await this.store.updateOne({ _id: tx._id, unpublished: { $gt: 0 } }, { $inc: { unpublished: -1 } });
 	}
 
-	/** Transactions with events not confirmed published, unchanged since before `quietBefore`. */
-	pending(quietBefore: Date): Promise<TransactionEntity[]> {
-		return this.store.find({ query: { unpublished: { $gt: 0 }, updatedAt: { $lt: quietBefore.toISOString() } }, limit: RELAY_BATCH });
+	/** Transactions with events not confirmed published, unchanged since before `quietBefore` (how many: the backlog gauge). */
+	async pending(quietBefore: Date): Promise<TransactionEntity[]> {
+		const query = { unpublished: { $gt: 0 }, updatedAt: { $lt: quietBefore.toISOString() } };
+		const found = await this.store.find({ query, limit: RELAY_BATCH });
+		if (this.metrics) this.metrics.outboxPending(found.length < RELAY_BATCH ? found.length : await this.store.count({ query }));
+		return found;
 	}
 
 	/**

@@ -11,6 +11,7 @@
  */
 import type { Logger } from "moleculer";
 import { TRANSACTION_STATUSES, type MovementRequest, type MovementResult, type TransactionStatus } from "../../contracts/money";
+import type { TransactionMetrics } from "../../lib/business-metrics";
 import type { Store } from "../../mixins/db.mixin";
 import type { TransactionOutbox } from "./outbox";
 import { isFinal, transition } from "./state-machine";
@@ -31,6 +32,8 @@ export interface ProcessingDeps {
 	logger: Pick<Logger, "warn" | "error">;
 	/** How long a lease lasts: a transaction unfinished this long after its last claim is re-driven. */
 	stuckAfterMs: number;
+	/** After each sweep: how many transactions are still unfinished a lease after their last change (lib/business-metrics.ts). */
+	metrics?: Pick<TransactionMetrics, "stuck">;
 }
 
 /** At most this many stuck transactions per sweep. */
@@ -103,7 +106,16 @@ export class TransactionProcessor {
 			}
 		}
 		if (redriven.length) logger.warn({ count: redriven.length }, "sweeper re-drove stuck transactions");
+		await this.reportStuck();
 		return { redriven };
+	}
+
+	/** What the sweeper could not finish: unfinished transactions whose last change is older than a lease. */
+	private async reportStuck(): Promise<void> {
+		const { store, metrics, stuckAfterMs } = this.deps;
+		if (!metrics) return;
+		const changedBefore = new Date(Date.now() - stuckAfterMs).toISOString();
+		metrics.stuck(await store.count({ query: { status: { $in: UNFINISHED }, updatedAt: { $lt: changedBefore } } }));
 	}
 
 	/** One move of the state machine, announced once recorded; false when another writer moved it first. */

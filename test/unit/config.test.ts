@@ -107,8 +107,31 @@ describe("loadConfig defaults", () => {
 		expect(configErrorFor({ ZIPKIN_URL: "udp://zipkin:9411" }).message).toBe("Invalid configuration: ZIPKIN_URL must use http: or https:, got udp:");
 	});
 
+	it("LOG_FORMAT picks JSON or readable lines; unset leaves the choice to whether stdout is a terminal", () => {
+		expect(config.logFormat).toBeUndefined();
+		expect(loadConfig({ LOG_FORMAT: "json" }).logFormat).toBe("json");
+		expect(loadConfig({ LOG_FORMAT: " Pretty " }).logFormat).toBe("pretty");
+		expect(loadConfig({ LOG_FORMAT: "" }).logFormat).toBeUndefined();
+		expect(configErrorFor({ LOG_FORMAT: "text" }).message).toBe(
+			'Invalid configuration: LOG_FORMAT must be json or pretty (unset: pretty on a terminal, else json), got "text"',
+		);
+	});
+
 	it("SERVICES=all means every service", () => {
 		expect(loadConfig({ SERVICES: "all" }).services).toEqual(["api", "auth", "wallet", "transactions", "notifications"]);
+	});
+
+	it("serves metrics on HOST unless METRICS_HOST says where", () => {
+		expect(config.metricsHost).toBe("127.0.0.1");
+		expect(loadConfig({ HOST: "0.0.0.0" }).metricsHost).toBe("0.0.0.0");
+		expect(loadConfig({ HOST: "10.1.2.3" }).metricsHost).toBe("10.1.2.3");
+		expect(loadConfig({ METRICS_HOST: "0.0.0.0" })).toMatchObject({ host: "127.0.0.1", metricsHost: "0.0.0.0" });
+		expect(loadConfig({ HOST: "0.0.0.0", METRICS_HOST: "127.0.0.1" })).toMatchObject({ host: "0.0.0.0", metricsHost: "127.0.0.1" });
+		expect(loadConfig({ METRICS_HOST: "::1" }).metricsHost).toBe("::1");
+		expect(loadConfig({ METRICS_HOST: "metrics.internal" }).metricsHost).toBe("metrics.internal");
+		expect(configErrorFor({ METRICS_HOST: "http://0.0.0.0:3031" }).message).toBe(
+			'Invalid configuration: METRICS_HOST must be an IP address or a host name, got "http://0.0.0.0:3031"',
+		);
 	});
 });
 
@@ -122,6 +145,10 @@ describe("loadConfig refuses bad variables, naming them", () => {
 		["CURRENCY", "US"],
 		["CURRENCY", "US1"],
 		["LOG_LEVEL", "loud"],
+		["METRICS_HOST", "0.0.0.0:3031"],
+		["METRICS_HOST", "metrics host"],
+		["LOG_FORMAT", "yaml"],
+		["LOG_FORMAT", "auto"],
 		["MONGO_URI", "http://x"],
 		["MONGO_URI", "not a url"],
 		["MONGO_URI", "mongodb://"],
