@@ -1,13 +1,17 @@
 /**
  * docker-compose.yml: every Mint node's environment passes Mint's own config
- * check, only the gateway is reachable from the network (operator UIs on
- * 127.0.0.1, MongoDB and Redis on no port), the broker's credentials come
- * from the environment, MongoDB is a replica set the nodes wait for, and
- * docker-compose accepts the file.
+ * check, only nginx is reachable from the network (operator UIs on
+ * 127.0.0.1; the gateways, MongoDB, Redis and Loki on no port), the secrets
+ * come from the environment with no default, MongoDB is a replica set the
+ * nodes wait for, and docker-compose accepts the file.
+ *
+ * How compose fits nginx/ and monitoring/ (upstreams, scrape targets,
+ * datasources, ports): test/infra/compose-ops.test.ts.
  */
 import { execFileSync, spawnSync } from "node:child_process";
 import crypto from "node:crypto";
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import vm from "node:vm";
 import { parse } from "yaml";
@@ -18,7 +22,9 @@ const ROOT = path.resolve(__dirname, "../..");
 const compose = parse(fs.readFileSync(path.join(ROOT, "docker-compose.yml"), "utf8"), { merge: true });
 const secret = crypto.randomBytes(36).toString("base64url");
 const brokerPassword = crypto.randomBytes(24).toString("hex");
-const VARIABLES: Record<string, string> = { AUTH_SECRET: secret, RABBITMQ_PASSWORD: brokerPassword };
+const grafanaPassword = crypto.randomBytes(16).toString("hex");
+const VARIABLES: Record<string, string> = { AUTH_SECRET: secret, RABBITMQ_PASSWORD: brokerPassword, GRAFANA_ADMIN_PASSWORD: grafanaPassword };
+const REQUIRED = ["AUTH_SECRET", "RABBITMQ_PASSWORD", "GRAFANA_ADMIN_PASSWORD"];
 
 /** docker-compose's substitution (${VAR}, ${VAR:-default}, ${VAR:?message}) with these variables set; a missing required one throws. */
 function interpolate(value: string, variables: Record<string, string | undefined>): string {
@@ -103,8 +109,18 @@ describe("docker-compose.yml", () => {
 				expect(compose.services[host]).toBeDefined();
 			}
 		}
-		expect(compose.services.gateway.ports).toContain("3000:3000");
-		expect(compose.services.gateway.environment.HOST).toBe("0.0.0.0");
+	});
+
+	it("runs two gateway nodes, reachable on the compose network only, and the rest of Mint on nodes without the gateway", () => {
+		const gateways = mintNodes.filter(([, service]) => loadConfig(envOf(service)).services.includes("api")).map(([name]) => name);
+		expect(gateways).toEqual(["gateway-1", "gateway-2"]);
+		for (const name of gateways) {
+			const config = loadConfig(envOf(compose.services[name]));
+			expect([name, config.services, config.host, config.port]).toEqual([name, ["api"], "0.0.0.0", 3000]);
+			expect([name, compose.services[name].ports]).toEqual([name, undefined]);
+		}
+		expect(loadConfig(envOf(compose.services.core)).services).toEqual(["auth", "wallet", "transactions"]);
+		expect(loadConfig(envOf(compose.services.notifications)).services).toEqual(["notifications"]);
 	});
 
 	it("runs MongoDB as the replica set rs0, initiated by its healthcheck, kept in a volume, and the Mint nodes wait for it and name it", () => {
@@ -129,18 +145,31 @@ describe("docker-compose.yml", () => {
 		}
 	});
 
-	it("opens only the gateway to the network: RabbitMQ management and Mailpit on 127.0.0.1, MongoDB and Redis on no port", () => {
+	it("opens only nginx to the network: the operator UIs on 127.0.0.1, MongoDB, Redis, Loki, promtail and the Mint nodes on no port", () => {
 		const published = publishedBy(compose.services);
-		expect(published.rabbitmq).toEqual(["127.0.0.1"]);
-		expect(published.mailpit).toEqual(["127.0.0.1"]);
+		expect(compose.services.nginx.ports).toEqual(["8080:8080"]);
+		expect(published.nginx).toEqual([""]);
 		expect(compose.services.rabbitmq.ports).toEqual(["127.0.0.1:15672:15672"]);
 		expect(compose.services.mailpit.ports).toEqual(["127.0.0.1:8025:8025"]);
-		expect([published.mongo, published.redis]).toEqual([[], []]);
+		expect(compose.services.prometheus.ports).toEqual(["127.0.0.1:9090:9090"]);
+		expect(compose.services.grafana.ports).toEqual(["127.0.0.1:3000:3000"]);
+		expect(compose.services.jaeger.ports).toEqual(["127.0.0.1:16686:16686"]);
+		for (const name of ["mongo", "redis", "loki", "promtail", ...mintNodes.map(([node]) => node)]) expect([name, published[name]]).toEqual([name, []]);
 		for (const [name, hosts] of Object.entries(published)) {
-			if (name === "gateway") continue;
+			if (name === "nginx") continue;
 			for (const host of hosts) expect([name, LOOPBACK.includes(host)]).toEqual([name, true]);
 		}
 		for (const [name, service] of Object.entries<any>(compose.services)) expect([name, service.network_mode]).toEqual([name, undefined]);
+	});
+
+	it("takes Grafana's admin password from the environment, with no default", () => {
+		const grafana = compose.services.grafana.environment;
+		expect(grafana.GF_SECURITY_ADMIN_PASSWORD).toMatch(/^\$\{GRAFANA_ADMIN_PASSWORD:\?[^}]+\}$/);
+		expect(interpolate(grafana.GF_SECURITY_ADMIN_PASSWORD, VARIABLES)).toBe(grafanaPassword);
+		expect(interpolate(grafana.GF_SECURITY_ADMIN_USER, VARIABLES)).toBe("admin");
+		expect(() => interpolate(grafana.GF_SECURITY_ADMIN_PASSWORD, { ...VARIABLES, GRAFANA_ADMIN_PASSWORD: "" })).toThrow(/GRAFANA_ADMIN_PASSWORD/);
+		expect(grafana.GF_USERS_ALLOW_SIGN_UP).toBe("false");
+		expect(grafana.GF_AUTH_ANONYMOUS_ENABLED).toBe("false");
 	});
 
 	it("takes RabbitMQ's user and password from the environment, the same for the broker and every Mint node", () => {
@@ -162,37 +191,58 @@ describe("docker-compose.yml", () => {
 				expect(transporter.password).toBe(brokerPassword);
 			}
 		}
-		expect(() => envOf(mintNodes[0][1], { AUTH_SECRET: secret })).toThrow(/RABBITMQ_PASSWORD/);
+		expect(() => envOf(mintNodes[0][1], { ...VARIABLES, RABBITMQ_PASSWORD: "" })).toThrow(/RABBITMQ_PASSWORD/);
 	});
 });
 
 const hasCompose = spawnSync("docker-compose", ["version"], { stdio: "ignore" }).status === 0;
 
 describeWithInfra("docker-compose config", { name: "docker-compose (Debian package docker-compose)", available: hasCompose }, () => {
-	// Only what the test sets: a developer's own AUTH_SECRET or RABBITMQ_* must not change the outcome.
-	const { AUTH_SECRET: _secret, RABBITMQ_USER: _user, RABBITMQ_PASSWORD: _password, ...baseEnv } = process.env;
+	// Only what the test sets: a developer's own variables, or a .env file beside the compose file, must not change the outcome.
+	const baseEnv = { PATH: process.env.PATH ?? "/usr/bin:/bin" };
+	let emptyEnvFile = "";
+	beforeAll(() => {
+		emptyEnvFile = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "mint-compose-")), "empty.env");
+		fs.writeFileSync(emptyEnvFile, "");
+	});
+	afterAll(() => fs.rmSync(path.dirname(emptyEnvFile), { recursive: true, force: true }));
 	const config = (variables: Record<string, string>, ...args: string[]) =>
-		spawnSync("docker-compose", ["config", ...args], { cwd: ROOT, env: { ...baseEnv, ...variables } });
+		spawnSync("docker-compose", ["--env-file", emptyEnvFile, "config", ...args], { cwd: ROOT, env: { ...baseEnv, ...variables } });
 
-	it("accepts the file with AUTH_SECRET and RABBITMQ_PASSWORD set, and refuses it without either, naming the variable", () => {
-		const out = execFileSync("docker-compose", ["config", "--services"], { cwd: ROOT, env: { ...baseEnv, ...VARIABLES } }).toString();
+	it("accepts the file with the three secrets set, and refuses it without any one of them, naming the variable", () => {
+		const out = execFileSync("docker-compose", ["--env-file", emptyEnvFile, "config", "--services"], {
+			cwd: ROOT,
+			env: { ...baseEnv, ...VARIABLES },
+		}).toString();
 		expect(out.split("\n").filter(Boolean).sort()).toEqual(Object.keys(compose.services).sort());
-		for (const missing of ["AUTH_SECRET", "RABBITMQ_PASSWORD"]) {
-			const { [missing]: _drop, ...others } = VARIABLES;
-			const refused = config(others);
-			expect([missing, refused.status]).not.toEqual([missing, 0]);
-			expect(refused.stderr.toString()).toContain(missing);
+		for (const missing of REQUIRED) {
+			for (const others of [Object.fromEntries(Object.entries(VARIABLES).filter(([name]) => name !== missing)), { ...VARIABLES, [missing]: "" }]) {
+				const refused = config(others);
+				expect([missing, refused.status]).not.toEqual([missing, 0]);
+				expect(refused.stderr.toString()).toContain(missing);
+			}
 		}
 	});
 
-	it("resolves to ports on 127.0.0.1 except the gateway's, and to the broker credentials given", () => {
+	it("resolves to ports on 127.0.0.1 except nginx's, and to the broker credentials given", () => {
 		const resolved = config({ ...VARIABLES, RABBITMQ_USER: "ops" });
 		expect(resolved.status).toBe(0);
 		const services = parse(resolved.stdout.toString()).services;
 		const published = publishedBy(services);
-		expect(published.gateway).toEqual([""]);
-		expect([published.rabbitmq, published.mailpit, published.mongo, published.redis]).toEqual([["127.0.0.1"], ["127.0.0.1"], [], []]);
+		expect(published.nginx).toEqual([""]);
+		for (const [name, hosts] of Object.entries(published)) {
+			if (name !== "nginx") for (const host of hosts) expect([name, LOOPBACK.includes(host)]).toEqual([name, true]);
+		}
+		expect([published.rabbitmq, published.mailpit, published.prometheus, published.grafana, published.jaeger]).toEqual([
+			["127.0.0.1"],
+			["127.0.0.1"],
+			["127.0.0.1"],
+			["127.0.0.1"],
+			["127.0.0.1"],
+		]);
+		for (const name of ["mongo", "redis", "loki", "promtail", ...mintNodes.map(([node]) => node)]) expect([name, published[name]]).toEqual([name, []]);
 		expect(services.rabbitmq.environment).toMatchObject({ RABBITMQ_DEFAULT_USER: "ops", RABBITMQ_DEFAULT_PASS: brokerPassword });
+		expect(services.grafana.environment).toMatchObject({ GF_SECURITY_ADMIN_USER: "admin", GF_SECURITY_ADMIN_PASSWORD: grafanaPassword });
 		for (const [name] of mintNodes) expect([name, services[name].environment.TRANSPORTER]).toEqual([name, `amqp://ops:${brokerPassword}@rabbitmq:5672`]);
 	});
 
