@@ -17,7 +17,17 @@
  * and counted in `mint_mongo_connection_events_total{event}`.
  */
 import mongoose from "mongoose";
-import { checkFilter, paging, refuseSearch, sameIdField, sortSpec, type AdapterOwner, type CollectionSpec, type CursorParams, type DbAdapter } from "./store";
+import {
+	checkFilter,
+	paging,
+	refuseSearch,
+	PlainDocuments,
+	sortSpec,
+	type AdapterOwner,
+	type CollectionSpec,
+	type CursorParams,
+	type DbAdapter,
+} from "./store";
 
 /** The client options Mint pins, whatever the URI says. */
 export const MONGO_CLIENT_OPTIONS = {
@@ -119,7 +129,8 @@ interface StoredDocument {
  * spread and serialise documents, which mongoose documents (getters,
  * MongooseArrays, internal state) do differently.
  */
-export class MongooseAdapter<T> implements DbAdapter<T> {
+/** (Reads are lean and inserts answer toObject(): documents are plain, as PlainDocuments assumes.) */
+export class MongooseAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> {
 	/** String `_id`s chosen by the service; undeclared fields kept in documents (strict) and in filters (strictQuery). */
 	readonly schema: mongoose.Schema<StoredDocument>;
 	private owner?: AdapterOwner;
@@ -134,6 +145,7 @@ export class MongooseAdapter<T> implements DbAdapter<T> {
 		readonly dbName: string,
 		private readonly spec: CollectionSpec,
 	) {
+		super();
 		// minimize: false keeps an empty object as {} (NeDB does), rather than dropping the field.
 		this.schema = new mongoose.Schema<StoredDocument>(
 			{ _id: String },
@@ -284,20 +296,5 @@ export class MongooseAdapter<T> implements DbAdapter<T> {
 
 	async clear(): Promise<number> {
 		return (await this.model.deleteMany({}).exec()).deletedCount;
-	}
-
-	// Reads are lean and inserts answer toObject(): already plain.
-	entityToObject(entity: T): T {
-		return entity;
-	}
-
-	beforeSaveTransformID(entity: T, idField: string): T {
-		sameIdField(idField);
-		return entity;
-	}
-
-	afterRetrieveTransformID(entity: T, idField: string): T {
-		sameIdField(idField);
-		return entity;
 	}
 }

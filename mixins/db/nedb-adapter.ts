@@ -8,7 +8,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import Nedb from "@seald-io/nedb";
-import { checkFilter, paging, refuseSearch, sameIdField, sortSpec, type CollectionSpec, type CursorParams, type DbAdapter } from "./store";
+import { checkFilter, paging, refuseSearch, PlainDocuments, sortSpec, type CollectionSpec, type CursorParams, type DbAdapter } from "./store";
 
 const isOperatorObject = (value: unknown): value is Record<string, unknown> =>
 	value !== null &&
@@ -49,13 +49,15 @@ export function withMongoNulls(query: object): object {
 	return out;
 }
 
-export class NedbAdapter<T> implements DbAdapter<T> {
+/** (NeDB hands out plain copies already, as PlainDocuments assumes.) */
+export class NedbAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> {
 	private db: Nedb<T> | null = null;
 
 	constructor(
 		private readonly spec: CollectionSpec,
 		readonly filename: string,
 	) {
+		super();
 		fs.mkdirSync(path.dirname(filename), { recursive: true, mode: 0o700 });
 	}
 
@@ -159,20 +161,5 @@ export class NedbAdapter<T> implements DbAdapter<T> {
 
 	async clear(): Promise<number> {
 		return this.store.removeAsync({}, { multi: true });
-	}
-
-	// NeDB hands out plain copies already.
-	entityToObject(entity: T): T {
-		return entity;
-	}
-
-	beforeSaveTransformID(entity: T, idField: string): T {
-		sameIdField(idField);
-		return entity;
-	}
-
-	afterRetrieveTransformID(entity: T, idField: string): T {
-		sameIdField(idField);
-		return entity;
 	}
 }

@@ -104,6 +104,23 @@ export function sameIdField(idField: string): void {
 	if (idField !== "_id") throw new Error(`Mint's stores keep their ids in _id, not ${idField}`);
 }
 
+/** What both adapters answer moleculer-db alike: documents are plain objects already, ids are `_id` as stored. */
+export abstract class PlainDocuments<T> {
+	entityToObject(entity: T): T {
+		return entity;
+	}
+
+	beforeSaveTransformID(entity: T, idField: string): T {
+		sameIdField(idField);
+		return entity;
+	}
+
+	afterRetrieveTransformID(entity: T, idField: string): T {
+		sameIdField(idField);
+		return entity;
+	}
+}
+
 /** moleculer-db's offset and limit: applied only when positive numbers. */
 export function paging(params?: CursorParams | null): { skip?: number; limit?: number } {
 	const { limit, offset } = params ?? {};

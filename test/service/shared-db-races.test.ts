@@ -17,20 +17,13 @@ import { newUser } from "../../services/auth/users";
 import { describeWithInfra } from "../helpers/infra";
 import { testConfig } from "../helpers/mint";
 import { MONGO_NEED, startMongo, type TestMongo } from "../helpers/mongo";
-import { makeTestKey, TEST_SECRET } from "../unit/helpers/signing";
+import { makeTestKey, QUIET_LOG, TEST_SECRET, TEST_SECRETS, TEST_SESSION_SETTINGS } from "../unit/helpers/signing";
 
 const ROUNDS = 8;
 const KEY_SETTINGS = { keyBits: 2048, accessTokenTtlSec: 900, keyRotationDays: 0 };
-const SESSION_SETTINGS: SessionSettings = {
-	issuer: "mint",
-	audience: "mint-api",
-	accessTokenTtlSec: 900,
-	refreshTokenTtlSec: 3600,
-	refreshGraceSec: 30,
-	sessionMaxAgeSec: 86_400,
-};
-const secrets = { current: TEST_SECRET, unsealWith: [TEST_SECRET] };
-const quiet = { info() {}, warn() {}, error() {} };
+const SESSION_SETTINGS = TEST_SESSION_SETTINGS;
+const secrets = TEST_SECRETS;
+const quiet = QUIET_LOG;
 
 /** Yields the event loop a random number of times (up to `most`). */
 const jitter = async (most = 4) => {

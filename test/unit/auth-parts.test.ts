@@ -5,24 +5,17 @@
 import fs from "node:fs";
 import { createAdapter, type DbAdapter } from "../../mixins/db.mixin";
 import { OneTimeTokens, USE_LEASE_MS, type TokenPurpose } from "../../services/auth/one-time-tokens";
-import { Sessions, type SessionSettings } from "../../services/auth/sessions";
+import { Sessions } from "../../services/auth/sessions";
 import { EXTRA_COLLECTIONS, purgeExpired, USERS, type AuthStores } from "../../services/auth/stores";
 import { UserOutbox } from "../../services/auth/user-outbox";
 import { hashToken } from "../../services/auth/tokens";
 import { nameUpdate, newUser, Users, type UserEntity } from "../../services/auth/users";
 import { testConfig } from "../helpers/mint";
-import { makeTestKey, TEST_SECRET } from "./helpers/signing";
+import { makeTestKey, QUIET_LOG, TEST_SECRET, TEST_SECRETS, TEST_SESSION_SETTINGS } from "./helpers/signing";
 
-const SETTINGS: SessionSettings = {
-	issuer: "mint",
-	audience: "mint-api",
-	accessTokenTtlSec: 900,
-	refreshTokenTtlSec: 3600,
-	refreshGraceSec: 30,
-	sessionMaxAgeSec: 86_400,
-};
-const secrets = { current: TEST_SECRET, unsealWith: [TEST_SECRET] };
-const quiet = { info() {}, warn() {}, error() {} };
+const SETTINGS = TEST_SESSION_SETTINGS;
+const secrets = TEST_SECRETS;
+const quiet = QUIET_LOG;
 
 let dataDir: string;
 let adapters: DbAdapter<unknown>[];

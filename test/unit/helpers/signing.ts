@@ -1,12 +1,26 @@
 /** Shared key and token helpers for the unit tests (not a test file). */
 import { SignJWT, type JWK, type JSONWebKeySet, type JWTPayload } from "jose";
 import { generateKey, openSigningKey, type SigningKey, type StoredKey } from "../../../services/auth/keys";
+import type { SessionSettings } from "../../../services/auth/sessions";
 import { signAccessToken } from "../../../services/auth/tokens";
 
 export const TEST_SECRET = "unit-test-sealing-secret-0123456789abcdef";
 export const ISSUER = "mint";
 export const AUDIENCE = "mint-api";
 export const KEY_BITS = 2048;
+
+/** Session settings for tests that build Sessions by hand: short, but the shapes of production. */
+export const TEST_SESSION_SETTINGS: SessionSettings = {
+	issuer: ISSUER,
+	audience: AUDIENCE,
+	accessTokenTtlSec: 900,
+	refreshTokenTtlSec: 3600,
+	refreshGraceSec: 30,
+	sessionMaxAgeSec: 86_400,
+};
+export const TEST_SECRETS = { current: TEST_SECRET, unsealWith: [TEST_SECRET] };
+/** A logger that says nothing. */
+export const QUIET_LOG = { info() {}, warn() {}, error() {} };
 
 export interface TestKey {
 	stored: StoredKey;
