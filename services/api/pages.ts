@@ -44,15 +44,14 @@ interface ServedFile {
 	headers: Record<string, string>;
 }
 
-const PUBLIC_DIR = path.join(projectRoot(), "public");
-const SWAGGER_UI_DIR = path.dirname(require.resolve("swagger-ui-dist/package.json"));
+/** public/ (found when the gateway's route is built: a node without the gateway never looks for it). */
+const publicFile = (name: string) => path.join(projectRoot(), "public", name);
 
 /** Where each served file name is read from (the docs page's own files are in public/, Swagger UI's in its package). */
-const DOCS_FILES: Record<(typeof DOCS_ASSETS)[number], string> = {
-	"swagger-ui.css": path.join(SWAGGER_UI_DIR, "swagger-ui.css"),
-	"swagger-ui-bundle.js": path.join(SWAGGER_UI_DIR, "swagger-ui-bundle.js"),
-	"api-docs.js": path.join(PUBLIC_DIR, "api-docs.js"),
-};
+function docsFile(name: (typeof DOCS_ASSETS)[number]): string {
+	const swaggerUi = path.dirname(require.resolve("swagger-ui-dist/package.json"));
+	return name === "api-docs.js" ? publicFile(name) : path.join(swaggerUi, name);
+}
 
 const ASSET_HEADERS = { "Cache-Control": "public, max-age=3600" };
 
@@ -64,7 +63,7 @@ function read(file: string, headers: Record<string, string> = {}): ServedFile {
 
 function page(name: string, csp: string): ServedFile {
 	// Cache-Control no-store and Referrer-Policy no-referrer are every response's (http.ts); stated again here because the pages need them.
-	return read(path.join(PUBLIC_DIR, name), {
+	return read(publicFile(name), {
 		"Content-Security-Policy": csp,
 		"Cache-Control": "no-store",
 		"Referrer-Policy": "no-referrer",
@@ -96,8 +95,8 @@ const serveNamed = (files: Map<string, ServedFile>) =>
 
 /** The aliases of the pages route, every file read now. */
 export function pageAliases(config: Config) {
-	const docsAssets = new Map<string, ServedFile>(DOCS_ASSETS.map(name => [name, read(DOCS_FILES[name], ASSET_HEADERS)]));
-	const pageAssets = new Map<string, ServedFile>(PAGE_ASSETS.map(name => [name, read(path.join(PUBLIC_DIR, name), ASSET_HEADERS)]));
+	const docsAssets = new Map<string, ServedFile>(DOCS_ASSETS.map(name => [name, read(docsFile(name), ASSET_HEADERS)]));
+	const pageAssets = new Map<string, ServedFile>(PAGE_ASSETS.map(name => [name, read(publicFile(name), ASSET_HEADERS)]));
 	const document: ServedFile = {
 		body: Buffer.from(JSON.stringify(openApiDocument(config))),
 		headers: { "Content-Type": CONTENT_TYPES[".json"] },
