@@ -10,9 +10,28 @@
  *
  * Then a read-heavy mix (GET /wallet/user and GET /transactions for every
  * user, one transfer in TRANSFER_EVERY requests, `BENCH_TRANSFER_EVERY`, default 100) and the cache's hit rate
- * over it, from the node's own counters (mint_cache_lookups_total on its
- * Prometheus endpoint) before and after. The cluster's cache is Redis
- * (REDIS_URL) when one answers at 127.0.0.1:6379.
+ * over it. The cluster's cache is Redis (REDIS_URL) when one answers at 127.0.0.1:6379.
+ *
+ * What each request costs, counted by the nodes themselves: every node serves
+ * its Prometheus metrics (METRICS_PORT), read before each row and again once
+ * the work the row started has settled (emails after transfers), summed over
+ * the nodes and divided by the requests the gateway served (runs of its
+ * `api.rest` action, those in flight when the load stopped included):
+ *   - store operations (mint_store_operations_total, both store adapters),
+ *   - action calls (moleculer_request_total{type="local"}: every action run,
+ *     the gateway's own `api.rest` included) and, of them, remote calls
+ *     (type="remote": sent to another node over the transporter),
+ *   - transporter packets published (moleculer_transit_publish_total:
+ *     requests, responses, events; RabbitMQ's durable-event publishes are
+ *     not among them).
+ * Beside them: the data directories' growth per 10,000 completed transfers
+ * (mint_transactions_total{type="Transfer",status="Completed"}), and each
+ * server's resident memory after its rows (/proc/<pid>/status, Linux).
+ *
+ * BENCH_SMOKE=1: the same rows, small and short (1 s, 8 connections, 4 users,
+ * one transfer in 10 in the mix), for CI (test/process/bench-smoke.test.ts).
+ * BENCH_SECONDS, BENCH_CONNECTIONS and BENCH_TRANSFER_EVERY still win.
+ * `npm run bench` builds first; `node dist/bench/bench.js` runs what is built.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
@@ -25,13 +44,38 @@ import Redis from "ioredis";
 import { DURABLE_SUBSCRIPTIONS } from "../contracts/events";
 
 const ROOT = path.resolve(__dirname, "../..");
-const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
-const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
-const USERS = 20;
+const SMOKE = process.env.BENCH_SMOKE === "1";
+const SECONDS = Number(process.env.BENCH_SECONDS ?? (SMOKE ? 1 : 5));
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? (SMOKE ? 8 : 32));
+const USERS = SMOKE ? 4 : 20;
 const AMQP_URL = process.env.AMQP_URL ?? "amqp://guest:guest@127.0.0.1:5672";
 const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
 /** The read-heavy mix: one transfer in this many requests, the rest reads. */
-const TRANSFER_EVERY = Number(process.env.BENCH_TRANSFER_EVERY ?? 100);
+const TRANSFER_EVERY = Number(process.env.BENCH_TRANSFER_EVERY ?? (SMOKE ? 10 : 100));
+/** How long a row's aftermath (emails, outbox) may take to settle before its counters are read anyway. */
+const SETTLE_MS = SMOKE ? 3_000 : 30_000;
+/** How long nothing must move for a row's aftermath to count as done (see settledCounters). */
+const QUIET_MS = SMOKE ? 600 : 1_500;
+
+/** What a request cost, summed over the scenario's nodes, for one row. */
+interface Cost {
+	/** Requests the gateway served (runs of its `api.rest` action), those still in flight when the load stopped included. */
+	requests: number;
+	storeOps: number;
+	actionCalls: number;
+	remoteCalls: number;
+	packets: number;
+	/** Transfers that reached Completed during the row. */
+	transfers: number;
+	/** Growth of the data directories: apparent bytes (as `du -b`) and disk usage (as `du`). */
+	bytes: number;
+	diskBytes: number;
+	/** The counters' deltas by key (`mint_store_operations_total auth users findOne`...), and the data's growth by file or kind. */
+	delta: Counts;
+	growth: Map<string, number>;
+	/** How long the row's aftermath (emails...) took once the load stopped. */
+	settled: string;
+}
 
 interface Row {
 	name: string;
@@ -40,9 +84,22 @@ interface Row {
 	p99: number;
 	errors: number;
 	non2xx: number;
+	responses: number;
+	cost?: Cost;
+}
+
+/** A server of a scenario: its process, where its metrics are served, where it keeps its data. */
+interface Server {
+	name: string;
+	child: ChildProcess;
+	metricsUrl?: string;
+	dataDir?: string;
 }
 
 const children: ChildProcess[] = [];
+/** The scenarios' data directories, removed at the end whatever happens. */
+const dirs: string[] = [];
+const sleep = (ms: number) => new Promise(resolve => setTimeout(resolve, ms));
 
 function spawnNode(args: string[], env: Record<string, string>, readyLine: RegExp): Promise<{ child: ChildProcess; match: RegExpExecArray }> {
 	const child = spawn(process.execPath, args, { cwd: ROOT, env: { PATH: process.env.PATH ?? "", ...env } });
@@ -82,10 +139,156 @@ function load(name: string, url: string, opts: Partial<autocannon.Options>): Pro
 				p99: result.latency.p99,
 				errors: result.errors + result.timeouts,
 				non2xx: result.non2xx,
+				responses: result["2xx"] + result.non2xx,
 			});
 		});
 	});
 }
+
+// --- Counting: the nodes' own counters, before and after each row ---
+
+/** The counters read, and the labels they are summed by (over the nodes: node_id and the rest dropped). */
+const COUNTED: Record<string, string[]> = {
+	mint_store_operations_total: ["service", "collection", "operation"],
+	moleculer_request_total: ["type", "action"],
+	moleculer_transit_publish_total: ["type"],
+	mint_transactions_total: ["type", "status"],
+	mint_cache_lookups_total: ["action", "result"],
+};
+
+/** `<metric> <label values...>` -> value, summed over the nodes. */
+type Counts = Map<string, number>;
+
+async function readCounters(servers: Server[]): Promise<Counts> {
+	const counts: Counts = new Map();
+	for (const server of servers) {
+		if (!server.metricsUrl) continue;
+		const text = await (await fetch(server.metricsUrl)).text();
+		for (const match of text.matchAll(/^(\w+)\{([^}]*)\} (\S+)/gm)) {
+			const labelNames = COUNTED[match[1]];
+			if (!labelNames) continue;
+			const labels = Object.fromEntries([...match[2].matchAll(/(\w+)="([^"]*)"/g)].map(m => [m[1], m[2]]));
+			const key = [match[1], ...labelNames.map(name => labels[name] ?? "")].join(" ");
+			counts.set(key, (counts.get(key) ?? 0) + Number(match[3]));
+		}
+	}
+	return counts;
+}
+
+function deltaOf(before: Counts, after: Counts): Counts {
+	const delta: Counts = new Map();
+	for (const [key, value] of after) {
+		const d = value - (before.get(key) ?? 0);
+		if (d !== 0) delta.set(key, d);
+	}
+	return delta;
+}
+
+/** The sum of a delta's entries for one metric, those whose label values start with `prefix`. */
+function total(delta: Counts, metric: string, prefix = ""): number {
+	let sum = 0;
+	for (const [key, value] of delta) if (key.startsWith(`${metric} ${prefix}`)) sum += value;
+	return sum;
+}
+
+/** What a row's aftermath does: store writes (the mail worker's reads poll even when idle) and action runs. */
+const READS = new Set(["find", "findOne", "findById", "findByIds", "count"]);
+function activity(counts: Counts): number {
+	let writes = 0;
+	for (const [key, value] of counts) {
+		const [metric, , , operation] = key.split(" ");
+		if (metric === "mint_store_operations_total" && !READS.has(operation)) writes += value;
+	}
+	return writes + total(counts, "moleculer_request_total", "local ");
+}
+
+/**
+ * The counters once what the row started (emails, the outbox's relay) has
+ * stopped: no write nor action for QUIET_MS, longer than the mail worker's
+ * poll (MAIL_POLL_MS, 1 s: once the load stops kicking it, it sends a batch
+ * per poll); or after SETTLE_MS, whatever is still going on.
+ */
+async function settledCounters(servers: Server[]): Promise<{ counts: Counts; settled: string }> {
+	const start = Date.now();
+	let last = await readCounters(servers);
+	let quietSince = start;
+	while (Date.now() < start + SETTLE_MS) {
+		await sleep(300);
+		const next = await readCounters(servers);
+		if (activity(next) !== activity(last)) quietSince = Date.now();
+		else if (Date.now() - quietSince >= QUIET_MS) return { counts: next, settled: `settled ${((quietSince - start) / 1000).toFixed(1)} s after the load` };
+		last = next;
+	}
+	return { counts: last, settled: `still busy ${SETTLE_MS / 1000} s after the load: counted so far` };
+}
+
+/** Bytes under the directories, in total and by file (`<service>/<collection>.db`) or kind of file (`mail/*.eml`). */
+function dataSize(dirs: string[]): { bytes: number; diskBytes: number; parts: Map<string, number> } {
+	let bytes = 0;
+	let diskBytes = 0;
+	const parts = new Map<string, number>();
+	const walk = (root: string, dir: string) => {
+		for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
+			const file = path.join(dir, entry.name);
+			if (entry.isDirectory()) {
+				walk(root, file);
+				continue;
+			}
+			const stat = fs.statSync(file, { throwIfNoEntry: false });
+			if (!stat) continue; // removed meanwhile
+			bytes += stat.size;
+			diskBytes += stat.blocks * 512;
+			const ext = path.extname(entry.name);
+			const part = ext === ".db" ? path.relative(root, file) : `${path.relative(root, dir) || "."}/*${ext}`;
+			parts.set(part, (parts.get(part) ?? 0) + stat.size);
+		}
+	};
+	for (const dir of dirs) if (fs.existsSync(dir)) walk(dir, dir);
+	return { bytes, diskBytes, parts };
+}
+
+/** Runs one row with the scenario's counters and data read before and after it. */
+async function measured(servers: Server[], row: () => Promise<Row>): Promise<Row> {
+	const dirs = servers.flatMap(s => (s.dataDir ? [s.dataDir] : []));
+	const before = await readCounters(servers);
+	const sizeBefore = dataSize(dirs);
+	const result = await row();
+	const { counts, settled } = await settledCounters(servers);
+	const delta = deltaOf(before, counts);
+	const sizeAfter = dataSize(dirs);
+	const growth = new Map<string, number>();
+	for (const [part, size] of sizeAfter.parts) {
+		const grown = size - (sizeBefore.parts.get(part) ?? 0);
+		if (grown !== 0) growth.set(part, grown);
+	}
+	result.cost = {
+		requests: delta.get("moleculer_request_total local api.rest") ?? result.responses,
+		storeOps: total(delta, "mint_store_operations_total"),
+		actionCalls: total(delta, "moleculer_request_total", "local "),
+		remoteCalls: total(delta, "moleculer_request_total", "remote "),
+		packets: total(delta, "moleculer_transit_publish_total"),
+		transfers: delta.get("mint_transactions_total Transfer Completed") ?? 0,
+		bytes: sizeAfter.bytes - sizeBefore.bytes,
+		diskBytes: sizeAfter.diskBytes - sizeBefore.diskBytes,
+		delta,
+		growth,
+		settled,
+	};
+	return result;
+}
+
+/** Resident memory now and at its peak, from /proc (Linux), in MB. */
+function memoryOf(child: ChildProcess): string {
+	try {
+		const status = fs.readFileSync(`/proc/${child.pid}/status`, "utf8");
+		const kB = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(status)?.[1]);
+		return `${Math.round(kB("VmRSS") / 1024)} MB (peak ${Math.round(kB("VmHWM") / 1024)} MB)`;
+	} catch {
+		return "n/a (no /proc)";
+	}
+}
+
+// --- The scenarios ---
 
 async function call(base: string, method: string, route: string, body?: object, token?: string) {
 	const res = await fetch(`${base}${route}`, {
@@ -133,36 +336,39 @@ async function conserved(base: string, users: BenchUser[], toppedUpMinor: number
 	return total === toppedUpMinor ? `conserved (${total / 100} in ${users.length} wallets)` : `NOT CONSERVED: ${total} != ${toppedUpMinor}`;
 }
 
-async function mintScenarios(label: string, base: string, metricsUrl: string): Promise<{ rows: Row[]; check: string; hitRate: string }> {
+async function mintScenarios(label: string, base: string, servers: Server[]): Promise<{ rows: Row[]; check: string; hitRate: string }> {
 	const { users, toppedUpMinor } = await seed(base);
 	const reader = users[0];
-	const rows = [await load(`${label}: GET /wallet/user`, `${base}/api/v1/wallet/user`, { headers: { Authorization: `Bearer ${reader.token}` } })];
+	const rows = [
+		await measured(servers, () => load(`${label}: GET /wallet/user`, `${base}/api/v1/wallet/user`, { headers: { Authorization: `Bearer ${reader.token}` } })),
+	];
 	let n = 0;
 	rows.push(
-		await load(`${label}: POST /transactions/transfer`, base, {
-			requests: [
-				{
-					method: "POST",
-					path: "/api/v1/transactions/transfer",
-					setupRequest: (req: any) => {
-						n++;
-						const from = users[n % USERS];
-						const to = users[(n + 1 + (n % (USERS - 1))) % USERS];
-						return {
-							...req,
-							headers: { "Content-Type": "application/json", Authorization: `Bearer ${from.token}` },
-							body: JSON.stringify({ amount: 0.01, toUserId: to.id }),
-						};
+		await measured(servers, () =>
+			load(`${label}: POST /transactions/transfer`, base, {
+				requests: [
+					{
+						method: "POST",
+						path: "/api/v1/transactions/transfer",
+						setupRequest: (req: any) => {
+							n++;
+							const from = users[n % USERS];
+							const to = users[(n + 1 + (n % (USERS - 1))) % USERS];
+							return {
+								...req,
+								headers: { "Content-Type": "application/json", Authorization: `Bearer ${from.token}` },
+								body: JSON.stringify({ amount: 0.01, toUserId: to.id }),
+							};
+						},
 					},
-				},
-			],
-		}),
+				],
+			}),
+		),
 	);
-	const before = await cacheLookups(metricsUrl);
-	rows.push(await readHeavyMix(`${label}: read-heavy mix (1 transfer in ${TRANSFER_EVERY})`, base, users));
-	const hitRate = hitRateOf(before, await cacheLookups(metricsUrl));
-	await new Promise(r => setTimeout(r, 1000)); // let any 202s finish
-	return { rows, check: await conserved(base, users, toppedUpMinor), hitRate: `${label}: ${hitRate}` };
+	const mix = await measured(servers, () => readHeavyMix(`${label}: read-heavy mix (1 transfer in ${TRANSFER_EVERY})`, base, users));
+	rows.push(mix);
+	await sleep(1000); // let any 202s finish
+	return { rows, check: await conserved(base, users, toppedUpMinor), hitRate: `${label}: ${hitRateOf(mix.cost!.delta)}` };
 }
 
 /** GET /wallet/user and GET /transactions for every user in turn, and now and then a transfer between two of them. */
@@ -194,25 +400,15 @@ function readHeavyMix(name: string, base: string, users: BenchUser[]): Promise<R
 	});
 }
 
-/** The cache's lookups by action and result, as the node's Prometheus endpoint shows them. */
-async function cacheLookups(metricsUrl: string): Promise<Map<string, number>> {
-	const text = await (await fetch(metricsUrl)).text();
-	const counts = new Map<string, number>();
-	for (const match of text.matchAll(/^mint_cache_lookups_total\{([^}]*)\} (\d+)/gm)) {
-		const labels = Object.fromEntries([...match[1].matchAll(/(\w+)="([^"]*)"/g)].map(m => [m[1], m[2]]));
-		counts.set(`${labels.action} ${labels.result}`, Number(match[2]));
-	}
-	return counts;
-}
-
-/** Hits / lookups between two readings, overall and per action; coalesced lookups (a concurrent miss's result shared) apart. */
-function hitRateOf(before: Map<string, number>, after: Map<string, number>): string {
-	const delta = new Map<string, Record<string, number>>();
-	for (const [key, value] of after) {
-		const [action, result] = key.split(" ");
-		const row = delta.get(action) ?? {};
-		row[result] = (row[result] ?? 0) + value - (before.get(key) ?? 0);
-		delta.set(action, row);
+/** Hits / lookups over a row (mint_cache_lookups_total), overall and per action; coalesced lookups (a concurrent miss's result shared) apart. */
+function hitRateOf(delta: Counts): string {
+	const byAction = new Map<string, Record<string, number>>();
+	for (const [key, value] of delta) {
+		const [metric, action, result] = key.split(" ");
+		if (metric !== "mint_cache_lookups_total") continue;
+		const row = byAction.get(action) ?? {};
+		row[result] = (row[result] ?? 0) + value;
+		byAction.set(action, row);
 	}
 	const rate = (r: Record<string, number>) => {
 		const total = (r.hit ?? 0) + (r.miss ?? 0) + (r.coalesced ?? 0) + (r.unavailable ?? 0);
@@ -221,8 +417,8 @@ function hitRateOf(before: Map<string, number>, after: Map<string, number>): str
 		return `${pct(r.hit)} of ${total} (+${pct(r.coalesced)} coalesced)`;
 	};
 	const all: Record<string, number> = {};
-	for (const r of delta.values()) for (const [k, v] of Object.entries(r)) all[k] = (all[k] ?? 0) + v;
-	const parts = [...delta].filter(([, r]) => Object.values(r).some(v => v > 0)).map(([action, r]) => `${action} ${rate(r)}`);
+	for (const r of byAction.values()) for (const [k, v] of Object.entries(r)) all[k] = (all[k] ?? 0) + v;
+	const parts = [...byAction].filter(([, r]) => Object.values(r).some(v => v > 0)).map(([action, r]) => `${action} ${rate(r)}`);
 	return `cache hit rate ${rate(all)} lookups (${parts.join(", ")})`;
 }
 
@@ -254,12 +450,21 @@ async function removeCacheKeys(namespace: string) {
 	await redis.quit();
 }
 
+/** A Mint node of a scenario, its metrics on a port of its own. */
+async function startServer(name: string, env: Record<string, string>, readyLine: RegExp, dataDir: string): Promise<{ server: Server; match: RegExpExecArray }> {
+	const metricsPort = await freePort();
+	const { child, match } = await spawnNode(["dist/server.js"], { ...env, DATA_DIR: dataDir, METRICS_PORT: String(metricsPort) }, readyLine);
+	return { server: { name, child, dataDir, metricsUrl: `http://127.0.0.1:${metricsPort}/metrics` }, match };
+}
+
+const MINT_UP = /Mint is up: (http:\/\/\S+)\/api\/v1/;
+const NODE_UP = /Mint node is up/;
+
 async function main() {
-	const build = spawn(process.execPath, [path.join(ROOT, "node_modules/typescript/bin/tsc"), "-p", ROOT], { stdio: "inherit" });
-	await new Promise(resolve => build.on("exit", resolve));
 	const rows: Row[] = [];
 	const checks: string[] = [];
 	const hitRates: string[] = [];
+	const memory: string[] = [];
 
 	// The ceiling.
 	const raw = await spawnNode(
@@ -268,6 +473,7 @@ async function main() {
 		/port (\d+)/,
 	);
 	rows.push(await load("ceiling: raw node:http hello-world", `http://127.0.0.1:${raw.match[1]}/`, {}));
+	memory.push(`ceiling ${memoryOf(raw.child)}`);
 	await stop(raw.child);
 
 	const common = {
@@ -278,62 +484,105 @@ async function main() {
 		LOGIN_MAX_FAILURES_PER_IP: "100000",
 		SIGNUPS_PER_IP_HOUR: "100000",
 	};
-	const dirs: string[] = [];
 	const tmp = () => {
 		const d = fs.mkdtempSync(path.join(os.tmpdir(), "mint-bench-"));
 		dirs.push(d);
 		return d;
 	};
+	const namespace = `mint-bench-${process.pid}`;
+	let clusterStarted = false;
+	let withRedis = false;
 	try {
 		// The embedded default.
-		const embeddedMetrics = await freePort();
-		const embedded = await spawnNode(
-			["dist/server.js"],
-			{ ...common, DATA_DIR: tmp(), METRICS_PORT: String(embeddedMetrics) },
-			/Mint is up: (http:\/\/\S+)\/api\/v1/,
-		);
-		const e = await mintScenarios("embedded", embedded.match[1], `http://127.0.0.1:${embeddedMetrics}/metrics`);
+		const embedded = await startServer("embedded", common, MINT_UP, tmp());
+		const e = await mintScenarios("embedded", embedded.match[1], [embedded.server]);
 		rows.push(...e.rows);
 		checks.push(`embedded: ${e.check}`);
 		hitRates.push(e.hitRate);
-		await stop(embedded.child);
+		memory.push(`embedded ${memoryOf(embedded.server.child)}`);
+		await stop(embedded.server.child);
 
-		// A cluster over RabbitMQ.
-		const namespace = `mint-bench-${process.pid}`;
-		const withRedis = await redisAnswers();
+		// A cluster over RabbitMQ, its three nodes started together.
+		withRedis = await redisAnswers();
 		const cluster = { ...common, TRANSPORTER: AMQP_URL, NAMESPACE: namespace, ...(withRedis ? { REDIS_URL } : {}) };
-		// The cached actions run on the core node: its counters are the cache's.
-		const coreMetrics = await freePort();
-		const core = await spawnNode(
-			["dist/server.js"],
-			{ ...cluster, SERVICES: "auth,wallet,transactions", DATA_DIR: tmp(), METRICS_PORT: String(coreMetrics) },
-			/Mint node is up/,
-		);
-		const notifications = await spawnNode(["dist/server.js"], { ...cluster, SERVICES: "notifications", DATA_DIR: tmp() }, /Mint node is up/);
-		const gateway = await spawnNode(["dist/server.js"], { ...cluster, SERVICES: "api", DATA_DIR: tmp() }, /Mint is up: (http:\/\/\S+)\/api\/v1/);
+		clusterStarted = true;
+		const [gateway, core, notifications] = await Promise.all([
+			startServer("gateway", { ...cluster, SERVICES: "api" }, MINT_UP, tmp()),
+			startServer("core", { ...cluster, SERVICES: "auth,wallet,transactions" }, NODE_UP, tmp()),
+			startServer("notifications", { ...cluster, SERVICES: "notifications" }, NODE_UP, tmp()),
+		]);
+		const servers = [gateway.server, core.server, notifications.server];
 		await waitReady(gateway.match[1]);
-		const c = await mintScenarios(withRedis ? "cluster+Redis" : "cluster", gateway.match[1], `http://127.0.0.1:${coreMetrics}/metrics`);
+		const c = await mintScenarios(withRedis ? "cluster+Redis" : "cluster", gateway.match[1], servers);
 		rows.push(...c.rows);
 		checks.push(`cluster: ${c.check}`);
 		hitRates.push(withRedis ? c.hitRate : `${c.hitRate} (no Redis: balances and transactions are not cached on a cluster node)`);
-		for (const p of [gateway, notifications, core]) await stop(p.child);
-		await removeDurableTopology(namespace);
-		if (withRedis) await removeCacheKeys(namespace);
+		memory.push(`cluster ${servers.map(s => `${s.name} ${memoryOf(s.child)}`).join(", ")}`);
+		await Promise.all(servers.map(s => stop(s.child)));
 	} finally {
 		for (const child of children) if (child.exitCode === null) child.kill("SIGKILL");
 		for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
+		if (clusterStarted) await removeDurableTopology(namespace).catch(err => console.error(`removing the run's RabbitMQ queues: ${err}`));
+		if (withRedis) await removeCacheKeys(namespace).catch(err => console.error(`removing the run's Redis keys: ${err}`));
 	}
 
+	report(rows, checks, hitRates, memory);
+	if (checks.some(c => !c.includes("conserved ("))) process.exitCode = 1;
+}
+
+const fixed = (n: number, digits = 1) => (Number.isFinite(n) ? n.toFixed(digits) : "-");
+const megabytes = (bytes: number) => `${(bytes / 1e6).toFixed(1)} MB`;
+
+/** Per 10,000 transfers: the growth of the data, or `+N kB` for a row without transfers. */
+function growthCell(cost: Cost): string {
+	if (cost.transfers > 0) return megabytes((cost.bytes / cost.transfers) * 10_000);
+	return cost.bytes === 0 ? "0" : `+${(cost.bytes / 1e3).toFixed(1)} kB, no transfer`;
+}
+
+/** A delta's largest entries for one metric, per request: `auth.users findOne 1.00, ...`. */
+function breakdown(cost: Cost, metric: string, describe: (labels: string[]) => string, prefix = ""): string {
+	const entries = [...cost.delta]
+		.filter(([key]) => key.startsWith(`${metric} ${prefix}`))
+		.map(([key, value]) => [describe(key.split(" ").slice(1)), value / cost.requests] as const)
+		.sort((a, b) => b[1] - a[1]);
+	return entries.map(([what, perRequest]) => `${what} ${perRequest.toFixed(2)}`).join(", ") || "none";
+}
+
+function report(rows: Row[], checks: string[], hitRates: string[], memory: string[]) {
 	const ceiling = rows[0].rps;
-	console.log(`\nnpm run bench: ${SECONDS} s per row, ${CONNECTIONS} connections, ${os.cpus().length} cores, Node ${process.version}\n`);
-	console.log("| scenario | req/s | p50 ms | p99 ms | vs ceiling | errors | non-2xx |");
-	console.log("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+	console.log(
+		`\nnpm run bench${SMOKE ? " (BENCH_SMOKE=1)" : ""}: ${SECONDS} s per row, ${CONNECTIONS} connections, ${os.cpus().length} cores, Node ${process.version}\n`,
+	);
+	console.log(
+		"| scenario | req/s | p50 ms | p99 ms | vs ceiling | errors | non-2xx | store ops/req | action calls/req | remote calls/req | transit packets/req | data per 10k transfers |",
+	);
+	console.log("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
 	for (const r of rows) {
-		console.log(`| ${r.name} | ${Math.round(r.rps)} | ${r.p50} | ${r.p99} | ${((r.rps / ceiling) * 100).toFixed(1)}% | ${r.errors} | ${r.non2xx} |`);
+		const c = r.cost;
+		const per = (n: number) => (c ? fixed(n / c.requests, 2) : "-");
+		const counts = c ? [per(c.storeOps), per(c.actionCalls), per(c.remoteCalls), per(c.packets), growthCell(c)] : ["-", "-", "-", "-", "-"];
+		console.log(
+			`| ${r.name} | ${Math.round(r.rps)} | ${r.p50} | ${r.p99} | ${((r.rps / ceiling) * 100).toFixed(1)}% | ${r.errors} | ${r.non2xx} | ${counts.join(" | ")} |`,
+		);
+	}
+	console.log("\nper request, by store operation (service.collection operation) and by action (remote calls apart):");
+	for (const r of rows) {
+		const c = r.cost;
+		if (!c || c.requests === 0) continue;
+		console.log(`- ${r.name} (${c.requests} requests, ${c.transfers} transfers completed; ${c.settled}):`);
+		console.log(`  - store: ${breakdown(c, "mint_store_operations_total", ([service, collection, op]) => `${service}.${collection} ${op}`)}`);
+		console.log(`  - actions: ${breakdown(c, "moleculer_request_total", ([, action]) => action, "local ")}`);
+		if (c.remoteCalls > 0) console.log(`  - remote: ${breakdown(c, "moleculer_request_total", ([, action]) => action, "remote ")}`);
+		if (c.transfers > 0) {
+			const parts = [...c.growth].sort((a, b) => b[1] - a[1]).map(([part, bytes]) => `${part} ${Math.round(bytes / c.transfers)}`);
+			console.log(
+				`  - data: ${Math.round(c.bytes / c.transfers)} bytes per transfer (${Math.round(c.diskBytes / c.transfers)} on disk, in blocks): ${parts.join(", ")}`,
+			);
+		}
 	}
 	console.log(`\nmoney after the load: ${checks.join("; ")}`);
 	for (const line of hitRates) console.log(`read-heavy mix, ${line}`);
-	if (checks.some(c => !c.includes("conserved ("))) process.exitCode = 1;
+	console.log(`RSS after the load: ${memory.join("; ")}`);
 }
 
 /** The run's durable queues and exchange outlive its nodes: leave nothing in the RabbitMQ. */
@@ -352,9 +601,18 @@ async function waitReady(base: string) {
 	for (let i = 0; i < 100; i++) {
 		const res = await fetch(`${base}/ready`).catch(() => undefined);
 		if (res?.status === 200) return;
-		await new Promise(r => setTimeout(r, 200));
+		await sleep(200);
 	}
 	throw new Error("cluster not ready");
+}
+
+/** Stopped from outside (Ctrl-C, a test's timeout): no server nor data directory outlives the run. */
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+	process.once(signal, () => {
+		for (const child of children) if (child.exitCode === null) child.kill("SIGKILL");
+		for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
+		process.exit(signal === "SIGINT" ? 130 : 143);
+	});
 }
 
 main().catch(err => {

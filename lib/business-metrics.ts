@@ -21,7 +21,9 @@
  * `mint.cache.lookups.total` and `mint.cache.errors.total` (lib/cacher.ts),
  * `mint.http.unexpected.errors.total` (services/api/responses.ts),
  * `mint.mongo.connection.events.total` (mixins/db/mongo-adapter.ts), the
- * event loop's lag (lib/metrics-endpoint.ts).
+ * event loop's lag (lib/metrics-endpoint.ts). One operational metric is
+ * defined here because both store adapters count it alike:
+ * `mint.store.operations.total` (STORE_OPERATIONS, below).
  */
 import type { ServiceBroker } from "moleculer";
 import { TRANSACTION_STATUSES, TRANSACTION_TYPES, type TransactionStatus, type TransactionType } from "../contracts/money";
@@ -159,3 +161,28 @@ export const authMetrics = (broker: Pick<ServiceBroker, "metrics">): AuthMetrics
 export const transactionMetrics = (broker: Pick<ServiceBroker, "metrics">, currency: string): TransactionMetrics =>
 	new TransactionMetrics(broker.metrics, currency);
 export const emailMetrics = (broker: Pick<ServiceBroker, "metrics">): EmailMetrics => new EmailMetrics(broker.metrics);
+
+/**
+ * The store adapters' (mixins/db/): every operation on a collection, counted
+ * when it is asked for (failed ones too), on either backend. Operators read
+ * the store's load per service and collection from it; `npm run bench`
+ * divides it by the requests served.
+ */
+export const STORE_OPERATIONS = {
+	type: "counter",
+	name: "mint.store.operations.total",
+	labelNames: ["service", "collection", "operation"],
+	description:
+		"Store operations by service, collection and operation (the adapter's method: find, findOne, insert, updateOne, updateById, removeMany...), on either backend",
+} as const satisfies MetricDefinition;
+
+/**
+ * Counts one collection's operations on the broker's metrics; counts nothing
+ * without a broker (scripts/data.ts opens stores without one).
+ */
+export function storeOperationCounter(broker: unknown, service: string, collection: string): (operation: string) => void {
+	const registry = (broker as Partial<Pick<ServiceBroker, "metrics">> | null | undefined)?.metrics;
+	if (!registry) return () => undefined;
+	register(registry, STORE_OPERATIONS);
+	return operation => registry.increment(STORE_OPERATIONS.name, { service, collection, operation });
+}

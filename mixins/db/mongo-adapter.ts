@@ -14,9 +14,11 @@
  * logged, for an operator to resolve.
  *
  * Connection events (connected, disconnected, reconnected, error) are logged
- * and counted in `mint_mongo_connection_events_total{event}`.
+ * and counted in `mint_mongo_connection_events_total{event}`; operations in
+ * `mint_store_operations_total{service,collection,operation}`, as on NeDB.
  */
 import mongoose from "mongoose";
+import { storeOperationCounter } from "../../lib/business-metrics";
 import {
 	checkFilter,
 	paging,
@@ -51,7 +53,7 @@ const LOGGED_EVENTS = ["connected", "disconnected", "reconnected", "error"] as c
 
 /** The part of a Moleculer broker the adapter counts connection events with. */
 interface MetricsHost {
-	metrics?: { register(def: object): unknown; increment(name: string, labels?: object): void };
+	metrics?: { register(def: object): unknown; hasMetric(name: string): boolean; increment(name: string, labels?: object): void };
 }
 
 /** The process's client for one URI, shared by every service database on it. */
@@ -135,6 +137,8 @@ export class MongooseAdapter<T> extends PlainDocuments<T> implements DbAdapter<T
 	readonly schema: mongoose.Schema<StoredDocument>;
 	private owner?: AdapterOwner;
 	private broker?: MetricsHost;
+	/** Counts each operation in `mint_store_operations_total` (lib/business-metrics.ts), once init() has the broker. */
+	private counted: (operation: string) => void = () => undefined;
 	private shared?: SharedClient;
 	// The model is typed by the stored shape, not by T: mongoose's types over an
 	// open type parameter exhaust the compiler. Reads name T through lean<T>().
@@ -161,12 +165,15 @@ export class MongooseAdapter<T> extends PlainDocuments<T> implements DbAdapter<T
 	init(broker: unknown, service: AdapterOwner): void {
 		this.owner = service;
 		this.broker = broker as MetricsHost;
-		this.broker?.metrics?.register({
-			type: "counter",
-			name: MONGO_EVENTS_METRIC,
-			labelNames: ["event"],
-			description: "MongoDB client connection events (connected, disconnected, reconnected, error)",
-		});
+		// Once per broker: registering a name again would replace the counter and its values.
+		if (!this.broker?.metrics?.hasMetric(MONGO_EVENTS_METRIC))
+			this.broker?.metrics?.register({
+				type: "counter",
+				name: MONGO_EVENTS_METRIC,
+				labelNames: ["event"],
+				description: "MongoDB client connection events (connected, disconnected, reconnected, error)",
+			});
+		this.counted = storeOperationCounter(broker, service.name ?? this.dbName, this.spec.name);
 	}
 
 	async connect(): Promise<void> {
@@ -232,18 +239,22 @@ export class MongooseAdapter<T> extends PlainDocuments<T> implements DbAdapter<T
 	}
 
 	async find(params?: CursorParams | null): Promise<T[]> {
+		this.counted("find");
 		return this.cursor(params).lean<T[]>().exec();
 	}
 
 	async findOne(query: object): Promise<T | null> {
+		this.counted("findOne");
 		return this.model.findOne(this.filter(query)).lean<T>().exec();
 	}
 
 	async findById(id: unknown): Promise<T | null> {
+		this.counted("findById");
 		return this.model.findById(id).lean<T>().exec();
 	}
 
 	async findByIds(ids: unknown[]): Promise<T[]> {
+		this.counted("findByIds");
 		return this.model
 			.find({ _id: { $in: ids } })
 			.lean<T[]>()
@@ -251,6 +262,7 @@ export class MongooseAdapter<T> extends PlainDocuments<T> implements DbAdapter<T
 	}
 
 	async count(params?: CursorParams | null): Promise<number> {
+		this.counted("count");
 		refuseSearch(params, "MongooseAdapter");
 		const query = this.model.countDocuments(this.filter(params?.query));
 		const { skip, limit } = paging(params);
@@ -261,40 +273,52 @@ export class MongooseAdapter<T> extends PlainDocuments<T> implements DbAdapter<T
 
 	/** Answers the saved document as a plain object. */
 	async insert(doc: T): Promise<T> {
+		this.counted("insert");
+		return this.save(doc);
+	}
+
+	/** As moleculer-db's mongoose adapter (Model.create of an array): each document saved on its own. */
+	async insertMany(docs: T[]): Promise<T[]> {
+		this.counted("insertMany");
+		return Promise.all(docs.map(doc => this.save(doc)));
+	}
+
+	private async save(doc: T): Promise<T> {
 		const saved: StoredDocument = (await new this.model(doc).save()).toObject({ minimize: false });
 		// The store's premise: this collection holds the service's T.
 		return saved as T;
 	}
 
-	/** As moleculer-db's mongoose adapter (Model.create of an array): each document saved on its own. */
-	async insertMany(docs: T[]): Promise<T[]> {
-		return Promise.all(docs.map(doc => this.insert(doc)));
-	}
-
 	/** updateOne is a retryable write (retryWrites): at most once, even when the driver retries it after a failover. */
 	async updateOne(query: object, update: object, opts: { upsert?: boolean } = {}): Promise<number> {
+		this.counted("updateOne");
 		const result = await this.model.updateOne(this.filter(query), update, { upsert: !!opts.upsert }).exec();
 		return result.matchedCount + result.upsertedCount;
 	}
 
 	/** Matched, not modified: a no-op update of a matching document counts, as on NeDB. */
 	async updateMany(query: object, update: object): Promise<number> {
+		this.counted("updateMany");
 		return (await this.model.updateMany(this.filter(query), update).exec()).matchedCount;
 	}
 
 	async updateById(id: unknown, update: object): Promise<T | null> {
+		this.counted("updateById");
 		return this.model.findByIdAndUpdate(id, update, { new: true }).lean<T>().exec();
 	}
 
 	async removeMany(query: object): Promise<number> {
+		this.counted("removeMany");
 		return (await this.model.deleteMany(this.filter(query)).exec()).deletedCount;
 	}
 
 	async removeById(id: unknown): Promise<number> {
+		this.counted("removeById");
 		return (await this.model.deleteOne({ _id: id }).exec()).deletedCount;
 	}
 
 	async clear(): Promise<number> {
+		this.counted("clear");
 		return (await this.model.deleteMany({}).exec()).deletedCount;
 	}
 }

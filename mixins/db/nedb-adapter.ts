@@ -8,7 +8,18 @@
 import fs from "node:fs";
 import path from "node:path";
 import Nedb from "@seald-io/nedb";
-import { checkFilter, paging, refuseSearch, PlainDocuments, sortSpec, type CollectionSpec, type CursorParams, type DbAdapter } from "./store";
+import { storeOperationCounter } from "../../lib/business-metrics";
+import {
+	checkFilter,
+	paging,
+	refuseSearch,
+	PlainDocuments,
+	sortSpec,
+	type AdapterOwner,
+	type CollectionSpec,
+	type CursorParams,
+	type DbAdapter,
+} from "./store";
 
 const isOperatorObject = (value: unknown): value is Record<string, unknown> =>
 	value !== null &&
@@ -52,6 +63,8 @@ export function withMongoNulls(query: object): object {
 /** (NeDB hands out plain copies already, as PlainDocuments assumes.) */
 export class NedbAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> {
 	private db: Nedb<T> | null = null;
+	/** Counts each operation in `mint_store_operations_total` (lib/business-metrics.ts), once init() has the broker. */
+	private counted: (operation: string) => void = () => undefined;
 
 	constructor(
 		private readonly spec: CollectionSpec,
@@ -61,8 +74,9 @@ export class NedbAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> {
 		fs.mkdirSync(path.dirname(filename), { recursive: true, mode: 0o700 });
 	}
 
-	init(): void {
-		// Nothing to keep: a file store needs neither the broker nor the service.
+	/** Keeps only the broker's metrics, to count operations with (labelled with the owner's name, else the folder's: DATA_DIR/<service>). */
+	init(broker: unknown, service: AdapterOwner): void {
+		this.counted = storeOperationCounter(broker, service.name ?? path.basename(path.dirname(this.filename)), this.spec.name);
 	}
 
 	async connect(): Promise<void> {
@@ -99,6 +113,7 @@ export class NedbAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> {
 	}
 
 	async find(params?: CursorParams | null): Promise<T[]> {
+		this.counted("find");
 		refuseSearch(params, "NedbAdapter");
 		const cursor = this.store.findAsync(this.filter(params?.query));
 		if (params?.sort) cursor.sort(sortSpec(params.sort));
@@ -109,19 +124,23 @@ export class NedbAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> {
 	}
 
 	async findOne(query: object): Promise<T | null> {
+		this.counted("findOne");
 		return this.store.findOneAsync(this.filter(query)).execAsync();
 	}
 
 	async findById(id: unknown): Promise<T | null> {
-		return this.findOne({ _id: id });
+		this.counted("findById");
+		return this.store.findOneAsync(this.filter({ _id: id })).execAsync();
 	}
 
 	async findByIds(ids: unknown[]): Promise<T[]> {
+		this.counted("findByIds");
 		return this.store.findAsync({ _id: { $in: ids } }).execAsync();
 	}
 
 	// Counts in place: no copy of each matching document, unlike find().
 	async count(params?: CursorParams | null): Promise<number> {
+		this.counted("count");
 		refuseSearch(params, "NedbAdapter");
 		const cursor = this.store.countAsync(this.filter(params?.query));
 		const { skip, limit } = paging(params);
@@ -131,35 +150,43 @@ export class NedbAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> {
 	}
 
 	async insert(doc: T): Promise<T> {
+		this.counted("insert");
 		return this.store.insertAsync(doc);
 	}
 
 	async insertMany(docs: T[]): Promise<T[]> {
+		this.counted("insertMany");
 		return this.store.insertAsync(docs);
 	}
 
 	async updateOne(query: object, update: object, opts: { upsert?: boolean } = {}): Promise<number> {
+		this.counted("updateOne");
 		return (await this.store.updateAsync(this.filter(query), update, { multi: false, upsert: !!opts.upsert })).numAffected;
 	}
 
 	async updateMany(query: object, update: object): Promise<number> {
+		this.counted("updateMany");
 		return (await this.store.updateAsync(this.filter(query), update, { multi: true })).numAffected;
 	}
 
 	async updateById(id: unknown, update: object): Promise<T | null> {
+		this.counted("updateById");
 		const { affectedDocuments } = await this.store.updateAsync<T>({ _id: id }, update, { returnUpdatedDocs: true });
 		return Array.isArray(affectedDocuments) ? (affectedDocuments[0] ?? null) : affectedDocuments;
 	}
 
 	async removeMany(query: object): Promise<number> {
+		this.counted("removeMany");
 		return this.store.removeAsync(this.filter(query), { multi: true });
 	}
 
 	async removeById(id: unknown): Promise<number> {
+		this.counted("removeById");
 		return this.store.removeAsync({ _id: id }, {});
 	}
 
 	async clear(): Promise<number> {
+		this.counted("clear");
 		return this.store.removeAsync({}, { multi: true });
 	}
 }

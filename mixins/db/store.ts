@@ -65,6 +65,8 @@ export interface CursorParams {
 
 /** What an adapter keeps of the service that owns it (DbService passes the whole service). */
 export interface AdapterOwner {
+	/** The owning service's name (DbService passes the service); labels the store's metrics. */
+	name?: string;
 	logger: Pick<Logger, "info" | "warn" | "error">;
 }
 

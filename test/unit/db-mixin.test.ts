@@ -10,7 +10,9 @@
 import fs from "node:fs";
 import path from "node:path";
 import util from "node:util";
+import { ServiceBroker } from "moleculer";
 import mongoose from "mongoose";
+import { STORE_OPERATIONS } from "../../lib/business-metrics";
 import { createAdapter, DbMixin, isDuplicateKeyError, MONGO_CLIENT_OPTIONS, MongooseAdapter, NedbAdapter, type CollectionSpec } from "../../mixins/db.mixin";
 import { MONGO_EVENTS_METRIC } from "../../mixins/db/mongo-adapter";
 import { testConfig } from "../helpers/mint";
@@ -28,6 +30,16 @@ function config(env: Record<string, string> = {}) {
 afterAll(() => {
 	for (const dir of dataDirs) fs.rmSync(dir, { recursive: true, force: true });
 });
+
+/** A broker with Moleculer's metrics, never started: the registry the adapters count in. */
+const metricsBroker = () => new ServiceBroker({ logger: false, metrics: { enabled: true } });
+
+/** `service collection operation` -> count, as the broker's registry holds mint_store_operations_total. */
+function storeOperations(broker: ServiceBroker): Record<string, number> {
+	// A counter's snapshot: one { labels, value } per label set.
+	const values = (broker.metrics.getMetric(STORE_OPERATIONS.name)?.snapshot() ?? []) as { labels: Record<string, string>; value: number }[];
+	return Object.fromEntries(values.map(({ labels, value }) => [`${labels.service} ${labels.collection} ${labels.operation}`, value]));
+}
 
 /** createAdapter with MONGO_URI, which must build the Mongoose adapter. */
 function mongoAdapter<T = Record<string, unknown>>(serviceName: string, spec: CollectionSpec): MongooseAdapter<T> {
@@ -133,6 +145,7 @@ describe("the Mongoose adapter's client (mongoose.createConnection stubbed: noth
 	const owner = { logger: { info: jest.fn(), warn: jest.fn(), error: jest.fn() } };
 	const broker = {
 		metrics: {
+			hasMetric: (name: string) => metric.registered.some(def => (def as { name: string }).name === name),
 			register: (def: object) => void metric.registered.push(def),
 			increment: (name: string, labels?: object) => void metric.counted.push({ name, ...labels }),
 		},
@@ -241,7 +254,10 @@ describe("the Mongoose adapter's client (mongoose.createConnection stubbed: noth
 
 	it("logs and counts the client's connection events", async () => {
 		const users = await connected("auth", USERS);
-		expect(metric.registered).toEqual([expect.objectContaining({ type: "counter", name: MONGO_EVENTS_METRIC, labelNames: ["event"] })]);
+		expect(metric.registered).toEqual([
+			expect.objectContaining({ type: "counter", name: MONGO_EVENTS_METRIC, labelNames: ["event"] }),
+			expect.objectContaining({ type: "counter", name: STORE_OPERATIONS.name, labelNames: ["service", "collection", "operation"] }),
+		]);
 		const base = opened[0].conn;
 		base.emit("disconnected");
 		base.emit("reconnected");
@@ -368,6 +384,32 @@ describe("the Mongoose adapter's queries (each one caught where it would go to M
 		expect(sent).toEqual([]);
 	});
 
+	it("counts each operation in mint_store_operations_total{service,collection,operation}, an insertMany once", async () => {
+		const broker = metricsBroker();
+		adapter.init(broker, { logger: console, name: "auth" });
+		jest.spyOn(mongoose.Model.prototype, "save").mockImplementation(async function (this: mongoose.Document) {
+			return this;
+		});
+		await adapter.findOne({ email: "b@example.com" });
+		await adapter.findById("u2");
+		await adapter.updateOne({ _id: "u1" }, { $set: { rank: 1 } });
+		await adapter.updateOne({ _id: "u1" }, { $set: { rank: 2 } });
+		await adapter.insertMany([
+			{ _id: "u4", email: "d@example.com" },
+			{ _id: "u5", email: "e@example.com" },
+		]);
+		await adapter.count();
+		expect(storeOperations(broker)).toEqual({
+			"auth users findOne": 1,
+			"auth users findById": 1,
+			"auth users updateOne": 2,
+			"auth users insertMany": 1,
+			"auth users count": 1,
+		});
+		// Each is one query sent (the two saves of insertMany are caught by the save stub, not here).
+		expect(sent.map(s => s.op)).toEqual(["findOne", "findOne", "updateOne", "updateOne", "countDocuments"]);
+	});
+
 	it("refuses a search rather than match everything, like the NeDB adapter", async () => {
 		await expect(adapter.find({ search: "ada" })).rejects.toThrow("MongooseAdapter does not support search");
 	});
@@ -488,5 +530,72 @@ describe("the NeDB store uses NeDB's own promises", () => {
 		await new Promise(resolve => setImmediate(resolve));
 		expect(promisify).not.toHaveBeenCalled();
 		expect(warnings.map(w => (w as NodeJS.ErrnoException).code)).not.toContain("DEP0174");
+	});
+});
+
+describe("the NeDB store counts its operations", () => {
+	it("in mint_store_operations_total{service,collection,operation}, each collection apart, on the broker it is given", async () => {
+		const broker = metricsBroker();
+		const c = config();
+		const users = createAdapter<{ _id: string; email: string; rank?: number }>(c, "auth", USERS);
+		const sessions = createAdapter<{ _id: string; userId: string }>(c, "auth", { name: "sessions" });
+		// The service itself, as DbMixin passes it: its name labels the counts.
+		const service = { logger: console, name: "auth" };
+		users.init(broker, service);
+		// A second collection of the same service registers nothing anew: the first one's counts stay.
+		await users.connect();
+		await users.insert({ _id: "u1", email: "a@example.com" });
+		sessions.init(broker, service);
+		await sessions.connect();
+		try {
+			await users.insertMany([
+				{ _id: "u2", email: "b@example.com" },
+				{ _id: "u3", email: "c@example.com" },
+			]);
+			await users.findOne({ email: "b@example.com" });
+			await users.findById("u3");
+			await users.updateOne({ _id: "u1" }, { $set: { rank: 1 } });
+			await users.updateOne({ _id: "u1", rank: 1 }, { $set: { rank: 2 } });
+			await users.updateById("u2", { $set: { rank: 3 } });
+			await users.count({ query: { rank: { $gt: 0 } } });
+			await sessions.insert({ _id: "s1", userId: "u1" });
+			await sessions.find({ query: { userId: "u1" } });
+			await sessions.removeMany({ userId: "u1" });
+			expect(storeOperations(broker)).toEqual({
+				"auth users insert": 1,
+				"auth users insertMany": 1,
+				"auth users findOne": 1,
+				"auth users findById": 1,
+				"auth users updateOne": 2,
+				"auth users updateById": 1,
+				"auth users count": 1,
+				"auth sessions insert": 1,
+				"auth sessions find": 1,
+				"auth sessions removeMany": 1,
+			});
+		} finally {
+			await users.disconnect();
+			await sessions.disconnect();
+		}
+	});
+
+	it("labels with the folder's service when the owner has no name, and counts nothing without a broker", async () => {
+		const broker = metricsBroker();
+		const c = config();
+		const named = createAdapter<{ _id: string }>(c, "wallet", { name: "wallets" });
+		named.init(broker, { logger: console });
+		const unmetered = createAdapter<{ _id: string }>(c, "wallet", { name: "ledger" });
+		unmetered.init(null, { logger: console });
+		await named.connect();
+		await unmetered.connect();
+		try {
+			await named.insert({ _id: "w1" });
+			await unmetered.insert({ _id: "l1" });
+			expect(await unmetered.count()).toBe(1);
+			expect(storeOperations(broker)).toEqual({ "wallet wallets insert": 1 });
+		} finally {
+			await named.disconnect();
+			await unmetered.disconnect();
+		}
 	});
 });
