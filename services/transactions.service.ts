@@ -104,7 +104,9 @@ export default function createTransactionsService(config: Config) {
 			}),
 			DbMixin(config, "transactions", {
 				name: "transactions",
-				indexes: [{ fields: { userId: 1 } }, { fields: { fromUserId: 1 } }, { fields: { toUserId: 1 } }, { fields: { status: 1 } }],
+				// No index on status: NeDB re-indexes every index on each update, and a status shared by most
+				// transactions makes that cost grow with them. The sweeper finds its work by the lease instead.
+				indexes: [{ fields: { userId: 1 } }, { fields: { fromUserId: 1 } }, { fields: { toUserId: 1 } }, { fields: { leaseUntil: 1 }, sparse: true }],
 			}),
 		],
 

@@ -87,6 +87,13 @@ export class NedbAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> {
 			if (fields.length !== 1) throw new Error(`NeDB supports single-field indexes only (${this.spec.name})`);
 			await db.ensureIndexAsync({ fieldName: fields[0], unique: !!index.unique, sparse: !!index.sparse });
 		}
+		// NeDB keeps the indexes a file was given and rebuilds them at load: one the spec no longer has
+		// (an older version's) would still be paid for on every update. These files are Mint's own, so
+		// it goes (on MongoDB, where an operator may keep indexes of their own, nothing is dropped).
+		const wanted = new Set(["_id", ...(this.spec.indexes ?? []).map(index => Object.keys(index.fields)[0])]);
+		// (NeDB's typings leave out its `indexes` map, keyed by field name.)
+		const present = Object.keys((db as unknown as { indexes: Record<string, unknown> }).indexes);
+		for (const fieldName of present) if (!wanted.has(fieldName)) await db.removeIndexAsync(fieldName);
 		// NeDB appends every write; compact the file now and then.
 		db.setAutocompactionInterval(10 * 60_000);
 		this.db = db;

@@ -94,7 +94,8 @@ export class TransactionProcessor {
 	/** The sweeper: claims and re-drives every transaction whose lease has run out. Safe on several nodes at once. */
 	async sweepStuck(): Promise<{ redriven: string[] }> {
 		const { store, logger } = this.deps;
-		const stuck = await store.find({ query: { status: { $in: UNFINISHED }, leaseUntil: { $lt: Date.now() } }, limit: SWEEP_BATCH });
+		// leaseUntil first: its sparse index holds only unfinished transactions.
+		const stuck = await store.find({ query: { leaseUntil: { $lt: Date.now() }, status: { $in: UNFINISHED } }, limit: SWEEP_BATCH });
 		const redriven: string[] = [];
 		for (const tx of stuck) {
 			if (!(await this.claim(tx._id))) continue;
@@ -115,7 +116,9 @@ export class TransactionProcessor {
 		const { store, metrics, stuckAfterMs } = this.deps;
 		if (!metrics) return;
 		const changedBefore = new Date(Date.now() - stuckAfterMs).toISOString();
-		metrics.stuck(await store.count({ query: { status: { $in: UNFINISHED }, updatedAt: { $lt: changedBefore } } }));
+		// Every unfinished transaction has a lease (and only those): the lease's index finds them without a scan.
+		const inFlight = { leaseUntil: { $lt: Number.MAX_SAFE_INTEGER }, status: { $in: UNFINISHED } };
+		metrics.stuck(await store.count({ query: { ...inFlight, updatedAt: { $lt: changedBefore } } }));
 	}
 
 	/** One move of the state machine, announced once recorded; false when another writer moved it first. */

@@ -76,9 +76,15 @@ export async function transition(
 ): Promise<HistoryRecord | null> {
 	if (!canMove(from, to)) throw new IllegalMove(from, to);
 	const record: HistoryRecord = { status: to, at, ...(reason ? { reason } : {}) };
+	// A final move ends the lease: the sweeper's index then holds only what is in flight.
 	const changed = await store.updateOne(
 		{ _id: transactionId, status: from },
-		{ $set: { status: to, updatedAt: at, ...(reason ? { reason } : {}) }, $push: { history: record }, $inc: { unpublished: 1 } },
+		{
+			$set: { status: to, updatedAt: at, ...(reason ? { reason } : {}) },
+			$push: { history: record },
+			$inc: { unpublished: 1 },
+			...(isFinal(to) ? { $unset: { leaseUntil: true } } : {}),
+		},
 	);
 	return changed === 1 ? record : null;
 }

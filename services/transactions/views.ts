@@ -24,8 +24,12 @@ export interface TransactionEntity {
 	reason?: string;
 	idempotencyKey?: string;
 	requestHash: string;
-	/** Until when the process that holds the transaction drives it; then the sweeper may. */
-	leaseUntil: number;
+	/**
+	 * Until when the process that holds the transaction drives it; then the sweeper may.
+	 * Only while it is unfinished: the final move removes it, so its (sparse) index holds the
+	 * few transactions in flight, not every transaction ever made.
+	 */
+	leaseUntil?: number;
 	/** The outbox: state changes recorded in `history` whose events are not yet confirmed published. */
 	unpublished: number;
 	history: HistoryRecord[];
@@ -60,7 +64,7 @@ export const toHistoryView = (record: HistoryRecord): HistoryView => ({
 export const toInspectView = (tx: TransactionEntity) => ({
 	...toTransactionView(tx),
 	history: tx.history,
-	leaseUntil: new Date(tx.leaseUntil).toISOString(),
+	leaseUntil: tx.leaseUntil === undefined ? null : new Date(tx.leaseUntil).toISOString(),
 	unpublishedEvents: tx.unpublished ?? 0,
 });
 
@@ -75,7 +79,8 @@ export const toTransactionFacts = (rows: TransactionEntity[], now: number): Tran
 		fromUserId: t.fromUserId,
 		toUserId: t.toUserId,
 	})),
-	stuck: rows.filter(t => !isFinal(t.status) && t.leaseUntil < now).map(t => ({ id: t._id, status: t.status, updatedAt: t.updatedAt })),
+	// An unfinished transaction always has a lease; one without would be stuck for good (the sweeper finds its work by the lease).
+	stuck: rows.filter(t => !isFinal(t.status) && (t.leaseUntil ?? 0) < now).map(t => ({ id: t._id, status: t.status, updatedAt: t.updatedAt })),
 });
 
 /** A party of a transaction: its top-up user, its sender or its recipient. */

@@ -68,10 +68,13 @@ describe("500 concurrent mixed transfers among 20 users, some overdrawing", () =
 		);
 		const counts: Record<string, number> = {};
 		for (const o of outcomes) counts[o] = (counts[o] ?? 0) + 1;
-		// Everything either completed, failed for funds while processing, or was refused for funds at request time.
-		expect(Object.keys(counts).every(k => ["Completed", "Failed", "422:Insufficient funds"].includes(k))).toBe(true);
+		// Everything either completed, failed for funds while processing, or was refused for funds at request time;
+		// on a loaded machine some answer while still Processing (past TX_SYNC_WAIT_MS, a 202), and finish after.
+		expect(Object.keys(counts).filter(k => !["Completed", "Failed", "422:Insufficient funds", "Processing", "Pending"].includes(k))).toEqual([]);
 		expect(counts.Completed).toBeGreaterThan(50);
 		expect((counts.Failed ?? 0) + (counts["422:Insufficient funds"] ?? 0)).toBeGreaterThan(10);
+		const transactions = (mint.broker.getLocalService("transactions") as any).adapter;
+		await waitFor(async () => ((await transactions.count({ query: { status: { $in: ["Pending", "Processing"] } } })) === 0 ? true : undefined), 30_000);
 
 		const after = await balancesMinor(mint, users);
 		expect(after.reduce((a, b) => a + b, 0)).toBe(totalBefore);
@@ -170,12 +173,17 @@ describe("a crash between the debit and the credit", () => {
 		expect(crashes).toBe(1);
 		expect(result.transaction.status).toBe("Processing");
 		expect(await balancesMinor(mint, [sender, recipient])).toEqual([223, 0]); // debited, not yet credited
+		// In flight it holds a lease, which is how the sweeper finds it (the lease's sparse index holds only what is unfinished).
+		const inFlight: any = await (mint.broker.getLocalService("transactions") as any).adapter.findOne({ _id: result.transaction.id });
+		expect(typeof inFlight.leaseUntil).toBe("number");
 
 		const done = await waitFor(async () => {
 			const tx: any = await (mint.broker.getLocalService("transactions") as any).adapter.findOne({ _id: result.transaction.id });
 			return tx.status === "Completed" ? tx : undefined;
 		}, 5000);
 		expect(done.history.map((h: any) => h.status)).toEqual(["Pending", "Processing", "Completed"]);
+		// The final move ended the lease: a finished transaction is out of the sweeper's index.
+		expect(done).not.toHaveProperty("leaseUntil");
 		expect(await balancesMinor(mint, [sender, recipient])).toEqual([223, 777]);
 		const entries = await entriesOf(mint, result.transaction.id);
 		expect(entries.map((e: any) => e.direction).sort()).toEqual(["credit", "debit"]);

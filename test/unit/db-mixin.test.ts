@@ -478,6 +478,32 @@ describe("NeDB store (the embedded backend)", () => {
 	});
 });
 
+describe("the NeDB store's indexes", () => {
+	it("drops an index the spec no longer has (an older version's), keeps the others and the documents", async () => {
+		const c = config();
+		const open = async (spec: CollectionSpec) => {
+			const adapter = createAdapter<{ _id: string; status: string; userId: string }>(c, "transactions", spec);
+			adapter.init({}, { logger: console });
+			await adapter.connect();
+			return adapter;
+		};
+		const older = await open({ name: "tx", indexes: [{ fields: { userId: 1 } }, { fields: { status: 1 } }] });
+		await older.insert({ _id: "t1", status: "Completed", userId: "u1" });
+		await older.disconnect();
+		const file = path.join(c.dataDir, "transactions", "tx.db");
+		expect(fs.readFileSync(file, "utf8")).toContain('"$$indexCreated":{"fieldName":"status"');
+
+		const newer = await open({ name: "tx", indexes: [{ fields: { userId: 1 } }] });
+		try {
+			expect(fs.readFileSync(file, "utf8")).toContain('{"$$indexRemoved":"status"}');
+			expect(fs.readFileSync(file, "utf8")).not.toContain('{"$$indexRemoved":"userId"}');
+			expect(await newer.find({ query: { status: "Completed" } })).toEqual([{ _id: "t1", status: "Completed", userId: "u1" }]);
+		} finally {
+			await newer.disconnect();
+		}
+	});
+});
+
 describe("the NeDB store uses NeDB's own promises", () => {
 	let warnings: Error[];
 	const collect = (warning: Error) => void warnings.push(warning);
