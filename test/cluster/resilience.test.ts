@@ -24,13 +24,12 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
-import Redis from "ioredis";
 import { ServiceBroker, type BrokerOptions, type ServiceSchema } from "moleculer";
 import { ALL_SERVICES, loadConfig, type ServiceName } from "../../lib/config";
 import { brokerOptions } from "../../moleculer.config";
 import { launchNode, type RunningNode } from "../../scripts/cluster";
 import { buildMint, type BuiltMint } from "../helpers/dist";
-import { RABBITMQ_URL, describeWithInfra, rabbitmqNeed, removeFromRabbitmq, tcpReachable } from "../helpers/infra";
+import { RABBITMQ_URL, describeWithInfra, rabbitmqNeed, removeFromRabbitmq, removeFromRedis, tcpReachable } from "../helpers/infra";
 import { waitFor } from "../helpers/mint";
 import { mailsTo, startSmtp } from "../helpers/smtp";
 
@@ -260,20 +259,7 @@ class World {
 			}),
 		);
 		await this.observer?.stop();
-		const redis = new Redis(REDIS_URL);
-		try {
-			const ours = [this.namespace, this.clientIp, ...this.userIds];
-			const keys: string[] = [];
-			for (let cursor = "0"; ; ) {
-				const [next, batch] = await redis.scan(cursor, "COUNT", 1000);
-				keys.push(...batch.filter(key => ours.some(token => key.includes(token))));
-				cursor = next;
-				if (cursor === "0") break;
-			}
-			if (keys.length) await redis.del(...keys);
-		} finally {
-			redis.disconnect();
-		}
+		await removeFromRedis(REDIS_URL, [this.namespace, this.clientIp, ...this.userIds]);
 		fs.rmSync(this.dir, { recursive: true, force: true });
 	}
 

@@ -4,6 +4,7 @@
  * REQUIRE_INFRA=1 (CI), where a missing service fails the run.
  */
 import { execFileSync } from "node:child_process";
+import Redis from "ioredis";
 
 const PROBE = `const s=require("net").connect(+process.argv[2],process.argv[1]);s.setTimeout(1500);s.on("connect",()=>process.exit(0));s.on("error",()=>process.exit(1));s.on("timeout",()=>process.exit(1));`;
 
@@ -56,4 +57,21 @@ export async function removeFromRabbitmq(what: { queues?: string[]; exchanges?: 
 	for (const queue of what.queues ?? []) await channel.deleteQueue(queue);
 	for (const exchange of what.exchanges ?? []) await channel.deleteExchange(exchange);
 	await connection.close();
+}
+
+/** Deletes every Redis key that contains one of `tokens` (a test's namespace, client address, user ids): what a test left there. */
+export async function removeFromRedis(redisUrl: string, tokens: string[]): Promise<void> {
+	const redis = new Redis(redisUrl);
+	try {
+		const keys: string[] = [];
+		for (let cursor = "0"; ; ) {
+			const [next, batch] = await redis.scan(cursor, "COUNT", 1000);
+			keys.push(...batch.filter(key => tokens.some(token => key.includes(token))));
+			cursor = next;
+			if (cursor === "0") break;
+		}
+		if (keys.length) await redis.del(...keys);
+	} finally {
+		redis.disconnect();
+	}
 }

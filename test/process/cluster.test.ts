@@ -10,11 +10,10 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
-import Redis from "ioredis";
 import { ConfigError } from "../../lib/config";
 import { DEFAULT_REDIS_URL, DEFAULT_TRANSPORTER, clusterPlan } from "../../scripts/cluster";
 import { buildMint, type BuiltMint } from "../helpers/dist";
-import { RABBITMQ_URL, describeWithInfra, rabbitmqNeed, removeFromRabbitmq, tcpReachable } from "../helpers/infra";
+import { RABBITMQ_URL, describeWithInfra, rabbitmqNeed, removeFromRabbitmq, removeFromRedis, tcpReachable } from "../helpers/infra";
 import { waitFor } from "../helpers/mint";
 
 const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
@@ -125,20 +124,7 @@ describeWithInfra("npm run cluster", infraNeed(), () => {
 				.filter(name => name.startsWith(`MOL-${namespace}.`) || name.startsWith(`${namespace}.`));
 		const [queues, exchanges] = await Promise.all([list("queues"), list("exchanges")]);
 		await removeFromRabbitmq({ queues, exchanges });
-		const redis = new Redis(REDIS_URL);
-		try {
-			const ours = [namespace, clientIp, ...userIds];
-			const keys: string[] = [];
-			for (let cursor = "0"; ; ) {
-				const [next, batch] = await redis.scan(cursor, "COUNT", 1000);
-				keys.push(...batch.filter(key => ours.some(token => key.includes(token))));
-				cursor = next;
-				if (cursor === "0") break;
-			}
-			if (keys.length) await redis.del(...keys);
-		} finally {
-			redis.disconnect();
-		}
+		await removeFromRedis(REDIS_URL, [namespace, clientIp, ...userIds]);
 	});
 
 	it("serves through both gateways, starts a killed node again, and stops every node on SIGINT with exit code 0", async () => {
