@@ -31,6 +31,9 @@
  * BENCH_SMOKE=1: the same rows, small and short (1 s, 8 connections, 4 users,
  * one transfer in 10 in the mix), for CI (test/process/bench-smoke.test.ts).
  * BENCH_SECONDS, BENCH_CONNECTIONS and BENCH_TRANSFER_EVERY still win.
+ * BENCH_ONLY=embedded or BENCH_ONLY=cluster: that scenario alone (beside the ceiling).
+ * BENCH_CPU_PROF=<dir>: every Mint node runs with --cpu-prof and writes its
+ * profile there when it stops (open it in Chrome DevTools or speedscope).
  * `npm run bench` builds first; `node dist/bench/bench.js` runs what is built.
  */
 import { spawn, type ChildProcess } from "node:child_process";
@@ -50,6 +53,9 @@ const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? (SMOKE ? 8 : 32));
 const USERS = SMOKE ? 4 : 20;
 const AMQP_URL = process.env.AMQP_URL ?? "amqp://guest:guest@127.0.0.1:5672";
 const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
+const ONLY = process.env.BENCH_ONLY;
+if (ONLY !== undefined && ONLY !== "embedded" && ONLY !== "cluster") throw new Error("BENCH_ONLY is embedded or cluster");
+const CPU_PROF = process.env.BENCH_CPU_PROF ? path.resolve(process.env.BENCH_CPU_PROF) : undefined;
 /** The read-heavy mix: one transfer in this many requests, the rest reads. */
 const TRANSFER_EVERY = Number(process.env.BENCH_TRANSFER_EVERY ?? (SMOKE ? 10 : 100));
 /** How long a row's aftermath (emails, outbox) may take to settle before its counters are read anyway. */
@@ -453,7 +459,8 @@ async function removeCacheKeys(namespace: string) {
 /** A Mint node of a scenario, its metrics on a port of its own. */
 async function startServer(name: string, env: Record<string, string>, readyLine: RegExp, dataDir: string): Promise<{ server: Server; match: RegExpExecArray }> {
 	const metricsPort = await freePort();
-	const { child, match } = await spawnNode(["dist/server.js"], { ...env, DATA_DIR: dataDir, METRICS_PORT: String(metricsPort) }, readyLine);
+	const profile = CPU_PROF ? ["--cpu-prof", `--cpu-prof-dir=${CPU_PROF}`, `--cpu-prof-name=${name}.cpuprofile`] : [];
+	const { child, match } = await spawnNode([...profile, "dist/server.js"], { ...env, DATA_DIR: dataDir, METRICS_PORT: String(metricsPort) }, readyLine);
 	return { server: { name, child, dataDir, metricsUrl: `http://127.0.0.1:${metricsPort}/metrics` }, match };
 }
 
@@ -494,31 +501,35 @@ async function main() {
 	let withRedis = false;
 	try {
 		// The embedded default.
-		const embedded = await startServer("embedded", common, MINT_UP, tmp());
-		const e = await mintScenarios("embedded", embedded.match[1], [embedded.server]);
-		rows.push(...e.rows);
-		checks.push(`embedded: ${e.check}`);
-		hitRates.push(e.hitRate);
-		memory.push(`embedded ${memoryOf(embedded.server.child)}`);
-		await stop(embedded.server.child);
+		if (ONLY !== "cluster") {
+			const embedded = await startServer("embedded", common, MINT_UP, tmp());
+			const e = await mintScenarios("embedded", embedded.match[1], [embedded.server]);
+			rows.push(...e.rows);
+			checks.push(`embedded: ${e.check}`);
+			hitRates.push(e.hitRate);
+			memory.push(`embedded ${memoryOf(embedded.server.child)}`);
+			await stop(embedded.server.child);
+		}
 
 		// A cluster over RabbitMQ, its three nodes started together.
-		withRedis = await redisAnswers();
-		const cluster = { ...common, TRANSPORTER: AMQP_URL, NAMESPACE: namespace, ...(withRedis ? { REDIS_URL } : {}) };
-		clusterStarted = true;
-		const [gateway, core, notifications] = await Promise.all([
-			startServer("gateway", { ...cluster, SERVICES: "api" }, MINT_UP, tmp()),
-			startServer("core", { ...cluster, SERVICES: "auth,wallet,transactions" }, NODE_UP, tmp()),
-			startServer("notifications", { ...cluster, SERVICES: "notifications" }, NODE_UP, tmp()),
-		]);
-		const servers = [gateway.server, core.server, notifications.server];
-		await waitReady(gateway.match[1]);
-		const c = await mintScenarios(withRedis ? "cluster+Redis" : "cluster", gateway.match[1], servers);
-		rows.push(...c.rows);
-		checks.push(`cluster: ${c.check}`);
-		hitRates.push(withRedis ? c.hitRate : `${c.hitRate} (no Redis: balances and transactions are not cached on a cluster node)`);
-		memory.push(`cluster ${servers.map(s => `${s.name} ${memoryOf(s.child)}`).join(", ")}`);
-		await Promise.all(servers.map(s => stop(s.child)));
+		if (ONLY !== "embedded") {
+			withRedis = await redisAnswers();
+			const cluster = { ...common, TRANSPORTER: AMQP_URL, NAMESPACE: namespace, ...(withRedis ? { REDIS_URL } : {}) };
+			clusterStarted = true;
+			const [gateway, core, notifications] = await Promise.all([
+				startServer("gateway", { ...cluster, SERVICES: "api" }, MINT_UP, tmp()),
+				startServer("core", { ...cluster, SERVICES: "auth,wallet,transactions" }, NODE_UP, tmp()),
+				startServer("notifications", { ...cluster, SERVICES: "notifications" }, NODE_UP, tmp()),
+			]);
+			const servers = [gateway.server, core.server, notifications.server];
+			await waitReady(gateway.match[1]);
+			const c = await mintScenarios(withRedis ? "cluster+Redis" : "cluster", gateway.match[1], servers);
+			rows.push(...c.rows);
+			checks.push(`cluster: ${c.check}`);
+			hitRates.push(withRedis ? c.hitRate : `${c.hitRate} (no Redis: balances and transactions are not cached on a cluster node)`);
+			memory.push(`cluster ${servers.map(s => `${s.name} ${memoryOf(s.child)}`).join(", ")}`);
+			await Promise.all(servers.map(s => stop(s.child)));
+		}
 	} finally {
 		for (const child of children) if (child.exitCode === null) child.kill("SIGKILL");
 		for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });

@@ -9,6 +9,7 @@ import fs from "node:fs";
 import path from "node:path";
 import Nedb from "@seald-io/nedb";
 import { storeOperationCounter } from "../../lib/business-metrics";
+import { AppendLog } from "./append-log";
 import {
 	checkFilter,
 	paging,
@@ -63,6 +64,8 @@ export function withMongoNulls(query: object): object {
 /** (NeDB hands out plain copies already, as PlainDocuments assumes.) */
 export class NedbAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> {
 	private db: Nedb<T> | null = null;
+	/** The data file's appends, grouped (mixins/db/append-log.ts): a write answers once its lines are in the file. */
+	private log: AppendLog | null = null;
 	/** Counts each operation in `mint_store_operations_total` (lib/business-metrics.ts), once init() has the broker. */
 	private counted: (operation: string) => void = () => undefined;
 
@@ -82,6 +85,7 @@ export class NedbAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> {
 	async connect(): Promise<void> {
 		const db = new Nedb<T>({ filename: this.filename });
 		await db.loadDatabaseAsync();
+		this.log = await AppendLog.attach(db);
 		for (const index of this.spec.indexes ?? []) {
 			const fields = Object.keys(index.fields);
 			if (fields.length !== 1) throw new Error(`NeDB supports single-field indexes only (${this.spec.name})`);
@@ -96,6 +100,7 @@ export class NedbAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> {
 		for (const fieldName of present) if (!wanted.has(fieldName)) await db.removeIndexAsync(fieldName);
 		// NeDB appends every write; compact the file now and then.
 		db.setAutocompactionInterval(10 * 60_000);
+		await this.log.written();
 		this.db = db;
 	}
 
@@ -105,6 +110,8 @@ export class NedbAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> {
 		if (db) {
 			db.stopAutocompaction();
 			await db.compactDatafileAsync();
+			await this.log?.close();
+			this.log = null;
 		}
 	}
 
@@ -156,44 +163,53 @@ export class NedbAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> {
 		return cursor.execAsync();
 	}
 
+	/** A write's result once its change is in the data file (a failed write's change may be there too: NeDB's own contract). */
+	private async written<R>(change: Promise<R>): Promise<R> {
+		try {
+			return await change;
+		} finally {
+			await this.log?.written();
+		}
+	}
+
 	async insert(doc: T): Promise<T> {
 		this.counted("insert");
-		return this.store.insertAsync(doc);
+		return this.written(this.store.insertAsync(doc));
 	}
 
 	async insertMany(docs: T[]): Promise<T[]> {
 		this.counted("insertMany");
-		return this.store.insertAsync(docs);
+		return this.written(this.store.insertAsync(docs));
 	}
 
 	async updateOne(query: object, update: object, opts: { upsert?: boolean } = {}): Promise<number> {
 		this.counted("updateOne");
-		return (await this.store.updateAsync(this.filter(query), update, { multi: false, upsert: !!opts.upsert })).numAffected;
+		return (await this.written(this.store.updateAsync(this.filter(query), update, { multi: false, upsert: !!opts.upsert }))).numAffected;
 	}
 
 	async updateMany(query: object, update: object): Promise<number> {
 		this.counted("updateMany");
-		return (await this.store.updateAsync(this.filter(query), update, { multi: true })).numAffected;
+		return (await this.written(this.store.updateAsync(this.filter(query), update, { multi: true }))).numAffected;
 	}
 
 	async updateById(id: unknown, update: object): Promise<T | null> {
 		this.counted("updateById");
-		const { affectedDocuments } = await this.store.updateAsync<T>({ _id: id }, update, { returnUpdatedDocs: true });
+		const { affectedDocuments } = await this.written(this.store.updateAsync<T>({ _id: id }, update, { returnUpdatedDocs: true }));
 		return Array.isArray(affectedDocuments) ? (affectedDocuments[0] ?? null) : affectedDocuments;
 	}
 
 	async removeMany(query: object): Promise<number> {
 		this.counted("removeMany");
-		return this.store.removeAsync(this.filter(query), { multi: true });
+		return this.written(this.store.removeAsync(this.filter(query), { multi: true }));
 	}
 
 	async removeById(id: unknown): Promise<number> {
 		this.counted("removeById");
-		return this.store.removeAsync({ _id: id }, {});
+		return this.written(this.store.removeAsync({ _id: id }, {}));
 	}
 
 	async clear(): Promise<number> {
 		this.counted("clear");
-		return this.store.removeAsync({}, { multi: true });
+		return this.written(this.store.removeAsync({}, { multi: true }));
 	}
 }

@@ -1,0 +1,122 @@
+/**
+ * Group commit on NeDB's data files (mixins/db/append-log.ts), on real files:
+ * a write answers once its change is in the file, concurrent writes share
+ * file writes, compaction in the middle of them loses nothing, and a failed
+ * file write fails the writes it carried.
+ */
+import fs from "node:fs";
+import fsp from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import Nedb from "@seald-io/nedb";
+import { AppendLog } from "../../mixins/db/append-log";
+import { NedbAdapter } from "../../mixins/db/nedb-adapter";
+
+interface Doc {
+	_id: string;
+	n: number;
+}
+
+let dir: string;
+beforeEach(() => {
+	dir = fs.mkdtempSync(path.join(os.tmpdir(), "mint-append-log-"));
+});
+afterEach(() => {
+	jest.restoreAllMocks();
+	fs.rmSync(dir, { recursive: true, force: true });
+});
+
+async function openAdapter(file: string) {
+	const adapter = new NedbAdapter<Doc>({ name: "docs", indexes: [{ fields: { n: 1 }, unique: true }] }, file);
+	adapter.init({}, { logger: console });
+	await adapter.connect();
+	return adapter;
+}
+
+/** What a fresh NeDB reads back from the file: the documents by id. */
+async function reload(file: string): Promise<Map<string, Doc>> {
+	const db = new Nedb<Doc>({ filename: file });
+	await db.loadDatabaseAsync();
+	const docs = await db.findAsync({});
+	return new Map(docs.map(doc => [doc._id, doc]));
+}
+
+describe("AppendLog on a NeDB data file", () => {
+	it("answers a write only once its line is in the file", async () => {
+		const file = path.join(dir, "docs.db");
+		const adapter = await openAdapter(file);
+		try {
+			await adapter.insert({ _id: "a", n: 1 });
+			expect(fs.readFileSync(file, "utf8")).toContain('"_id":"a"');
+			expect(await adapter.updateOne({ _id: "a", n: 1 }, { $set: { n: 2 } })).toBe(1);
+			const lines = fs.readFileSync(file, "utf8").trim().split("\n");
+			expect(JSON.parse(lines[lines.length - 1])).toEqual({ _id: "a", n: 2 });
+		} finally {
+			await adapter.disconnect();
+		}
+	});
+
+	it("carries concurrent writes in fewer file writes, and a fresh load reads every one of them", async () => {
+		const file = path.join(dir, "docs.db");
+		const db = new Nedb<Doc>({ filename: file });
+		await db.loadDatabaseAsync();
+		const log = await AppendLog.attach(db);
+		const inserts = Array.from({ length: 200 }, (_, i) => db.insertAsync({ _id: `d${i}`, n: i }).then(() => log.written()));
+		const updates = Array.from({ length: 200 }, (_, i) => db.updateAsync({ _id: `d${i}` }, { $inc: { n: 1000 } }, {}).then(() => log.written()));
+		await Promise.all([...inserts, ...updates]);
+		// 400 changes, each its own line, in far fewer writes.
+		expect(log.changes).toBe(400);
+		expect(log.writes).toBeLessThan(log.changes / 4);
+		await log.close();
+
+		const back = await reload(file);
+		expect(back.size).toBe(200);
+		for (let i = 0; i < 200; i++) expect(back.get(`d${i}`)).toEqual({ _id: `d${i}`, n: i + 1000 });
+	});
+
+	it("loses nothing when the file is compacted between writes, and appends to the new file after", async () => {
+		const file = path.join(dir, "docs.db");
+		const adapter = await openAdapter(file);
+		const before = Array.from({ length: 100 }, (_, i) => adapter.insert({ _id: `b${i}`, n: i }));
+		const db = (adapter as unknown as { db: Nedb<Doc> }).db;
+		const compaction = db.compactDatafileAsync();
+		const after = Array.from({ length: 100 }, (_, i) => adapter.insert({ _id: `c${i}`, n: 100 + i }));
+		await Promise.all([...before, compaction, ...after]);
+		await adapter.insert({ _id: "last", n: 1000 });
+		// The last write went to the compacted file (the one at the path), not to the replaced one.
+		expect(fs.readFileSync(file, "utf8")).toContain('"_id":"last"');
+		await adapter.disconnect();
+
+		const back = await reload(file);
+		expect(back.size).toBe(201);
+		expect(back.get("b0")).toEqual({ _id: "b0", n: 0 });
+		expect(back.get("c99")).toEqual({ _id: "c99", n: 199 });
+	});
+
+	it("fails the writes a failed file write carried, and writes them with the next ones: the file never misses what memory has", async () => {
+		const file = path.join(dir, "docs.db");
+		const realOpen = fsp.open;
+		let failures = 0;
+		jest.spyOn(fsp, "open").mockImplementation(async (...args: Parameters<typeof fsp.open>) => {
+			const handle = await realOpen(...args);
+			const append = handle.appendFile.bind(handle);
+			handle.appendFile = async (...a: Parameters<typeof handle.appendFile>) => {
+				if (failures-- > 0) throw Object.assign(new Error("ENOSPC: no space left on device"), { code: "ENOSPC" });
+				return append(...a);
+			};
+			return handle;
+		});
+		const adapter = await openAdapter(file);
+		try {
+			// The first try and the retry fail: the write is told.
+			failures = 2;
+			await expect(adapter.insert({ _id: "lost", n: 1 })).rejects.toMatchObject({ code: "ENOSPC" });
+			await adapter.insert({ _id: "kept", n: 2 });
+			expect(fs.readFileSync(file, "utf8")).toContain('"_id":"kept"');
+		} finally {
+			await adapter.disconnect();
+		}
+		jest.restoreAllMocks();
+		expect([...(await reload(file)).keys()].sort()).toEqual(["kept", "lost"]);
+	});
+});
