@@ -1,17 +1,19 @@
 /**
  * The transactions' outbox. A state change and its event are written
  * together: the history record and the `unpublished` count in one update
- * (state-machine.ts). The event then goes out at once and the count goes
- * down; if publishing fails, or the node dies first, the relay (OutboxRelay,
- * driven by the service) publishes the whole history again later, under the
- * same event ids, and sets the count to 0 by compare-and-set.
+ * (state-machine.ts). The event then goes out at once; once its driver has
+ * taken the transaction to a final state with every event out, one update
+ * sets the count to 0 (not one per event). If publishing fails, or the node
+ * dies first, the relay (OutboxRelay, driven by the service) publishes the
+ * whole history again later, under the same event ids, and sets the count to
+ * 0 by compare-and-set.
  */
 import type { Logger } from "moleculer";
 import type { EventEnvelope, EventPayload } from "../../contracts/events";
 import type { TransactionMetrics } from "../../lib/business-metrics";
 import { publish } from "../../lib/events";
 import type { Store } from "../../mixins/db.mixin";
-import { transactionEventId, transactionEventName } from "./state-machine";
+import { isFinal, transactionEventId, transactionEventName } from "./state-machine";
 import type { HistoryRecord, TransactionEntity } from "./views";
 
 /** What publishes events: the broker. */
@@ -41,6 +43,12 @@ export function transactionEvent(tx: TransactionEntity, record: HistoryRecord) {
 	};
 }
 
+/** What one driver of a transaction recorded, and whether every one of those events went out. */
+export class Announced {
+	recorded = 0;
+	allOut = true;
+}
+
 /** At most this many transactions per relay run. */
 const RELAY_BATCH = 500;
 
@@ -59,17 +67,35 @@ export class TransactionOutbox {
 		await publish(this.emitter, event.name, event.body, event.envelope);
 	}
 
-	/** Counts a state change just recorded (by the one writer that recorded it), publishes it and, once it is out, takes it off the outbox count. */
-	async announceRecorded(tx: TransactionEntity, record: HistoryRecord): Promise<void> {
+	/**
+	 * Counts a state change just recorded (by the one writer that recorded it)
+	 * and publishes it: whether it went out. What one driver announced is
+	 * tallied in `announced`; the outbox count comes down once, when the
+	 * driver has reached a final state (clear()).
+	 */
+	async announceRecorded(tx: TransactionEntity, record: HistoryRecord, announced: Announced): Promise<boolean> {
 		this.metrics?.recorded(tx, record.status);
+		announced.recorded++;
 		try {
 			await this.announce(tx, record);
+			return true;
 		} catch (err) {
 			// The state change stands; the relay publishes its event later.
+			announced.allOut = false;
 			this.logger.warn({ err, transactionId: tx._id, status: record.status }, "event not published yet; the outbox relay will retry");
-			return;
+			return false;
 		}
-		await this.store.updateOne({ _id: tx._id, unpublished: { $gt: 0 } }, { $inc: { unpublished: -1 } });
+	}
+
+	/**
+	 * Takes a finished transaction off the outbox when the driver that recorded
+	 * every change it counts published each one: the count equals what this
+	 * driver recorded only then (compare-and-set); otherwise the relay sends
+	 * the whole history again later.
+	 */
+	async clear(tx: TransactionEntity, announced: Announced): Promise<void> {
+		if (!isFinal(tx.status) || !announced.allOut || announced.recorded === 0) return;
+		await this.store.updateOne({ _id: tx._id, unpublished: announced.recorded }, { $set: { unpublished: 0 } });
 	}
 
 	/** Transactions with events not confirmed published, unchanged since before `quietBefore` (how many: the backlog gauge). */

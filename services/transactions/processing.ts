@@ -13,8 +13,8 @@ import type { Logger } from "moleculer";
 import { TRANSACTION_STATUSES, type MovementRequest, type MovementResult, type TransactionStatus } from "../../contracts/money";
 import type { TransactionMetrics } from "../../lib/business-metrics";
 import type { Store } from "../../mixins/db.mixin";
-import type { TransactionOutbox } from "./outbox";
-import { isFinal, transition } from "./state-machine";
+import { Announced, type TransactionOutbox } from "./outbox";
+import { afterMove, isFinal, transition } from "./state-machine";
 import type { TransactionEntity } from "./views";
 
 export const INSUFFICIENT_FUNDS = "Insufficient funds";
@@ -55,30 +55,39 @@ export class TransactionProcessor {
 		return now + this.deps.stuckAfterMs;
 	}
 
-	/** Runs a transaction forward from wherever it is. Every step is safe to repeat. */
-	async drive(id: string): Promise<void> {
-		const { store, wallet } = this.deps;
-		let tx = await store.findOne({ _id: id });
-		if (!tx || isFinal(tx.status)) return;
+	/**
+	 * Runs a transaction forward from wherever it is: the transaction as this
+	 * driver left it (null if it is gone). Every step is safe to repeat. Its
+	 * creator hands in the transaction it inserted and what it announced of
+	 * it, so nothing is read back.
+	 */
+	async drive(id: string, known?: TransactionEntity, announced = new Announced()): Promise<TransactionEntity | null> {
+		const { store, wallet, outbox } = this.deps;
+		let tx = known ?? (await store.findOne({ _id: id }));
+		if (!tx || isFinal(tx.status)) return tx;
 		if (tx.status === "Pending") {
-			await this.move(tx, "Pending", "Processing");
-			tx = await store.findOne({ _id: id });
-			if (tx?.status !== "Processing") return;
+			// Moved by another writer meanwhile: go on from where it is, if that is still ours to do.
+			tx = (await this.move(tx, "Processing", announced)) ?? (await store.findOne({ _id: id }));
+			if (tx?.status !== "Processing") return tx;
 		}
 		const { amountMinor } = tx;
 		const movement = (userId: string): MovementRequest => ({ userId, txId: id, amountMinor });
+		let done: TransactionEntity | null;
 		if (tx.type === "TopUp") {
 			await wallet.credit(movement(party(tx, "userId")));
-			await this.move(tx, "Processing", "Completed");
-			return;
+			done = await this.move(tx, "Completed", announced);
+		} else {
+			const debit = await wallet.debit(movement(party(tx, "fromUserId")));
+			if (debit.outcome === "insufficient-funds") {
+				done = await this.move(tx, "Failed", announced, INSUFFICIENT_FUNDS);
+			} else {
+				await wallet.credit(movement(party(tx, "toUserId")));
+				done = await this.move(tx, "Completed", announced);
+			}
 		}
-		const debit = await wallet.debit(movement(party(tx, "fromUserId")));
-		if (debit.outcome === "insufficient-funds") {
-			await this.move(tx, "Processing", "Failed", INSUFFICIENT_FUNDS);
-			return;
-		}
-		await wallet.credit(movement(party(tx, "toUserId")));
-		await this.move(tx, "Processing", "Completed");
+		if (!done) return store.findOne({ _id: id });
+		await outbox.clear(done, announced);
+		return done;
 	}
 
 	/** Takes over a transaction whose lease has run out (its driver died or stalled): only one claim per lease succeeds. */
@@ -121,11 +130,12 @@ export class TransactionProcessor {
 		metrics.stuck(await store.count({ query: { ...inFlight, updatedAt: { $lt: changedBefore } } }));
 	}
 
-	/** One move of the state machine, announced once recorded; false when another writer moved it first. */
-	private async move(tx: TransactionEntity, from: TransactionStatus, to: TransactionStatus, reason?: string): Promise<boolean> {
-		const record = await transition(this.deps.store, tx._id, from, to, reason);
-		if (!record) return false;
-		await this.deps.outbox.announceRecorded(tx, record);
-		return true;
+	/** One move of the state machine from where `tx` is, announced once recorded: the moved transaction, or null when another writer moved it first. */
+	private async move(tx: TransactionEntity, to: TransactionStatus, announced: Announced, reason?: string): Promise<TransactionEntity | null> {
+		const record = await transition(this.deps.store, tx._id, tx.status, to, reason);
+		if (!record) return null;
+		const moved = afterMove(tx, record);
+		await this.deps.outbox.announceRecorded(moved, record, announced);
+		return moved;
 	}
 }

@@ -61,6 +61,20 @@ export const transactionEventName = (status: TransactionStatus): EventName => EV
 /** Stable per (transaction, status): a re-published state change carries the same id, so consumers dedupe. */
 export const transactionEventId = (transactionId: string, status: TransactionStatus): string => eventIdFor("transaction-event", transactionId, status);
 
+/** The transaction as transition() leaves it in the store once `record` is recorded (no read-back needed). */
+export function afterMove(tx: TransactionEntity, record: HistoryRecord): TransactionEntity {
+	const moved: TransactionEntity = {
+		...tx,
+		status: record.status,
+		updatedAt: record.at,
+		...(record.reason ? { reason: record.reason } : {}),
+		history: [...tx.history, record],
+		unpublished: tx.unpublished + 1,
+	};
+	if (isFinal(record.status)) delete moved.leaseUntil;
+	return moved;
+}
+
 /**
  * Moves a transaction from `from` to `to` if it is still in `from`: the
  * recorded move, or null when another writer moved it first. A move the

@@ -15,7 +15,7 @@ import { businessRule, notFound, validationError } from "../../lib/errors";
 import { eventIdFor } from "../../lib/events";
 import { parseMajorAmount } from "../../lib/money";
 import { isDuplicateKeyError, type Store } from "../../mixins/db.mixin";
-import type { TransactionOutbox } from "./outbox";
+import { Announced, type TransactionOutbox } from "./outbox";
 import { INSUFFICIENT_FUNDS, type TransactionProcessor } from "./processing";
 import { isFinal } from "./state-machine";
 import { toTransactionView, type TransactionDraft, type TransactionEntity } from "./views";
@@ -137,14 +137,17 @@ export class TransactionSubmitter {
 			if (!winner) throw err;
 			return replayOf(winner, requestHash);
 		}
-		await outbox.announceRecorded(tx, tx.history[0]);
+		const announced = new Announced();
+		await outbox.announceRecorded(tx, tx.history[0], announced);
 
 		// The creator holds the lease: drive it now, answer with the final state if it ends in time.
-		const driving = processor
-			.drive(id)
-			.catch((err: unknown) => this.deps.logger.error({ err, transactionId: id }, "transaction processing failed; the sweeper will re-drive it"));
-		await Promise.race([driving, sleep(this.deps.syncWaitMs)]);
-		const current = await store.findOne({ _id: id });
+		const driving = processor.drive(id, tx, announced).catch((err: unknown) => {
+			this.deps.logger.error({ err, transactionId: id }, "transaction processing failed; the sweeper will re-drive it");
+			return null;
+		});
+		const driven = await Promise.race([driving, sleep(this.deps.syncWaitMs).then(() => null)]);
+		// What the driver recorded last is what the store holds; otherwise (still going, or failed) read it.
+		const current = driven && isFinal(driven.status) ? driven : await store.findOne({ _id: id });
 		if (!current) throw notFound("Transaction not found");
 		return { transaction: toTransactionView(current), replayed: false, final: isFinal(current.status) };
 	}

@@ -16,6 +16,10 @@
  *   4. compare-and-set the wallet on `version`: `$inc` balance and version.
  * The sequence makes the balance after each entry well defined, so a balance
  * can never go below zero and can always be recomputed from the entries.
+ * Most movements take a shortcut through these steps: steps 3 and 4 straight
+ * on the wallet as read, since the insert at `version + 1` succeeds only if
+ * that read is current and nothing is left to roll forward or already
+ * recorded; any clash falls back to steps 1-4 (Ledger.apply).
  */
 import type { Direction } from "../../contracts/money";
 import { assertMinor } from "../../lib/money";
@@ -64,11 +68,34 @@ export class Ledger {
 		return `${txId}:${direction}`;
 	}
 
-	/** Applies a signed amount to a wallet once per (txId, direction). */
-	async apply(walletId: string, txId: string, direction: Direction, deltaMinor: number): Promise<ApplyResult> {
+	/**
+	 * Applies a signed amount to a wallet once per (txId, direction). `known`
+	 * is the wallet as the caller just read it, if it did.
+	 *
+	 * First the direct way: the entry at the read version's next seq, its
+	 * balance from the read balance. Its insert succeeding proves the read was
+	 * current: no entry held that seq, so the version was the read one, and
+	 * with it the balance. A clash on either unique key (a concurrent writer,
+	 * an entry logged but not applied, the movement already recorded), or a
+	 * balance that would go below zero, takes the careful way, which settles
+	 * the wallet first.
+	 */
+	async apply(walletId: string, txId: string, direction: Direction, deltaMinor: number, known?: WalletDoc): Promise<ApplyResult> {
 		assertMinor(deltaMinor);
 		if (deltaMinor === 0) throw new RangeError("A movement must move money");
 		const movement = Ledger.movementKey(txId, direction);
+		const wallet = known?._id === walletId ? known : await this.wallets.findOne({ _id: walletId });
+		if (!wallet) throw new WalletNotFound(`No wallet ${walletId}`);
+		const entry = this.entryAfter(wallet, movement, txId, direction, deltaMinor);
+		if (entry.balanceAfterMinor >= 0 && (await this.logged(entry))) {
+			await this.advance(wallet, entry);
+			return { outcome: "applied", entry, balanceMinor: entry.balanceAfterMinor };
+		}
+		return this.applyCarefully(walletId, movement, txId, direction, deltaMinor);
+	}
+
+	/** The careful way: settle, look the movement up, then log and apply it, again while other writers win. */
+	private async applyCarefully(walletId: string, movement: string, txId: string, direction: Direction, deltaMinor: number): Promise<ApplyResult> {
 		for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
 			const wallet = await this.settle(walletId);
 			const existing = await this.entries.findOne({ movement });
@@ -80,36 +107,47 @@ export class Ledger {
 				if (existing.seq > wallet.version) continue;
 				return { outcome: "already-applied", entry: existing, balanceMinor: wallet.balanceMinor };
 			}
-			const balanceAfterMinor = wallet.balanceMinor + deltaMinor;
-			if (balanceAfterMinor < 0) return { outcome: "insufficient-funds", balanceMinor: wallet.balanceMinor };
-			const seq = wallet.version + 1;
-			const entry: LedgerEntry = {
-				_id: `${walletId}:${seq}`,
-				walletId,
-				seq,
-				movement,
-				txId,
-				direction,
-				deltaMinor,
-				balanceAfterMinor,
-				at: this.now().toISOString(),
-			};
-			try {
-				await this.entries.insert(entry);
-			} catch (err) {
-				if (isDuplicateKeyError(err)) continue; // another writer took this seq or this movement
-				throw err;
-			}
+			const entry = this.entryAfter(wallet, movement, txId, direction, deltaMinor);
+			if (entry.balanceAfterMinor < 0) return { outcome: "insufficient-funds", balanceMinor: wallet.balanceMinor };
+			// A clash: another writer took this seq or this movement.
+			if (!(await this.logged(entry))) continue;
 			await this.advance(wallet, entry);
-			return { outcome: "applied", entry, balanceMinor: balanceAfterMinor };
+			return { outcome: "applied", entry, balanceMinor: entry.balanceAfterMinor };
 		}
 		throw new Error(`Wallet ${walletId} too contended to apply ${movement}`);
 	}
 
-	/** The wallet with every logged entry applied (heals a writer that died between insert and update). */
-	async settle(walletId: string): Promise<WalletDoc> {
-		for (;;) {
-			const wallet = await this.wallets.findOne({ _id: walletId });
+	/** The entry that would follow the wallet's version. */
+	private entryAfter(wallet: WalletDoc, movement: string, txId: string, direction: Direction, deltaMinor: number): LedgerEntry {
+		const seq = wallet.version + 1;
+		return {
+			_id: `${wallet._id}:${seq}`,
+			walletId: wallet._id,
+			seq,
+			movement,
+			txId,
+			direction,
+			deltaMinor,
+			balanceAfterMinor: wallet.balanceMinor + deltaMinor,
+			at: this.now().toISOString(),
+		};
+	}
+
+	/** Logs an entry: false when one of its unique keys (seq, movement) is taken. */
+	private async logged(entry: LedgerEntry): Promise<boolean> {
+		try {
+			await this.entries.insert(entry);
+			return true;
+		} catch (err) {
+			if (isDuplicateKeyError(err)) return false;
+			throw err;
+		}
+	}
+
+	/** The wallet with every logged entry applied (heals a writer that died between insert and update); `known` saves the first read. */
+	async settle(walletId: string, known?: WalletDoc): Promise<WalletDoc> {
+		for (let read = known?._id === walletId ? known : null; ; read = null) {
+			const wallet = read ?? (await this.wallets.findOne({ _id: walletId }));
 			if (!wallet) throw new WalletNotFound(`No wallet ${walletId}`);
 			const pending = await this.entries.findOne({ _id: `${walletId}:${wallet.version + 1}` });
 			if (!pending) return wallet;

@@ -71,7 +71,7 @@ export class Wallets {
 	/** The user's wallet as the wire shows it, every logged movement applied. */
 	async view(events: Emitter, userId: string): Promise<WalletView> {
 		const wallet = await this.ensure(events, userId);
-		return toWalletView(await this.ledger.settle(wallet._id));
+		return toWalletView(await this.ledger.settle(wallet._id, wallet));
 	}
 
 	/**
@@ -80,7 +80,7 @@ export class Wallets {
 	 */
 	async move(events: Emitter, userId: string, txId: string, direction: Direction, deltaMinor: number): Promise<MovementResult> {
 		const wallet = await this.ensure(events, userId);
-		const result = await this.ledger.apply(wallet._id, txId, direction, deltaMinor);
+		const result = await this.ledger.apply(wallet._id, txId, direction, deltaMinor, wallet);
 		if (result.outcome === "applied") {
 			await publish(events, deltaMinor > 0 ? "wallet.credited" : "wallet.debited", {
 				walletId: wallet._id,
@@ -97,13 +97,13 @@ export class Wallets {
 	/** A user's current balance in minor units; 0 without a wallet (none is created). */
 	async balanceOf(userId: string): Promise<number> {
 		const wallet = await this.wallets.findOne({ userId });
-		return wallet ? (await this.ledger.settle(wallet._id)).balanceMinor : 0;
+		return wallet ? (await this.ledger.settle(wallet._id, wallet)).balanceMinor : 0;
 	}
 
 	/** The ledger invariants over every wallet (settled first) and entry, against the transactions' facts. */
 	async checkInvariants(facts: TransactionFacts): Promise<InvariantReport> {
 		const wallets: WalletDoc[] = [];
-		for (const wallet of await this.wallets.find({})) wallets.push(await this.ledger.settle(wallet._id));
+		for (const wallet of await this.wallets.find({})) wallets.push(await this.ledger.settle(wallet._id, wallet));
 		const entries = await this.entries.find({});
 		return checkLedger(wallets, entries, facts);
 	}

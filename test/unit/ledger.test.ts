@@ -117,6 +117,59 @@ function ledgerSuite(): void {
 			expect(await balance()).toBe(750);
 			expect((await wallets.findOne({ _id: "w1" }))!.version).toBe(2);
 		});
+
+		/** What a writer that died after its insert leaves behind: a credit of 250 at seq 2, the wallet still at version 1. */
+		const crashedCredit = () =>
+			entries.insert({
+				_id: "w1:2",
+				walletId: "w1",
+				seq: 2,
+				movement: "tx2:credit",
+				txId: "tx2",
+				direction: "credit",
+				deltaMinor: 250,
+				balanceAfterMinor: 750,
+				at: "t",
+			});
+
+		it("is healed by the retried movement itself, applied once, with nobody reading in between", async () => {
+			await ledger.apply("w1", "tx1", "credit", 500);
+			await crashedCredit();
+			expect((await ledger.apply("w1", "tx2", "credit", 250)).outcome).toBe("already-applied");
+			expect(await wallets.findOne({ _id: "w1" })).toMatchObject({ balanceMinor: 750, version: 2 });
+		});
+
+		it("is healed by the next movement, which lands after it, on the balance it left", async () => {
+			await ledger.apply("w1", "tx1", "credit", 500);
+			await crashedCredit();
+			const debit = await ledger.apply("w1", "tx3", "debit", -700);
+			expect(debit).toMatchObject({ outcome: "applied", balanceMinor: 50, entry: { seq: 3, balanceAfterMinor: 50 } });
+			expect(await wallets.findOne({ _id: "w1" })).toMatchObject({ balanceMinor: 50, version: 3 });
+		});
+	});
+
+	describe("the wallet as the caller read it (Ledger.apply's `known`)", () => {
+		it("applies on a stale read as on a fresh one: the right seq and balance, once", async () => {
+			const stale = (await wallets.findOne({ _id: "w1" }))!;
+			await ledger.apply("w1", "tx1", "credit", 500);
+			const result = await ledger.apply("w1", "tx2", "debit", -200, stale);
+			expect(result).toMatchObject({ outcome: "applied", balanceMinor: 300, entry: { seq: 2, balanceAfterMinor: 300 } });
+			expect((await ledger.apply("w1", "tx2", "debit", -200, stale)).outcome).toBe("already-applied");
+			expect(await wallets.findOne({ _id: "w1" })).toMatchObject({ balanceMinor: 300, version: 2 });
+		});
+
+		it("does not refuse a debit the stale read could not cover but the current balance can", async () => {
+			const stale = (await wallets.findOne({ _id: "w1" }))!;
+			await ledger.apply("w1", "tx1", "credit", 500);
+			expect(await ledger.apply("w1", "tx2", "debit", -500, stale)).toMatchObject({ outcome: "applied", balanceMinor: 0 });
+		});
+
+		it("refuses a debit over the current balance however fresh the read, and records nothing", async () => {
+			await ledger.apply("w1", "tx1", "credit", 500);
+			const fresh = (await wallets.findOne({ _id: "w1" }))!;
+			expect(await ledger.apply("w1", "tx2", "debit", -501, fresh)).toEqual({ outcome: "insufficient-funds", balanceMinor: 500 });
+			expect(await entries.count({})).toBe(1);
+		});
 	});
 }
 

@@ -5,12 +5,12 @@ import path from "node:path";
 import type { MovementResult } from "../../contracts/money";
 import { checkEvent, eventIdFor } from "../../lib/events";
 import { createAdapter, type Store } from "../../mixins/db.mixin";
-import { TransactionOutbox } from "../../services/transactions/outbox";
+import { Announced, TransactionOutbox } from "../../services/transactions/outbox";
 import type { MovementRequest } from "../../contracts/money";
 import { TransactionProcessor } from "../../services/transactions/processing";
 import { IllegalMove, NEXT, replayHistory, transactionEventId, transition } from "../../services/transactions/state-machine";
 import { TransactionSubmitter, newTransaction, requestHashOf, transactionIdFor, transferDraft, topUpDraft } from "../../services/transactions/submit";
-import type { TransactionDraft, TransactionEntity } from "../../services/transactions/views";
+import { toTransactionView, type TransactionDraft, type TransactionEntity } from "../../services/transactions/views";
 import { testConfig } from "../helpers/mint";
 
 const at = "2026-01-01T00:00:00.000Z";
@@ -181,10 +181,12 @@ describe("transition", () => {
 });
 
 describe("TransactionOutbox", () => {
-	it("announces a recorded change under its stable id and takes it off the outbox count", async () => {
+	it("announces a recorded change under its stable id, and keeps it counted while the transaction is unfinished", async () => {
 		const tx = await insert("tx1", transfer);
 		const bus = recordingBus();
-		await new TransactionOutbox(store, bus, silent).announceRecorded(tx, tx.history[0]);
+		const outbox = new TransactionOutbox(store, bus, silent);
+		const announced = new Announced();
+		expect(await outbox.announceRecorded(tx, tx.history[0], announced)).toBe(true);
 		expect(bus.emitted).toHaveLength(1);
 		const [event] = bus.emitted;
 		expect(event.name).toBe("transaction.created");
@@ -200,7 +202,49 @@ describe("TransactionOutbox", () => {
 			toUserId: "u2",
 		});
 		expect(checkEvent("transaction.created", event.payload)).toBe(true);
+		expect(announced).toEqual({ recorded: 1, allOut: true });
+		await outbox.clear(tx, announced);
+		expect((await load("tx1")).unpublished).toBe(1);
+	});
+
+	it("takes a finished transaction off the outbox in one update when its one driver published every change it recorded", async () => {
+		const tx = await insert("tx1", topUp);
+		const outbox = new TransactionOutbox(store, recordingBus(), silent);
+		const announced = new Announced();
+		await outbox.announceRecorded(tx, tx.history[0], announced);
+		let current = tx;
+		for (const to of ["Processing", "Completed"] as const) {
+			const record = (await transition(store, "tx1", current.status, to))!;
+			current = await load("tx1");
+			await outbox.announceRecorded(current, record, announced);
+		}
+		expect((await load("tx1")).unpublished).toBe(3);
+		const updates = jest.spyOn(store, "updateOne");
+		await outbox.clear(current, announced);
+		expect(updates).toHaveBeenCalledTimes(1);
 		expect((await load("tx1")).unpublished).toBe(0);
+	});
+
+	it("leaves the count to the relay when the driver did not record every change counted, or one of its events did not go out", async () => {
+		// A sweeper finishing what a dead creator started: the creator's change is counted too.
+		let tx = await insert("tx1", topUp);
+		const outbox = new TransactionOutbox(store, recordingBus(), silent);
+		const sweeper = new Announced();
+		for (const to of ["Processing", "Completed"] as const) {
+			const record = (await transition(store, "tx1", tx.status, to))!;
+			tx = await load("tx1");
+			await outbox.announceRecorded(tx, record, sweeper);
+		}
+		await outbox.clear(tx, sweeper);
+		expect((await load("tx1")).unpublished).toBe(3);
+
+		const flaky = new TransactionOutbox(store, recordingBus(["transaction.completed"]), silent);
+		const alone = new Announced();
+		const finished = await insert("tx2", topUp, { status: "Completed", unpublished: 1 });
+		expect(await flaky.announceRecorded(finished, { status: "Completed", at }, alone)).toBe(false);
+		expect(alone).toEqual({ recorded: 1, allOut: false });
+		await flaky.clear(finished, alone);
+		expect((await load("tx2")).unpublished).toBe(1);
 	});
 
 	it("keeps a change whose event could not go out in the outbox, and the relay sends the whole history later", async () => {
@@ -214,7 +258,7 @@ describe("TransactionOutbox", () => {
 			],
 		});
 		const flaky = new TransactionOutbox(store, recordingBus(["transaction.completed"]), silent);
-		await flaky.announceRecorded(tx, tx.history[2]);
+		await flaky.announceRecorded(tx, tx.history[2], new Announced());
 		expect((await load("tx1")).unpublished).toBe(1);
 
 		const bus = recordingBus();
@@ -303,6 +347,24 @@ describe("TransactionSubmitter", () => {
 		const checks = { recipientExists: async (id: string) => id === "u2", balanceOf: async (id: string) => wallet.balances[id] ?? 0 };
 		return { wallet, checks, submitter: new TransactionSubmitter({ store, outbox, processor, logger: silent, currency: "USD", syncWaitMs: 1000 }) };
 	}
+
+	it("records a transfer in one insert, two moves and one outbox update, reads nothing back, and answers what the store holds", async () => {
+		const { submitter, checks } = submitterWith({ u1: 1000 });
+		const ops = {
+			insert: jest.spyOn(store, "insert"),
+			updateOne: jest.spyOn(store, "updateOne"),
+			findOne: jest.spyOn(store, "findOne"),
+			find: jest.spyOn(store, "find"),
+		};
+		const result = await submitter.submit(transferDraft(4, "u1", "u2", 50_000_00), undefined, checks);
+		expect([ops.insert, ops.updateOne, ops.findOne, ops.find].map(op => op.mock.calls.length)).toEqual([1, 3, 0, 0]);
+		jest.restoreAllMocks();
+		const stored = await load(result.transaction.id);
+		expect(result).toEqual({ replayed: false, final: true, transaction: toTransactionView(stored) });
+		expect(stored).toMatchObject({ status: "Completed", unpublished: 0 });
+		expect(stored.leaseUntil).toBeUndefined();
+		expect(stored.history.map(h => h.status)).toEqual(["Pending", "Processing", "Completed"]);
+	});
 
 	it("answers a repeated Idempotency-Key with the original transaction, and moves the money once", async () => {
 		const { submitter, checks, wallet } = submitterWith({ u1: 1000 });
