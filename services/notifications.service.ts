@@ -28,7 +28,7 @@ import { nodeSecrets } from "../lib/secrets";
 import { DbMixin, type DbVars } from "../mixins/db.mixin";
 import { HealthMixin } from "../mixins/health.mixin";
 import { PeriodicJobs, type PeriodicVars } from "../mixins/periodic.mixin";
-import { Deliveries, type DeliveryEntity, type DeliveryView } from "./notifications/deliveries";
+import { DELIVERY_INDEXES, Deliveries, type DeliveryEntity, type DeliveryView } from "./notifications/deliveries";
 import { DurableConsumer } from "../mixins/durable-consumer.mixin";
 import { MailTemplates, createMailTransport, type MailTransport } from "./notifications/mailer";
 
@@ -73,7 +73,7 @@ export default function createNotificationsService(config: Config) {
 				},
 			]),
 			HealthMixin("notifications"),
-			DbMixin(config, "notifications", { name: "deliveries", indexes: [{ fields: { status: 1 } }, { fields: { userId: 1 } }] }),
+			DbMixin(config, "notifications", { name: "deliveries", indexes: DELIVERY_INDEXES }),
 		],
 
 		methods: {
@@ -229,6 +229,12 @@ export default function createNotificationsService(config: Config) {
 				count: (template, result) => metrics.emailed(template, result),
 				metrics,
 			});
+		},
+
+		/** Once the store is connected: records from before the sparse fields brought in line (the worker's query does not need it: it also asks for the status). */
+		async started() {
+			const changed = await this.deliveries.catchUp();
+			if (changed > 0) this.logger.info({ changed }, "delivery records brought in line with the sparse due and dead fields");
 		},
 
 		async stopped() {

@@ -5,7 +5,15 @@
  * template + recipient, so a duplicated event sends nothing twice), then
  * sent by a worker that retries failures with exponential backoff and
  * jitter up to `maxAttempts`, then leaves the record as a dead letter an
- * operator can list and replay.
+ * operator can list and replay. The worker sends up to SEND_CONCURRENCY
+ * emails at once.
+ *
+ * No index on `status` (a few values shared by every record, and records
+ * change status: the index would cost every write more as records pile
+ * up). Two sparse fields say what is left to do instead, each indexed and
+ * present only while it applies: `nextAttemptAt` while an email is due
+ * (pending or failed-retrying), `deadAt` while it is a dead letter. Records
+ * written before they existed are brought in line at start (catchUp()).
  *
  * A record never holds a one-time token in clear: the variables that carry
  * one (the code and the link) are sealed with AUTH_SECRET, the email is
@@ -19,7 +27,7 @@ import type { Contact } from "../../contracts/users";
 import type { EmailMetrics } from "../../lib/business-metrics";
 import { seal, unseal } from "../../lib/sealing";
 import type { NodeSecrets } from "../../lib/secrets";
-import { isDuplicateKeyError, type Store } from "../../mixins/db.mixin";
+import { isDuplicateKeyError, type IndexSpec, type Store } from "../../mixins/db.mixin";
 import type { MailTemplates, MailTransport, RenderedMail, SentMail, TemplateName } from "./mailer";
 
 export type DeliveryStatus = "pending" | "sent" | "failed-retrying" | "dead";
@@ -41,7 +49,10 @@ export interface DeliveryEntity {
 	text?: string;
 	status: DeliveryStatus;
 	attempts: number;
-	nextAttemptAt: number;
+	/** When the next attempt is due: only while the email is pending or failed-retrying (sparse index). */
+	nextAttemptAt?: number;
+	/** When it became a dead letter: only while it is one (sparse index). */
+	deadAt?: string;
 	leaseUntil: number;
 	lastError?: string;
 	messageId?: string;
@@ -94,6 +105,12 @@ export interface DeliveriesDeps {
 
 const SENDING_LEASE_MS = 60_000;
 const BATCH = 50;
+/** Emails one worker sends at once (each waits on its store writes and the mail server, not on the CPU). */
+export const SEND_CONCURRENCY = 8;
+/** The store indexes these queries rely on: the sparse fields above, and the operator's lookup by user. */
+export const DELIVERY_INDEXES: IndexSpec[] = [{ fields: { nextAttemptAt: 1 }, sparse: true }, { fields: { deadAt: 1 }, sparse: true }, { fields: { userId: 1 } }];
+/** Dead letters: every record with a `deadAt` (an ISO time, so any string). */
+const DEAD = { deadAt: { $gte: "" } };
 /** What a secret variable renders as wherever the record keeps a rendering. */
 const SEALED = "[sealed]";
 const OPERATOR_LIST_LIMIT = 200;
@@ -177,25 +194,48 @@ export class Deliveries {
 		}
 	}
 
-	/** One pass of the worker: claims and sends the records that are due, until `stopping()` says otherwise. */
+	/** One pass of the worker: claims and sends the records that are due, SEND_CONCURRENCY at a time, until `stopping()` says otherwise. */
 	async deliverDue(stopping: () => boolean): Promise<void> {
 		if (stopping()) return;
 		const now = Date.now();
 		const due = await this.deps.store.find({
-			query: { status: { $in: ["pending", "failed-retrying"] }, nextAttemptAt: { $lte: now }, leaseUntil: { $lt: now } },
+			query: { nextAttemptAt: { $lte: now }, leaseUntil: { $lt: now }, status: { $in: ["pending", "failed-retrying"] } },
 			sort: ["nextAttemptAt"],
 			limit: BATCH,
 		});
-		for (const delivery of due) {
-			if (stopping()) return;
-			// Claim it: several notifications nodes may run this loop at once.
-			const claimed = await this.deps.store.updateOne(
-				{ _id: delivery._id, status: delivery.status, leaseUntil: delivery.leaseUntil },
-				{ $set: { leaseUntil: Date.now() + SENDING_LEASE_MS } },
-			);
-			if (claimed === 1) await this.attempt(delivery);
-		}
+		let next = 0;
+		let failure: { err: unknown } | undefined;
+		const sender = async () => {
+			// A failed "sent" mark stops the pass: with the store failing, every email sent now would go twice.
+			while (next < due.length && !failure && !stopping()) {
+				const delivery = due[next++];
+				try {
+					// Claim it: several notifications nodes may run this loop at once.
+					const claimed = await this.deps.store.updateOne(
+						{ _id: delivery._id, status: delivery.status, leaseUntil: delivery.leaseUntil },
+						{ $set: { leaseUntil: Date.now() + SENDING_LEASE_MS } },
+					);
+					if (claimed === 1) await this.attempt(delivery);
+				} catch (err) {
+					failure ??= { err };
+				}
+			}
+		};
+		await Promise.all(Array.from({ length: Math.min(SEND_CONCURRENCY, due.length) }, sender));
+		if (failure) throw failure.err;
 		await this.reportDeadLetters();
+	}
+
+	/**
+	 * Brings records written before the sparse fields in line (once they are, this touches nothing):
+	 * a sent record loses its `nextAttemptAt`, a dead letter trades it for a `deadAt`. How many changed.
+	 */
+	async catchUp(): Promise<number> {
+		const { store } = this.deps;
+		const stale = { nextAttemptAt: { $gte: 0 } };
+		const sent = await store.updateMany({ ...stale, status: "sent" }, { $unset: { nextAttemptAt: true } });
+		const dead = await store.updateMany({ ...stale, status: "dead" }, { $unset: { nextAttemptAt: true }, $set: { deadAt: new Date().toISOString() } });
+		return sent + dead;
 	}
 
 	/** Counts the dead letters for the gauge when due: never counted, changed here, or counted too long ago. */
@@ -203,7 +243,7 @@ export class Deliveries {
 		const { metrics, store } = this.deps;
 		if (!metrics || Date.now() - this.deadLettersCountedAt < DEAD_LETTERS_RECOUNT_MS) return;
 		this.deadLettersCountedAt = Date.now();
-		metrics.deadLetters(await store.count({ query: { status: "dead" } }));
+		metrics.deadLetters(await store.count({ query: DEAD }));
 	}
 
 	/** The email as it goes out: rendered from the record's variables, its secret ones unsealed just for this. */
@@ -253,7 +293,7 @@ export class Deliveries {
 			{ _id: delivery._id },
 			{
 				$set: { status: "sent", attempts, messageId: sent.messageId, sentAt: at, updatedAt: at, leaseUntil: 0 },
-				$unset: { lastError: true, sealedVars: true, html: true, text: true },
+				$unset: { nextAttemptAt: true, deadAt: true, lastError: true, sealedVars: true, html: true, text: true },
 			},
 		);
 	}
@@ -263,18 +303,13 @@ export class Deliveries {
 		const { store, logger, retry } = this.deps;
 		const lastError = sendError(err);
 		const dead = attempts >= retry.maxAttempts;
+		const at = new Date().toISOString();
+		const outcome = { status: dead ? "dead" : "failed-retrying", attempts, lastError, updatedAt: at, leaseUntil: 0 };
 		await store.updateOne(
 			{ _id: delivery._id, status: { $ne: "sent" } },
-			{
-				$set: {
-					status: dead ? "dead" : "failed-retrying",
-					attempts,
-					lastError,
-					updatedAt: new Date().toISOString(),
-					leaseUntil: 0,
-					nextAttemptAt: Date.now() + retryDelayMs(attempts, retry.retryBaseMs, retry.retryMaxMs),
-				},
-			},
+			dead
+				? { $set: { ...outcome, deadAt: at }, $unset: { nextAttemptAt: true } }
+				: { $set: { ...outcome, nextAttemptAt: Date.now() + retryDelayMs(attempts, retry.retryBaseMs, retry.retryMaxMs) } },
 		);
 		this.deps.count(delivery.template, dead ? "dead" : "failed");
 		if (dead) this.deadLettersCountedAt = 0;
@@ -289,9 +324,14 @@ export class Deliveries {
 	 * Safe to repeat: only records still dead match.
 	 */
 	async revive(id?: string): Promise<number> {
-		const revival = { $set: { status: "pending", attempts: 0, nextAttemptAt: Date.now(), leaseUntil: 0, updatedAt: new Date().toISOString() } };
+		const revival = {
+			$set: { status: "pending", attempts: 0, nextAttemptAt: Date.now(), leaseUntil: 0, updatedAt: new Date().toISOString() },
+			$unset: { deadAt: true },
+		};
 		const revived =
-			id === undefined ? await this.deps.store.updateMany({ status: "dead" }, revival) : await this.deps.store.updateOne({ _id: id, status: "dead" }, revival);
+			id === undefined
+				? await this.deps.store.updateMany({ ...DEAD, status: "dead" }, revival)
+				: await this.deps.store.updateOne({ _id: id, ...DEAD, status: "dead" }, revival);
 		if (revived > 0) {
 			this.deadLettersCountedAt = 0;
 			await this.reportDeadLetters();
@@ -305,7 +345,7 @@ export class Deliveries {
 
 	/** Emails that could not be delivered after every retry, oldest first. */
 	async deadLetters(limit: number): Promise<DeliveryView[]> {
-		const rows = await this.deps.store.find({ query: { status: "dead" }, sort: ["updatedAt"], limit });
+		const rows = await this.deps.store.find({ query: DEAD, sort: ["updatedAt"], limit });
 		return rows.map(deliveryView);
 	}
 

@@ -3,7 +3,15 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { createAdapter } from "../../mixins/db.mixin";
-import { Deliveries, deliveryIdFor, retryDelayMs, type DeliveryEntity, type SendResult } from "../../services/notifications/deliveries";
+import {
+	DELIVERY_INDEXES,
+	Deliveries,
+	SEND_CONCURRENCY,
+	deliveryIdFor,
+	retryDelayMs,
+	type DeliveryEntity,
+	type SendResult,
+} from "../../services/notifications/deliveries";
 import { MailTemplates, type MailTransport, type OutgoingMail } from "../../services/notifications/mailer";
 import { testConfig } from "../helpers/mint";
 
@@ -42,7 +50,7 @@ const record = async () => (await store.findOne({ _id: deliveryIdFor(EVENT_ID, "
 
 beforeEach(async () => {
 	dir = fs.mkdtempSync(path.join(os.tmpdir(), "mint-deliveries-"));
-	store = createAdapter<DeliveryEntity>(testConfig({ DATA_DIR: dir }), "notifications", { name: "deliveries" });
+	store = createAdapter<DeliveryEntity>(testConfig({ DATA_DIR: dir }), "notifications", { name: "deliveries", indexes: DELIVERY_INDEXES });
 	store.init({}, { logger: console });
 	await store.connect();
 	sent = [];
@@ -142,6 +150,79 @@ describe("Deliveries", () => {
 		await deliveries.attempt(stale);
 		expect(await record()).toMatchObject({ status: "sent", attempts: 1, messageId: "<1@test>" });
 		expect((await record()).lastError).toBeUndefined();
+	});
+
+	it("keeps what is left to do in sparse fields: nextAttemptAt only while due, deadAt only while dead", async () => {
+		await welcome();
+		expect((await record()).nextAttemptAt).toEqual(expect.any(Number));
+		expect((await record()).deadAt).toBeUndefined();
+		refuse = 451;
+		for (let attempt = 1; attempt <= RETRY.maxAttempts; attempt++) {
+			await new Promise(r => setTimeout(r, 5)); // past the backoff
+			await sendDue();
+		}
+		const dead = await record();
+		expect(dead).toMatchObject({ status: "dead", deadAt: dead.updatedAt });
+		expect(dead.nextAttemptAt).toBeUndefined();
+		refuse = undefined;
+		await deliveries.revive();
+		expect((await record()).nextAttemptAt).toEqual(expect.any(Number));
+		expect((await record()).deadAt).toBeUndefined();
+		await sendDue();
+		const done = await record();
+		expect(done.status).toBe("sent");
+		expect(done).not.toHaveProperty("nextAttemptAt");
+		expect(done).not.toHaveProperty("deadAt");
+	});
+
+	it("brings records from before the sparse fields in line, once: a sent one loses its due time, a dead one is listed and counted", async () => {
+		const legacy = (id: string, status: DeliveryEntity["status"]): DeliveryEntity => ({
+			_id: id,
+			eventId: EVENT_ID,
+			template: "topup-completed",
+			to: "old@example.com",
+			userId: "u-old",
+			subject: "You topped up $1.00",
+			vars: { firstName: "Old", amount: "$1.00", transactionId: "t-old", at: "then" },
+			status,
+			attempts: status === "pending" ? 0 : 3,
+			nextAttemptAt: 1,
+			leaseUntil: 0,
+			createdAt: "2026-01-01T00:00:00.000Z",
+			updatedAt: "2026-01-01T00:00:00.000Z",
+		});
+		await store.insertMany([legacy("old-sent", "sent"), legacy("old-dead", "dead"), legacy("old-pending", "pending")]);
+		expect(await deliveries.catchUp()).toBe(2);
+		expect(await deliveries.catchUp()).toBe(0);
+		expect(await store.findOne({ _id: "old-sent" })).not.toHaveProperty("nextAttemptAt");
+		expect(await store.findOne({ _id: "old-dead" })).toMatchObject({ status: "dead", deadAt: expect.any(String) });
+		expect((await deliveries.deadLetters(10)).map(d => d.id)).toEqual(["old-dead"]);
+		// The pending one is still due, and goes out once.
+		await sendDue();
+		expect(sent.map(m => m.to)).toEqual(["old@example.com"]);
+		expect((await store.findOne({ _id: "old-pending" }))!.status).toBe("sent");
+	});
+
+	it(`sends up to ${SEND_CONCURRENCY} emails at once, each once`, async () => {
+		let inFlight = 0;
+		let most = 0;
+		const slow: MailTransport = {
+			async send(mail) {
+				most = Math.max(most, ++inFlight);
+				await new Promise(r => setTimeout(r, 10));
+				inFlight--;
+				sent.push(mail);
+				return { messageId: `<${sent.length}@test>` };
+			},
+			close() {},
+		};
+		const concurrent = new Deliveries({ ...(deliveries as any).deps, transport: slow });
+		const people = Array.from({ length: 20 }, (_, i) => ({ id: `u${i}`, email: `p${i}@example.com`, firstName: `P${i}` }));
+		for (const person of people) await concurrent.enqueue(EVENT_ID, "topup-completed", person, { amount: "$1.00", transactionId: "t", at: "now" });
+		await concurrent.deliverDue(() => false);
+		expect(most).toBe(SEND_CONCURRENCY);
+		expect(sent.map(m => m.to).sort()).toEqual(people.map(p => p.email).sort());
+		expect(await store.count({ query: { status: "sent" } })).toBe(20);
 	});
 
 	it("sends nothing once stopping", async () => {
