@@ -17,16 +17,17 @@ import { beginRequest } from "../../services/api/requests";
 const tracingOf = (env: Record<string, string>) => brokerOptions(loadConfig({ NODE_ENV: "test", ...env })).tracing as any;
 
 describe("the tracer from the config", () => {
-	it("is on in every mode, for actions and events, naming calls without their params or error data", () => {
-		for (const env of [{}, { TRANSPORTER: "amqp://mq:5672" }] as Record<string, string>[]) {
+	it("is on wherever spans go somewhere, in every mode, for actions and events, naming calls without their params or error data", () => {
+		for (const env of [{ ZIPKIN_URL: "http://zipkin:9411" }, { TRACING: "console", TRANSPORTER: "amqp://mq:5672" }] as Record<string, string>[]) {
 			const tracing = tracingOf(env);
 			expect(tracing).toMatchObject({ enabled: true, events: true, tags: { action: { params: false }, event: { params: false } } });
 			expect(tracing.errorFields).not.toContain("data");
 		}
 	});
 
-	it("keeps spans in process when neither ZIPKIN_URL nor TRACING is set", () => {
-		expect(tracingOf({}).exporter).toBeNull();
+	it("makes no spans when neither ZIPKIN_URL nor TRACING is set: nothing would read them", () => {
+		expect(tracingOf({})).toMatchObject({ enabled: false, exporter: null });
+		expect(tracingOf({ TRANSPORTER: "amqp://mq:5672" })).toMatchObject({ enabled: false, exporter: null });
 	});
 
 	it("ZIPKIN_URL: Moleculer's Zipkin exporter, sending to that URL", () => {
