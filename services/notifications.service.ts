@@ -62,10 +62,12 @@ export default function createNotificationsService(config: Config) {
 					runAtStart: true,
 					async run() {
 						try {
+							// Again while a batch came back full (more is due) or a record came meanwhile.
+							let more: boolean;
 							do {
 								this.deliverAgain = false;
-								await this.deliveries.deliverDue(() => this.stopping);
-							} while (this.deliverAgain && !this.stopping);
+								more = await this.deliveries.deliverDue(() => this.stopping);
+							} while ((more || this.deliverAgain) && !this.stopping);
 						} catch (err) {
 							this.logger.error({ err }, "mail worker failed");
 						}

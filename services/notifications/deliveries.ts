@@ -194,9 +194,12 @@ export class Deliveries {
 		}
 	}
 
-	/** One pass of the worker: claims and sends the records that are due, SEND_CONCURRENCY at a time, until `stopping()` says otherwise. */
-	async deliverDue(stopping: () => boolean): Promise<void> {
-		if (stopping()) return;
+	/**
+	 * One pass of the worker: claims and sends the records that are due, SEND_CONCURRENCY at a time, until
+	 * `stopping()` says otherwise. Whether more may be due (a full batch was found): the worker goes on at once.
+	 */
+	async deliverDue(stopping: () => boolean): Promise<boolean> {
+		if (stopping()) return false;
 		const now = Date.now();
 		const due = await this.deps.store.find({
 			query: { nextAttemptAt: { $lte: now }, leaseUntil: { $lt: now }, status: { $in: ["pending", "failed-retrying"] } },
@@ -224,6 +227,7 @@ export class Deliveries {
 		await Promise.all(Array.from({ length: Math.min(SEND_CONCURRENCY, due.length) }, sender));
 		if (failure) throw failure.err;
 		await this.reportDeadLetters();
+		return due.length === BATCH;
 	}
 
 	/**

@@ -5,6 +5,7 @@
  */
 import crypto from "node:crypto";
 import fs from "node:fs";
+import fsp from "node:fs/promises";
 import path from "node:path";
 import Handlebars from "handlebars";
 import nodemailer from "nodemailer";
@@ -92,10 +93,10 @@ export function createMailTransport(config: Config): MailTransport {
 	return {
 		async send(mail) {
 			const info = await transporter.sendMail({ from, ...mail });
-			fs.mkdirSync(dir, { recursive: true });
+			await fsp.mkdir(dir, { recursive: true });
 			const file = path.join(dir, `${new Date().toISOString().replace(/[:.]/g, "-")}-${crypto.randomBytes(4).toString("hex")}.eml`);
-			// With `buffer: true` the message is a Buffer; nodemailer types it as Buffer or stream.
-			fs.writeFileSync(file, info.message as unknown as Buffer);
+			// With `buffer: true` the message is a Buffer; nodemailer types it as Buffer or stream. Off the event loop: the worker sends several at once.
+			await fsp.writeFile(file, info.message as unknown as Buffer);
 			return { messageId: info.messageId, file };
 		},
 		close: () => transporter.close(),
