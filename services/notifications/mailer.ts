@@ -93,10 +93,15 @@ export function createMailTransport(config: Config): MailTransport {
 	return {
 		async send(mail) {
 			const info = await transporter.sendMail({ from, ...mail });
-			await fsp.mkdir(dir, { recursive: true });
 			const file = path.join(dir, `${new Date().toISOString().replace(/[:.]/g, "-")}-${crypto.randomBytes(4).toString("hex")}.eml`);
 			// With `buffer: true` the message is a Buffer; nodemailer types it as Buffer or stream. Off the event loop: the worker sends several at once.
-			await fsp.writeFile(file, info.message as unknown as Buffer);
+			const message = info.message as unknown as Buffer;
+			// The folder is made when a write finds it missing (first email, or removed since), not before every email.
+			await fsp.writeFile(file, message).catch(async (err: NodeJS.ErrnoException) => {
+				if (err.code !== "ENOENT") throw err;
+				await fsp.mkdir(dir, { recursive: true });
+				await fsp.writeFile(file, message);
+			});
 			return { messageId: info.messageId, file };
 		},
 		close: () => transporter.close(),

@@ -12,7 +12,7 @@ import {
 	type DeliveryEntity,
 	type SendResult,
 } from "../../services/notifications/deliveries";
-import { MailTemplates, type MailTransport, type OutgoingMail } from "../../services/notifications/mailer";
+import { MailTemplates, createMailTransport, type MailTransport, type OutgoingMail } from "../../services/notifications/mailer";
 import { testConfig } from "../helpers/mint";
 
 const SECRETS = { current: "a-test-secret-of-enough-length-for-hkdf", unsealWith: ["a-test-secret-of-enough-length-for-hkdf"] };
@@ -244,3 +244,24 @@ describe("retryDelayMs", () => {
 		expect(retryDelayMs(50, 100, 10_000, () => 0.5)).toBe(10_000);
 	});
 });
+
+describe("the embedded mail transport (no SMTP_URL)", () => {
+	it("writes each email as an .eml file under DATA_DIR/mail, making the folder when it is missing, even after it was removed", async () => {
+		const mailDir = path.join(dir, "mail");
+		const transport = createMailTransport(testConfig({ DATA_DIR: dir }));
+		const first = await sendOne(transport, "first@example.com");
+		expect(path.dirname(first)).toBe(mailDir);
+		expect(fs.readFileSync(first, "utf8")).toContain("To: first@example.com");
+		fs.rmSync(mailDir, { recursive: true });
+		const second = await sendOne(transport, "second@example.com");
+		expect(fs.readdirSync(mailDir)).toEqual([path.basename(second)]);
+		expect(fs.readFileSync(second, "utf8")).toContain("Subject: Hello second@example.com");
+	});
+});
+
+/** Sends a small email through a transport: the file it was written to. */
+async function sendOne(transport: MailTransport, to: string): Promise<string> {
+	const result = await transport.send({ to, subject: `Hello ${to}`, text: "Hi", html: "<p>Hi</p>" });
+	if (!result.file) throw new Error("no file written");
+	return result.file;
+}
