@@ -8,6 +8,10 @@
  * checking that money was conserved under the load. Every server runs in its
  * own process; the load comes from this one (autocannon).
  *
+ * Transfers run twice: closed loop (as fast as the connections go) and open
+ * loop at a fixed rate (BENCH_FIXED_RATE, default 300/s), whose p99 is the
+ * latency at a load the node carries.
+ *
  * Then a read-heavy mix (GET /wallet/user and GET /transactions for every
  * user, one transfer in TRANSFER_EVERY requests, `BENCH_TRANSFER_EVERY`, default 100) and the cache's hit rate
  * over it. The cluster's cache is Redis (REDIS_URL) when one answers at 127.0.0.1:6379.
@@ -56,6 +60,8 @@ const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
 const ONLY = process.env.BENCH_ONLY;
 if (ONLY !== undefined && ONLY !== "embedded" && ONLY !== "cluster") throw new Error("BENCH_ONLY is embedded or cluster");
 const CPU_PROF = process.env.BENCH_CPU_PROF ? path.resolve(process.env.BENCH_CPU_PROF) : undefined;
+/** The open-loop transfer row's fixed rate (autocannon's overallRate, -R), requests/s. */
+const FIXED_RATE = Number(process.env.BENCH_FIXED_RATE ?? (SMOKE ? 50 : 300));
 /** The read-heavy mix: one transfer in this many requests, the rest reads. */
 const TRANSFER_EVERY = Number(process.env.BENCH_TRANSFER_EVERY ?? (SMOKE ? 10 : 100));
 /** How long a row's aftermath (emails, outbox) may take to settle before its counters are read anyway. */
@@ -348,33 +354,36 @@ async function mintScenarios(label: string, base: string, servers: Server[]): Pr
 	const rows = [
 		await measured(servers, () => load(`${label}: GET /wallet/user`, `${base}/api/v1/wallet/user`, { headers: { Authorization: `Bearer ${reader.token}` } })),
 	];
-	let n = 0;
+	rows.push(await measured(servers, () => load(`${label}: POST /transactions/transfer`, base, { requests: [transfers(users)] })));
+	// Open loop: a fixed rate, whatever the latency, for the p99 at a load the node can carry.
 	rows.push(
 		await measured(servers, () =>
-			load(`${label}: POST /transactions/transfer`, base, {
-				requests: [
-					{
-						method: "POST",
-						path: "/api/v1/transactions/transfer",
-						setupRequest: (req: any) => {
-							n++;
-							const from = users[n % USERS];
-							const to = users[(n + 1 + (n % (USERS - 1))) % USERS];
-							return {
-								...req,
-								headers: { "Content-Type": "application/json", Authorization: `Bearer ${from.token}` },
-								body: JSON.stringify({ amount: 0.01, toUserId: to.id }),
-							};
-						},
-					},
-				],
-			}),
+			load(`${label}: POST /transactions/transfer at ${FIXED_RATE}/s`, base, { requests: [transfers(users)], overallRate: FIXED_RATE }),
 		),
 	);
 	const mix = await measured(servers, () => readHeavyMix(`${label}: read-heavy mix (1 transfer in ${TRANSFER_EVERY})`, base, users));
 	rows.push(mix);
 	await sleep(1000); // let any 202s finish
 	return { rows, check: await conserved(base, users, toppedUpMinor), hitRate: `${label}: ${hitRateOf(mix.cost!.delta)}` };
+}
+
+/** Transfers of 0.01 among the users, every user sending and receiving in turn. */
+function transfers(users: BenchUser[]): autocannon.Request {
+	let n = 0;
+	return {
+		method: "POST",
+		path: "/api/v1/transactions/transfer",
+		setupRequest: (req: any) => {
+			n++;
+			const from = users[n % USERS];
+			const to = users[(n + 1 + (n % (USERS - 1))) % USERS];
+			return {
+				...req,
+				headers: { "Content-Type": "application/json", Authorization: `Bearer ${from.token}` },
+				body: JSON.stringify({ amount: 0.01, toUserId: to.id }),
+			};
+		},
+	};
 }
 
 /** GET /wallet/user and GET /transactions for every user in turn, and now and then a transfer between two of them. */
