@@ -481,6 +481,7 @@ async function main() {
 	const checks: string[] = [];
 	const hitRates: string[] = [];
 	const memory: string[] = [];
+	const live: string[] = [];
 
 	// The ceiling.
 	const raw = await spawnNode(
@@ -518,6 +519,7 @@ async function main() {
 			hitRates.push(e.hitRate);
 			memory.push(`embedded ${memoryOf(embedded.server.child)}`);
 			await stop(embedded.server.child);
+			live.push(`embedded ${liveDataOf([embedded.server], e.rows)}`);
 		}
 
 		// A cluster over RabbitMQ, its three nodes started together.
@@ -538,6 +540,7 @@ async function main() {
 			hitRates.push(withRedis ? c.hitRate : `${c.hitRate} (no Redis: balances and transactions are not cached on a cluster node)`);
 			memory.push(`cluster ${servers.map(s => `${s.name} ${memoryOf(s.child)}`).join(", ")}`);
 			await Promise.all(servers.map(s => stop(s.child)));
+			live.push(`cluster ${liveDataOf(servers, c.rows)}`);
 		}
 	} finally {
 		for (const child of children) if (child.exitCode === null) child.kill("SIGKILL");
@@ -546,7 +549,7 @@ async function main() {
 		if (withRedis) await removeCacheKeys(namespace).catch(err => console.error(`removing the run's Redis keys: ${err}`));
 	}
 
-	report(rows, checks, hitRates, memory);
+	report(rows, checks, hitRates, memory, live);
 	if (checks.some(c => !c.includes("conserved ("))) process.exitCode = 1;
 }
 
@@ -568,7 +571,21 @@ function breakdown(cost: Cost, metric: string, describe: (labels: string[]) => s
 	return entries.map(([what, perRequest]) => `${what} ${perRequest.toFixed(2)}`).join(", ") || "none";
 }
 
-function report(rows: Row[], checks: string[], hitRates: string[], memory: string[]) {
+/**
+ * The data a scenario leaves once its servers stopped (each store compacts its
+ * files as it closes: the live documents only), per transfer completed in the
+ * scenario, its users' signups and top-ups included.
+ */
+function liveDataOf(servers: Server[], rows: Row[]): string {
+	const { bytes, parts } = dataSize(servers.flatMap(s => (s.dataDir ? [s.dataDir] : [])));
+	const transfers = rows.reduce((sum, r) => sum + (r.cost?.transfers ?? 0), 0);
+	if (transfers === 0) return `${megabytes(bytes)}, no transfer`;
+	const per = (n: number) => Math.round(n / transfers);
+	const byKind = [...parts].sort((a, b) => b[1] - a[1]).map(([kind, size]) => `${kind} ${per(size)}`);
+	return `${per(bytes)} bytes per transfer over ${transfers} transfers (${byKind.join(", ")})`;
+}
+
+function report(rows: Row[], checks: string[], hitRates: string[], memory: string[], live: string[]) {
 	const ceiling = rows[0].rps;
 	console.log(
 		`\nnpm run bench${SMOKE ? " (BENCH_SMOKE=1)" : ""}: ${SECONDS} s per row, ${CONNECTIONS} connections, ${os.cpus().length} cores, Node ${process.version}\n`,
@@ -603,6 +620,7 @@ function report(rows: Row[], checks: string[], hitRates: string[], memory: strin
 	console.log(`\nmoney after the load: ${checks.join("; ")}`);
 	for (const line of hitRates) console.log(`read-heavy mix, ${line}`);
 	console.log(`RSS after the load: ${memory.join("; ")}`);
+	console.log(`data at stop, compacted: ${live.join("; ")}`);
 }
 
 /** The run's durable queues and exchange outlive its nodes: leave nothing in the RabbitMQ. */

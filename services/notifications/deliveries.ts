@@ -40,7 +40,7 @@ export interface DeliveryEntity {
 	userId: string;
 	/** As an operator sees it: a secret variable shows as "[sealed]". */
 	subject: string;
-	/** The template variables that are no secret. Absent only in records written before rendering moved to send time. */
+	/** The template variables that are no secret; dropped once the email is sent. Absent too in records written before rendering moved to send time. */
 	vars?: Record<string, string>;
 	/** The secret ones (a one-time token and the link carrying it), sealed ("mail-vars"); dropped once the email is sent. */
 	sealedVars?: string;
@@ -290,14 +290,17 @@ export class Deliveries {
 		else logger.info({ deliveryId: delivery._id, template: delivery.template, messageId: sent.messageId }, "email sent");
 	}
 
-	/** Unconditional (the email is out, whoever holds the lease now); its secrets and an older record's rendering are of no more use. */
+	/**
+	 * Unconditional (the email is out, whoever holds the lease now). What it was rendered from (its variables,
+	 * sealed or not, an older record's rendering) is of no more use: the record keeps what an operator reads.
+	 */
 	private async recordSent(delivery: DeliveryEntity, attempts: number, sent: SentMail): Promise<void> {
 		const at = new Date().toISOString();
 		await this.deps.store.updateOne(
 			{ _id: delivery._id },
 			{
 				$set: { status: "sent", attempts, messageId: sent.messageId, sentAt: at, updatedAt: at, leaseUntil: 0 },
-				$unset: { nextAttemptAt: true, deadAt: true, lastError: true, sealedVars: true, html: true, text: true },
+				$unset: { nextAttemptAt: true, deadAt: true, lastError: true, vars: true, sealedVars: true, html: true, text: true },
 			},
 		);
 	}

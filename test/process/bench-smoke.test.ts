@@ -162,6 +162,12 @@ describeWithInfra("npm run bench at its smoke size (BENCH_SMOKE=1)", rabbitmqNee
 		const perTransfer = [...run.stdout.matchAll(/^ {2}- data: (\d+) bytes per transfer/gm)].map(m => Number(m[1]));
 		expect(perTransfer).toHaveLength(6);
 		for (const bytes of perTransfer) expect(bytes).toBeGreaterThan(100);
+		// What the stores keep once compacted at stop, per transfer: the scenario's live data, the mail folder included.
+		const live = /^data at stop, compacted: embedded (\d+) bytes per transfer over (\d+) transfers \(.*transactions\/transactions\.db \d+.*\); cluster (\d+) bytes per transfer/m.exec(run.stdout);
+		expect(live).not.toBeNull();
+		expect(Number(live![1])).toBeGreaterThan(100);
+		expect(Number(live![2])).toBeGreaterThan(0);
+		expect(Number(live![3])).toBeGreaterThan(100);
 		const rss = /^RSS after the load: (.*)$/m.exec(run.stdout)?.[1] ?? "";
 		const megabytes = [...rss.matchAll(/(ceiling|embedded|gateway|core|notifications) (\d+) MB \(peak (\d+) MB\)/g)];
 		expect(megabytes.map(m => m[1])).toEqual(["ceiling", "embedded", "gateway", "core", "notifications"]);

@@ -90,8 +90,10 @@ describe("Deliveries", () => {
 		await sendDue();
 		expect(sent[0].text).toContain(`https://mint.example.com/verify-email?token=${TOKEN}`);
 		const done = await record();
-		expect(done).toMatchObject({ status: "sent", attempts: 1, messageId: "<1@test>" });
+		expect(done).toMatchObject({ status: "sent", attempts: 1, messageId: "<1@test>", subject: "Welcome to Mint, Grace: please verify your email" });
 		expect(done.sealedVars).toBeUndefined();
+		// Nor the rest of what it was rendered from: a sent record keeps what an operator reads.
+		expect(done.vars).toBeUndefined();
 		expect(counted).toEqual([["welcome", "sent"]]);
 	});
 
