@@ -35,6 +35,9 @@
  * BENCH_SMOKE=1: the same rows, small and short (1 s, 8 connections, 4 users,
  * one transfer in 10 in the mix), for CI (test/process/bench-smoke.test.ts).
  * BENCH_SECONDS, BENCH_CONNECTIONS and BENCH_TRANSFER_EVERY still win.
+ * BENCH_WORLD=<transactions>: the embedded rows once more on a large world
+ * (bench/world.ts: a tenth as many users, one of them a party to a tenth of
+ * the transactions), with its generation, start-up time and RSS.
  * BENCH_ONLY=embedded or BENCH_ONLY=cluster: that scenario alone (beside the ceiling).
  * BENCH_CPU_PROF=<dir>: every Mint node runs with --cpu-prof and writes its
  * profile there when it stops (open it in Chrome DevTools or speedscope).
@@ -49,6 +52,7 @@ import amqp from "amqplib";
 import autocannon from "autocannon";
 import Redis from "ioredis";
 import { DURABLE_SUBSCRIPTIONS } from "../contracts/events";
+import { generateWorld, HEAVY_EMAIL, HEAVY_PASSWORD } from "./world";
 
 const ROOT = path.resolve(__dirname, "../..");
 const SMOKE = process.env.BENCH_SMOKE === "1";
@@ -60,6 +64,8 @@ const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
 const ONLY = process.env.BENCH_ONLY;
 if (ONLY !== undefined && ONLY !== "embedded" && ONLY !== "cluster") throw new Error("BENCH_ONLY is embedded or cluster");
 const CPU_PROF = process.env.BENCH_CPU_PROF ? path.resolve(process.env.BENCH_CPU_PROF) : undefined;
+/** BENCH_WORLD=<transactions>: the embedded rows again on a world of that many transactions (bench/world.ts); 0: none. */
+const WORLD = Number(process.env.BENCH_WORLD ?? 0);
 /** The open-loop transfer row's fixed rate (autocannon's overallRate, -R), requests/s. */
 const FIXED_RATE = Number(process.env.BENCH_FIXED_RATE ?? (SMOKE ? 50 : 300));
 /** The read-heavy mix: one transfer in this many requests, the rest reads. */
@@ -317,9 +323,26 @@ interface BenchUser {
 	token: string;
 }
 
-async function seed(base: string): Promise<{ users: BenchUser[]; toppedUpMinor: number }> {
+/** The world's heavy user, logged in, first among the bench's users (it reads, sends and receives like them), and its balance. */
+async function heavyUser(base: string): Promise<{ user: BenchUser; balanceMinor: number }> {
+	const res = await call(base, "POST", "/api/v1/auth/login", { email: HEAVY_EMAIL, password: HEAVY_PASSWORD });
+	const token = /access\.token=([^;]+)/.exec(res.cookie)?.[1];
+	if (res.status !== 200 || !token) throw new Error(`heavy user login: ${res.status} ${JSON.stringify(res.body)}`);
+	const wallet = await call(base, "GET", "/api/v1/wallet/user", undefined, token);
+	return { user: { id: res.body.id, token }, balanceMinor: Math.round(wallet.body.balance * 100) };
+}
+
+/** The bench's users, each topped up with 1000.00 (in a world, its heavy user first, with the balance it has). */
+async function seed(base: string, world: boolean): Promise<{ users: BenchUser[]; toppedUpMinor: number }> {
 	const users: BenchUser[] = [];
-	for (let i = 0; i < USERS; i++) {
+	let toppedUpMinor = 0;
+	if (world) {
+		const heavy = await heavyUser(base);
+		users.push(heavy.user);
+		toppedUpMinor += heavy.balanceMinor;
+	}
+	while (users.length < USERS) {
+		const i = users.length;
 		const email = `bench-${i}-${Date.now()}@example.com`;
 		const res = await call(base, "POST", "/api/v1/auth/signup", {
 			firstName: "Bench",
@@ -334,8 +357,9 @@ async function seed(base: string): Promise<{ users: BenchUser[]; toppedUpMinor: 
 		users.push({ id: res.body.id, token });
 		const topUp = await call(base, "POST", "/api/v1/transactions/topup", { amount: 1000 }, token);
 		if (topUp.status !== 201) throw new Error(`topup: ${topUp.status}`);
+		toppedUpMinor += 100_000;
 	}
-	return { users, toppedUpMinor: USERS * 100_000 };
+	return { users, toppedUpMinor };
 }
 
 async function conserved(base: string, users: BenchUser[], toppedUpMinor: number): Promise<string> {
@@ -348,8 +372,8 @@ async function conserved(base: string, users: BenchUser[], toppedUpMinor: number
 	return total === toppedUpMinor ? `conserved (${total / 100} in ${users.length} wallets)` : `NOT CONSERVED: ${total} != ${toppedUpMinor}`;
 }
 
-async function mintScenarios(label: string, base: string, servers: Server[]): Promise<{ rows: Row[]; check: string; hitRate: string }> {
-	const { users, toppedUpMinor } = await seed(base);
+async function mintScenarios(label: string, base: string, servers: Server[], world = false): Promise<{ rows: Row[]; check: string; hitRate: string }> {
+	const { users, toppedUpMinor } = await seed(base, world);
 	const reader = users[0];
 	const rows = [
 		await measured(servers, () => load(`${label}: GET /wallet/user`, `${base}/api/v1/wallet/user`, { headers: { Authorization: `Bearer ${reader.token}` } })),
@@ -482,6 +506,7 @@ async function main() {
 	const hitRates: string[] = [];
 	const memory: string[] = [];
 	const live: string[] = [];
+	const worlds: string[] = [];
 
 	// The ceiling.
 	const raw = await spawnNode(
@@ -522,6 +547,28 @@ async function main() {
 			live.push(`embedded ${liveDataOf([embedded.server], e.rows)}`);
 		}
 
+		// The embedded default again, on a large world generated into its store first.
+		if (WORLD > 0 && ONLY !== "cluster") {
+			const dir = tmp();
+			const world = await generateWorld(dir, WORLD);
+			const label = `embedded, world of ${WORLD}`;
+			const startedAt = Date.now();
+			const node = await startServer("world", common, MINT_UP, dir);
+			const startup = Date.now() - startedAt;
+			worlds.push(
+				`${label}: ${world.users} users, ${world.transactions} transactions (the heavy user in ${world.heavyTransactions}), ` +
+					`${megabytes(world.bytes)} generated in ${(world.ms / 1000).toFixed(1)} s; started in ${(startup / 1000).toFixed(1)} s, ` +
+					`RSS at start ${memoryOf(node.server.child)}`,
+			);
+			const w = await mintScenarios(label, node.match[1], [node.server], true);
+			rows.push(...w.rows);
+			checks.push(`${label}: ${w.check}`);
+			hitRates.push(w.hitRate);
+			memory.push(`${label} ${memoryOf(node.server.child)}`);
+			await stop(node.server.child);
+			live.push(`${label} ${megabytes(dataSize([dir]).bytes)} in all at stop`);
+		}
+
 		// A cluster over RabbitMQ, its three nodes started together.
 		if (ONLY !== "embedded") {
 			withRedis = await redisAnswers();
@@ -550,6 +597,7 @@ async function main() {
 	}
 
 	report(rows, checks, hitRates, memory, live);
+	for (const line of worlds) console.log(line);
 	if (checks.some(c => !c.includes("conserved ("))) process.exitCode = 1;
 }
 

@@ -44,6 +44,7 @@ import { DbMixin, type DbVars } from "../mixins/db.mixin";
 import { HealthMixin } from "../mixins/health.mixin";
 import { OutboxRelay, type OutboxVars } from "../mixins/outbox.mixin";
 import { PeriodicJobs, type PeriodicVars } from "../mixins/periodic.mixin";
+import { migrateTransactions } from "./transactions/migrations";
 import { TransactionOutbox } from "./transactions/outbox";
 import { TransactionProcessor } from "./transactions/processing";
 import { replayHistory } from "./transactions/state-machine";
@@ -105,8 +106,9 @@ export default function createTransactionsService(config: Config) {
 			DbMixin(config, "transactions", {
 				name: "transactions",
 				// No index on status: NeDB re-indexes every index on each update, and a status shared by most
-				// transactions makes that cost grow with them. The sweeper finds its work by the lease instead.
-				indexes: [{ fields: { userId: 1 } }, { fields: { fromUserId: 1 } }, { fields: { toUserId: 1 } }, { fields: { leaseUntil: 1 }, sparse: true }],
+				// transactions makes that cost grow with them. The sweeper finds its work by the lease, the relay
+				// by the outbox count, both sparse (present only while there is work); a user's list by `parties`.
+				indexes: [{ fields: { parties: 1 } }, { fields: { leaseUntil: 1 }, sparse: true }, { fields: { unpublished: 1 }, sparse: true }],
 			}),
 		],
 
@@ -245,6 +247,12 @@ export default function createTransactionsService(config: Config) {
 					return { redriven: claimed, transaction: toTransactionView(await this.findAny(ctx.params.id)) };
 				},
 			},
+		},
+
+		/** Transactions from an older Mint brought in line (transactions/migrations.ts); nothing to do once they are. */
+		async started() {
+			const changed = await migrateTransactions(this.adapter);
+			if (changed.parties + changed.published > 0) this.logger.info(changed, "transactions brought in line with the parties and outbox indexes");
 		},
 
 		created() {

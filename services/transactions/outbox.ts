@@ -3,10 +3,12 @@
  * together: the history record and the `unpublished` count in one update
  * (state-machine.ts). The event then goes out at once; once its driver has
  * taken the transaction to a final state with every event out, one update
- * sets the count to 0 (not one per event). If publishing fails, or the node
- * dies first, the relay (OutboxRelay, driven by the service) publishes the
- * whole history again later, under the same event ids, and sets the count to
- * 0 by compare-and-set.
+ * removes the count (not one update per event). If publishing fails, or the
+ * node dies first, the relay (OutboxRelay, driven by the service) publishes
+ * the whole history again later, under the same event ids, and removes the
+ * count by compare-and-set. The count exists only while something is left
+ * to publish: its sparse index is how the relay finds its work without
+ * reading every transaction.
  */
 import type { Logger } from "moleculer";
 import type { EventEnvelope, EventPayload } from "../../contracts/events";
@@ -95,7 +97,7 @@ export class TransactionOutbox {
 	 */
 	async clear(tx: TransactionEntity, announced: Announced): Promise<void> {
 		if (!isFinal(tx.status) || !announced.allOut || announced.recorded === 0) return;
-		await this.store.updateOne({ _id: tx._id, unpublished: announced.recorded }, { $set: { unpublished: 0 } });
+		await this.store.updateOne({ _id: tx._id, unpublished: announced.recorded }, { $unset: { unpublished: true } });
 	}
 
 	/** Transactions with events not confirmed published, unchanged since before `quietBefore` (how many: the backlog gauge). */
@@ -118,7 +120,7 @@ export class TransactionOutbox {
 			this.logger.warn({ err, transactionId: tx._id }, "outbox relay could not publish; will try again");
 			return 0;
 		}
-		await this.store.updateOne({ _id: tx._id, unpublished: tx.unpublished }, { $set: { unpublished: 0 } });
+		await this.store.updateOne({ _id: tx._id, unpublished: tx.unpublished }, { $unset: { unpublished: true } });
 		return tx.history.length;
 	}
 }

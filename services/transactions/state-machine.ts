@@ -69,7 +69,7 @@ export function afterMove(tx: TransactionEntity, record: HistoryRecord): Transac
 		updatedAt: record.at,
 		...(record.reason ? { reason: record.reason } : {}),
 		history: [...tx.history, record],
-		unpublished: tx.unpublished + 1,
+		unpublished: (tx.unpublished ?? 0) + 1,
 	};
 	if (isFinal(record.status)) delete moved.leaseUntil;
 	return moved;

@@ -18,7 +18,7 @@ import { isDuplicateKeyError, type Store } from "../../mixins/db.mixin";
 import { Announced, type TransactionOutbox } from "./outbox";
 import { INSUFFICIENT_FUNDS, type TransactionProcessor } from "./processing";
 import { isFinal } from "./state-machine";
-import { toTransactionView, type TransactionDraft, type TransactionEntity } from "./views";
+import { partiesOf, toTransactionView, type TransactionDraft, type TransactionEntity } from "./views";
 
 const IDEMPOTENCY_KEY = /^[\x20-\x7e]{1,255}$/;
 
@@ -72,6 +72,7 @@ export function newTransaction(
 	const tx: TransactionEntity = {
 		_id: id,
 		...draft,
+		parties: partiesOf(draft),
 		status: "Pending",
 		currency,
 		...(idempotencyKey !== undefined ? { idempotencyKey } : {}),

@@ -10,7 +10,8 @@ import type { MovementRequest } from "../../contracts/money";
 import { TransactionProcessor } from "../../services/transactions/processing";
 import { IllegalMove, NEXT, replayHistory, transactionEventId, transition } from "../../services/transactions/state-machine";
 import { TransactionSubmitter, newTransaction, requestHashOf, transactionIdFor, transferDraft, topUpDraft } from "../../services/transactions/submit";
-import { toTransactionView, type TransactionDraft, type TransactionEntity } from "../../services/transactions/views";
+import { migrateTransactions } from "../../services/transactions/migrations";
+import { partyQuery, toTransactionView, type TransactionDraft, type TransactionEntity } from "../../services/transactions/views";
 import { testConfig } from "../helpers/mint";
 
 const at = "2026-01-01T00:00:00.000Z";
@@ -222,7 +223,7 @@ describe("TransactionOutbox", () => {
 		const updates = jest.spyOn(store, "updateOne");
 		await outbox.clear(current, announced);
 		expect(updates).toHaveBeenCalledTimes(1);
-		expect((await load("tx1")).unpublished).toBe(0);
+		expect((await load("tx1")).unpublished).toBeUndefined();
 	});
 
 	it("leaves the count to the relay when the driver did not record every change counted, or one of its events did not go out", async () => {
@@ -272,7 +273,7 @@ describe("TransactionOutbox", () => {
 			["transaction.processing", transactionEventId("tx1", "Processing")],
 			["transaction.completed", transactionEventId("tx1", "Completed")],
 		]);
-		expect((await load("tx1")).unpublished).toBe(0);
+		expect((await load("tx1")).unpublished).toBeUndefined();
 	});
 
 	it("leaves the count alone when a change was recorded while the relay published (compare-and-set)", async () => {
@@ -361,7 +362,9 @@ describe("TransactionSubmitter", () => {
 		jest.restoreAllMocks();
 		const stored = await load(result.transaction.id);
 		expect(result).toEqual({ replayed: false, final: true, transaction: toTransactionView(stored) });
-		expect(stored).toMatchObject({ status: "Completed", unpublished: 0 });
+		expect(stored).toMatchObject({ status: "Completed", parties: ["u1", "u2"] });
+		// Nothing left to publish, nothing left to drive: neither sparse field remains.
+		expect(stored.unpublished).toBeUndefined();
 		expect(stored.leaseUntil).toBeUndefined();
 		expect(stored.history.map(h => h.status)).toEqual(["Pending", "Processing", "Completed"]);
 	});
@@ -392,5 +395,24 @@ describe("TransactionSubmitter", () => {
 		});
 		await expect(submitter.submit(topUpDraft(1, "u1", 100_000_00), "\n", checks)).rejects.toMatchObject({ code: 400 });
 		expect(await store.count({})).toBe(1);
+	});
+});
+
+describe("migrateTransactions (transactions from an older Mint)", () => {
+	it("gives each its parties and drops an outbox count of 0, once; the party query then finds them", async () => {
+		const legacy = (id: string, draft: TransactionDraft, unpublished: number) => {
+			const { parties, ...tx } = newTransaction(id, draft, { currency: "USD", requestHash: requestHashOf(draft), leaseUntil: 1, now: at });
+			return { ...tx, unpublished } as TransactionEntity;
+		};
+		await store.insertMany([legacy("old-topup", topUp, 0), legacy("old-transfer", transfer, 0), legacy("old-unsent", transfer, 2)]);
+		expect(await migrateTransactions(store)).toEqual({ parties: 3, published: 2 });
+		expect(await migrateTransactions(store)).toEqual({ parties: 0, published: 0 });
+		expect((await load("old-topup")).parties).toEqual(["u1"]);
+		expect((await load("old-transfer")).parties).toEqual(["u1", "u2"]);
+		expect((await load("old-transfer")).unpublished).toBeUndefined();
+		// What is left to publish stays counted, for the relay.
+		expect((await load("old-unsent")).unpublished).toBe(2);
+		const ofU2 = await store.find({ query: partyQuery("u2"), sort: ["_id"] });
+		expect(ofU2.map(tx => tx._id)).toEqual(["old-transfer", "old-unsent"]);
 	});
 });

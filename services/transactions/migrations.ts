@@ -1,0 +1,20 @@
+/**
+ * Transactions written by an older Mint, brought in line at start (each step
+ * touches nothing once done, and finds its documents through an index):
+ * - `parties`, what a user's list is found by, on transactions without it;
+ * - no `unpublished: 0`: the count exists only while events are left to
+ *   publish, so its sparse index holds the relay's work and nothing else.
+ */
+import type { Store } from "../../mixins/db.mixin";
+import { partiesOf, type TransactionEntity } from "./views";
+
+/** How many transactions each step changed. */
+export async function migrateTransactions(store: Store<TransactionEntity>): Promise<{ parties: number; published: number }> {
+	let parties = 0;
+	// `{parties: null}` also matches a document without the field (MongoDB's semantics, on both stores).
+	for (const tx of await store.find({ query: { parties: null } })) {
+		parties += await store.updateOne({ _id: tx._id, parties: null }, { $set: { parties: partiesOf(tx) } });
+	}
+	const published = await store.updateMany({ unpublished: 0 }, { $unset: { unpublished: true } });
+	return { parties, published };
+}
