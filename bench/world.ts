@@ -145,7 +145,6 @@ export async function generateWorld(dataDir: string, transactions: number): Prom
 				status: "Completed",
 				currency: "USD",
 				requestHash: crypto.randomBytes(32).toString("hex"),
-				unpublished: 0,
 				history: [
 					{ status: "Pending", at: pending },
 					{ status: "Processing", at: processing },
@@ -159,7 +158,7 @@ export async function generateWorld(dataDir: string, transactions: number): Prom
 
 	let heavyTransactions = 0;
 	for (let u = 0; u < users; u++) {
-		const tx = completed({ type: "TopUp", userId: userIds[u] }, TOP_UP_MINOR, userIds[u]);
+		const tx = completed({ type: "TopUp", userId: userIds[u], parties: [userIds[u]] }, TOP_UP_MINOR, userIds[u]);
 		move(u, tx.id, "credit", TOP_UP_MINOR, tx.done);
 		files.transactions.add(tx.doc);
 		if (u === 0) heavyTransactions++;
@@ -173,7 +172,11 @@ export async function generateWorld(dataDir: string, transactions: number): Prom
 		if (from === to) to = to === users - 1 ? 1 : to + 1;
 		const amountMinor = 1 + Math.floor(random() * 100);
 		if (balance[from] < amountMinor) continue;
-		const tx = completed({ type: "Transfer", fromUserId: userIds[from], toUserId: userIds[to] }, amountMinor, userIds[from]);
+		const tx = completed(
+			{ type: "Transfer", fromUserId: userIds[from], toUserId: userIds[to], parties: [userIds[from], userIds[to]] },
+			amountMinor,
+			userIds[from],
+		);
 		move(from, tx.id, "debit", -amountMinor, tx.done);
 		move(to, tx.id, "credit", amountMinor, tx.done);
 		files.transactions.add(tx.doc);

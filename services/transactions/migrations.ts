@@ -8,12 +8,19 @@
 import type { Store } from "../../mixins/db.mixin";
 import { partiesOf, type TransactionEntity } from "./views";
 
+/** Updates in flight at once: the store groups their writes (one by one, 20,000 took 29 s at start). */
+const CONCURRENT_UPDATES = 256;
+
 /** How many transactions each step changed. */
 export async function migrateTransactions(store: Store<TransactionEntity>): Promise<{ parties: number; published: number }> {
 	let parties = 0;
 	// `{parties: null}` also matches a document without the field (MongoDB's semantics, on both stores).
-	for (const tx of await store.find({ query: { parties: null } })) {
-		parties += await store.updateOne({ _id: tx._id, parties: null }, { $set: { parties: partiesOf(tx) } });
+	const missing = await store.find({ query: { parties: null } });
+	for (let i = 0; i < missing.length; i += CONCURRENT_UPDATES) {
+		const changed = await Promise.all(
+			missing.slice(i, i + CONCURRENT_UPDATES).map(tx => store.updateOne({ _id: tx._id, parties: null }, { $set: { parties: partiesOf(tx) } })),
+		);
+		for (const n of changed) parties += n;
 	}
 	const published = await store.updateMany({ unpublished: 0 }, { $unset: { unpublished: true } });
 	return { parties, published };

@@ -404,7 +404,7 @@ describe("migrateTransactions (transactions from an older Mint)", () => {
 			const { parties, ...tx } = newTransaction(id, draft, { currency: "USD", requestHash: requestHashOf(draft), leaseUntil: 1, now: at });
 			return { ...tx, unpublished } as TransactionEntity;
 		};
-		await store.insertMany([legacy("old-topup", topUp, 0), legacy("old-transfer", transfer, 0), legacy("old-unsent", transfer, 2)]);
+		for (const tx of [legacy("old-topup", topUp, 0), legacy("old-transfer", transfer, 0), legacy("old-unsent", transfer, 2)]) await store.insert(tx);
 		expect(await migrateTransactions(store)).toEqual({ parties: 3, published: 2 });
 		expect(await migrateTransactions(store)).toEqual({ parties: 0, published: 0 });
 		expect((await load("old-topup")).parties).toEqual(["u1"]);
