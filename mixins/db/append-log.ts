@@ -63,6 +63,9 @@ export class AppendLog {
 	/** File writes so far, and the changes they carried: how much the grouping saves. */
 	writes = 0;
 	changes = 0;
+	/** The file's size when it was opened (after a compaction: its live documents), and the bytes appended since. */
+	baseBytes = 0;
+	appendedBytes = 0;
 
 	private constructor(
 		private readonly persistence: NedbPersistence,
@@ -83,6 +86,8 @@ export class AppendLog {
 
 	private async open(): Promise<void> {
 		this.handle = await fsp.open(this.persistence.filename, "a", this.fileMode);
+		this.baseBytes = (await this.handle.stat()).size;
+		this.appendedBytes = 0;
 	}
 
 	/** Buffers the documents' new state, in the order NeDB applied the changes; the next write carries it. */
@@ -113,6 +118,7 @@ export class AppendLog {
 			() => {
 				this.writes++;
 				this.changes += count;
+				this.appendedBytes += Buffer.byteLength(text);
 				this.cutOff = false;
 				this.buffered.splice(0, count);
 				this.advance(upTo);

@@ -61,11 +61,16 @@ export function withMongoNulls(query: object): object {
 	return out;
 }
 
+/** How often a data file's growth is checked, and the least growth worth a compaction. */
+const COMPACTION_CHECK_MS = 30_000;
+const COMPACTION_MIN_BYTES = 4 << 20;
+
 /** (NeDB hands out plain copies already, as PlainDocuments assumes.) */
 export class NedbAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> {
 	private db: Nedb<T> | null = null;
 	/** The data file's appends, grouped (mixins/db/append-log.ts): a write answers once its lines are in the file. */
 	private log: AppendLog | null = null;
+	private compactionTimer: NodeJS.Timeout | null = null;
 	/** Counts each operation in `mint_store_operations_total` (lib/business-metrics.ts), once init() has the broker. */
 	private counted: (operation: string) => void = () => undefined;
 
@@ -98,8 +103,8 @@ export class NedbAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> {
 		// (NeDB's typings leave out its `indexes` map, keyed by field name.)
 		const present = Object.keys((db as unknown as { indexes: Record<string, unknown> }).indexes);
 		for (const fieldName of present) if (!wanted.has(fieldName)) await db.removeIndexAsync(fieldName);
-		// NeDB appends every write; compact the file now and then.
-		db.setAutocompactionInterval(10 * 60_000);
+		// NeDB appends every write: the file is compacted once what was appended outgrows what was there (compactIfGrown).
+		this.compactionTimer = setInterval(() => void this.compactIfGrown().catch(() => undefined), COMPACTION_CHECK_MS).unref();
 		await this.log.written();
 		this.db = db;
 	}
@@ -108,11 +113,23 @@ export class NedbAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> {
 		const db = this.db;
 		this.db = null;
 		if (db) {
-			db.stopAutocompaction();
+			if (this.compactionTimer) clearInterval(this.compactionTimer);
 			await db.compactDatafileAsync();
 			await this.log?.close();
 			this.log = null;
 		}
+	}
+
+	/**
+	 * Compacts the data file (NeDB rewrites it from memory: the live documents only) once the lines appended
+	 * since it was last written outgrow it, and at least COMPACTION_MIN_BYTES: the file stays under about twice
+	 * its live size, and a full rewrite costs as much as the appends it reclaims. Whether it compacted.
+	 */
+	async compactIfGrown(): Promise<boolean> {
+		const { db, log } = this;
+		if (!db || !log || log.appendedBytes < Math.max(log.baseBytes, COMPACTION_MIN_BYTES)) return false;
+		await db.compactDatafileAsync();
+		return true;
 	}
 
 	private get store(): Nedb<T> {

@@ -119,4 +119,27 @@ describe("AppendLog on a NeDB data file", () => {
 		jest.restoreAllMocks();
 		expect([...(await reload(file)).keys()].sort()).toEqual(["kept", "lost"]);
 	});
+
+	it("compacts the file once what was appended outgrows it (and 4 MiB), not before; the documents stay", async () => {
+		const file = path.join(dir, "docs.db");
+		const adapter = await openAdapter(file);
+		try {
+			const padding = "x".repeat(1000);
+			await adapter.insert({ _id: "a", n: 0, padding } as Doc);
+			for (let i = 1; i <= 1000; i++) await adapter.updateOne({ _id: "a" }, { $set: { n: -i } });
+			// About 1 MB appended: not worth a rewrite yet.
+			expect(await adapter.compactIfGrown()).toBe(false);
+			for (let round = 0; round < 4; round++) {
+				await Promise.all(Array.from({ length: 1000 }, (_, i) => adapter.updateOne({ _id: "a" }, { $inc: { n: 1 } }).then(() => i)));
+			}
+			expect(fs.statSync(file).size).toBeGreaterThan(4 << 20);
+			expect(await adapter.compactIfGrown()).toBe(true);
+			expect(fs.statSync(file).size).toBeLessThan(2000);
+			expect(await adapter.compactIfGrown()).toBe(false);
+			await adapter.updateOne({ _id: "a" }, { $set: { n: 7 } });
+		} finally {
+			await adapter.disconnect();
+		}
+		expect((await reload(file)).get("a")).toMatchObject({ _id: "a", n: 7 });
+	});
 });
