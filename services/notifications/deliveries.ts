@@ -108,7 +108,11 @@ const BATCH = 50;
 /** Emails one worker sends at once (each waits on its store writes and the mail server, not on the CPU). */
 export const SEND_CONCURRENCY = 8;
 /** The store indexes these queries rely on: the sparse fields above, and the operator's lookup by user. */
-export const DELIVERY_INDEXES: IndexSpec[] = [{ fields: { nextAttemptAt: 1 }, sparse: true }, { fields: { deadAt: 1 }, sparse: true }, { fields: { userId: 1 } }];
+export const DELIVERY_INDEXES: IndexSpec[] = [
+	{ fields: { nextAttemptAt: 1 }, sparse: true },
+	{ fields: { deadAt: 1 }, sparse: true },
+	{ fields: { userId: 1 } },
+];
 /** Dead letters: every record with a `deadAt` (an ISO time, so any string). */
 const DEAD = { deadAt: { $gte: "" } };
 /** What a secret variable renders as wherever the record keeps a rendering. */

@@ -163,7 +163,10 @@ describeWithInfra("npm run bench at its smoke size (BENCH_SMOKE=1)", rabbitmqNee
 		expect(perTransfer).toHaveLength(6);
 		for (const bytes of perTransfer) expect(bytes).toBeGreaterThan(100);
 		// What the stores keep once compacted at stop, per transfer: the scenario's live data, the mail folder included.
-		const live = /^data at stop, compacted: embedded (\d+) bytes per transfer over (\d+) transfers \(.*transactions\/transactions\.db \d+.*\); cluster (\d+) bytes per transfer/m.exec(run.stdout);
+		const live =
+			/^data at stop, compacted: embedded (\d+) bytes per transfer over (\d+) transfers \(.*transactions\/transactions\.db \d+.*\); cluster (\d+) bytes per transfer/m.exec(
+				run.stdout,
+			);
 		expect(live).not.toBeNull();
 		expect(Number(live![1])).toBeGreaterThan(100);
 		expect(Number(live![2])).toBeGreaterThan(0);
