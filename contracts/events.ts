@@ -45,6 +45,8 @@ const WALLET_MOVEMENT = {
 	direction: { type: "enum", values: MOVEMENT_DIRECTIONS },
 	amountMinor: { ...MINOR, positive: true },
 	balanceMinor: MINOR,
+	/** The wallet's version after this movement (its ledger entry's seq): orders one wallet's movements, which may arrive out of order. */
+	version: { ...MINOR, positive: true, optional: true },
 } as const;
 
 export const EVENT_CONTRACTS = {

@@ -96,6 +96,13 @@ export interface Config {
 	 */
 	/** `sampleRate`: the share of traces exported (TRACING_SAMPLE_RATE); every request still gets its trace id in the logs. */
 	tracing: { zipkinUrl?: string; console: boolean; sampleRate: number };
+	/**
+	 * GET /api/v1/wallet/stream, on each gateway node: how many streams one
+	 * user and the whole node may hold open (429 beyond), and how often a
+	 * quiet stream gets a heartbeat comment (below the edge's read timeout:
+	 * nginx's is 75 s for the stream).
+	 */
+	streams: { perUser: number; perNode: number; heartbeatSec: number };
 	transactions: {
 		topUpMaxMinor: number;
 		transferMaxMinor: number;
@@ -375,6 +382,11 @@ export function loadConfig(env: Env = process.env): Config {
 			zipkinUrl: url(env, "ZIPKIN_URL", ["http:", "https:"])?.replace(/\/+$/, ""),
 			sampleRate: fraction(env, "TRACING_SAMPLE_RATE", 1),
 			console: tracingConsole(env),
+		},
+		streams: {
+			perUser: int(env, "STREAMS_PER_USER", 5, 1, 1000),
+			perNode: int(env, "STREAMS_PER_NODE", 10_000, 1, 1_000_000),
+			heartbeatSec: int(env, "STREAM_HEARTBEAT_SEC", 15, 1, 60),
 		},
 		transactions: {
 			topUpMaxMinor: majorLimit(env, "TOPUP_MAX", 100_000_00),

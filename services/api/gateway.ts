@@ -1,7 +1,7 @@
 /**
  * Where moleculer-web's loose types meet ours: the meta the gateway puts on
- * every call, what the moleculer-web mixin adds to the service, and the one
- * call into moleculer-web's own method that its typings cannot express.
+ * every call, what the moleculer-web mixin adds to the service, and the two
+ * calls into moleculer-web's own methods that its typings cannot express.
  */
 import type { Server } from "node:http";
 import type { Context } from "moleculer";
@@ -43,4 +43,13 @@ const moleculerWebWriteCorsHeaders = (ApiGateway.methods as { writeCorsHeaders: 
 
 export function writeMoleculerWebCorsHeaders(service: unknown, route: CorsRoute, req: Req, res: Res, isPreFlight: boolean): void {
 	moleculerWebWriteCorsHeaders.call(service, route, req, res, isPreFlight);
+}
+
+type HttpHandler = (this: unknown, req: Req, res: Res, next?: unknown) => Promise<void>;
+
+/** moleculer-web's own httpHandler (the server's request listener), which Mint's override hands every request but the wallet stream. Same cast as above. */
+const moleculerWebHttpHandler = (ApiGateway.methods as { httpHandler: HttpHandler }).httpHandler;
+
+export function routeThroughMoleculerWeb(service: unknown, req: Req, res: Res, next?: unknown): Promise<void> {
+	return moleculerWebHttpHandler.call(service, req, res, next);
 }

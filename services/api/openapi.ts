@@ -2,13 +2,14 @@
  * The OpenAPI 3.1 document of Mint's HTTP surface: the one source, served
  * at GET /api/v1/openapi.json and read by the docs page (/api/docs).
  *
- * Every alias the gateway serves (routes.ts, and the pages of pages.ts) is
- * an operation here and nothing else is: test/http/openapi.http.test.ts
- * compares both ways and validates the answers it sees against these
- * schemas. Built from the config, so the amount limits and the currency it
+ * Every alias the gateway serves (routes.ts, and the pages of pages.ts),
+ * and the wallet stream served beside them, is an operation here and
+ * nothing else is: test/http/openapi.http.test.ts compares both ways and
+ * validates the answers it sees against these schemas. Built from the
+ * config, so the amount limits, the currency and the stream's bounds it
  * states are this deployment's.
  */
-import { TRANSACTION_STATUSES, TRANSACTION_TYPES } from "../../contracts/money";
+import { MOVEMENT_DIRECTIONS, TRANSACTION_STATUSES, TRANSACTION_TYPES } from "../../contracts/money";
 import type { Config } from "../../lib/config";
 import { JSON_BOUNDS } from "./json-body";
 
@@ -28,11 +29,12 @@ const SECURITY: Record<Access, Json[]> = {
 	"refresh-cookie": [{ refreshCookie: [] }],
 };
 
-/** A success answer: status, what it means, its JSON body (none for 204) and headers beyond X-Request-Id. */
+/** A success answer: status, what it means, its body (JSON unless `mediaType` says otherwise; none for 204) and headers beyond X-Request-Id. */
 interface Success {
 	status: number;
 	description: string;
 	schema?: Json;
+	mediaType?: string;
 	headers?: Record<string, Json>;
 }
 
@@ -90,7 +92,7 @@ function operation(method: string, spec: OperationSpec): Json {
 		responses[ok.status] = {
 			description: ok.description,
 			headers: { "X-Request-Id": header("X-Request-Id"), ...ok.headers },
-			...(ok.schema ? { content: jsonContent(ok.schema) } : {}),
+			...(ok.schema ? { content: { [ok.mediaType ?? "application/json"]: { schema: ok.schema } } } : {}),
 		};
 	}
 	for (const status of [...errors].sort((a, b) => a - b)) responses[status] = errorRef(status);
@@ -165,6 +167,27 @@ const IDEMPOTENCY_KEY = {
 		"Makes the submission safe to retry (scoped to the user, kept at least 24 h): the same key with the same body answers the original transaction (200, `Idempotent-Replayed: true`) and moves no money again; with another body it is 422.",
 	schema: { type: "string", pattern: "^[\\x20-\\x7e]{1,255}$" },
 };
+
+const LAST_EVENT_ID = {
+	name: "Last-Event-ID",
+	in: "header",
+	required: false,
+	description: "Sent by EventSource when it reconnects. Nothing is replayed: the stream starts with the current wallet either way.",
+	schema: { type: "string" },
+};
+
+/** GET /api/v1/wallet/stream: the event format, and this deployment's bounds. */
+const walletStreamDescription = (
+	config: Config,
+) => `Server-sent events (\`text/event-stream\`; in a browser, \`new EventSource("/api/v1/wallet/stream")\`). Each event has an \`id:\`, an \`event:\` name and one line of JSON \`data:\`:
+
+- \`balance\`: first the wallet as GET /wallet/user shows it (\`Wallet\`); then, after each movement of the wallet, its new balance with the movement (\`BalanceChange\`).
+- \`transaction\`: each status change of a transaction the caller is a party to (\`TransactionChange\`).
+- \`end\`: the server ends the stream, and says why (\`StreamEnd\`).
+
+A comment line (\`: heartbeat\`) comes every ${config.streams.heartbeatSec} s, so that proxies keep a quiet stream open. An event's id is the same on every stream that gets it. Nothing is replayed: a reconnect, with or without \`Last-Event-ID\`, starts with the current wallet.
+
+The stream ends with its session: a logout, logout-all or password reset (\`end\` with \`session-revoked\`: sign in again), or the expiry of the access token (\`session-expired\`: reconnect; with the cookies the refresh cookie renews the session). On shutdown the server sends \`retry:\` (1-5 s) and \`end\` with \`shutdown\`: reconnect then. Each gateway node holds at most ${config.streams.perUser} streams per user and ${config.streams.perNode} in all (429 beyond). A client that does not read what it is sent is disconnected.`;
 
 const moneySubmitted = (what: string): Success[] => [
 	{
@@ -305,6 +328,55 @@ function schemas(config: Config): Json {
 				currency,
 				createdAt: TIME,
 				updatedAt: TIME,
+			},
+		},
+		BalanceChange: {
+			type: "object",
+			description:
+				"The data of a `balance` event after a movement: the wallet's new balance, and the movement (direction `refund`: a failed transfer's debit given back)",
+			required: ["id", "userId", "balance", "currency", "updatedAt", "transactionId", "direction", "amount"],
+			additionalProperties: false,
+			properties: {
+				id: { ...ID, description: "The wallet's id" },
+				userId: ID,
+				balance: { type: "number", minimum: 0, description: "Major units; never below zero" },
+				currency,
+				updatedAt: { ...TIME, description: "When the movement happened" },
+				transactionId: ID,
+				direction: { type: "string", enum: [...MOVEMENT_DIRECTIONS] },
+				amount: { type: "number", exclusiveMinimum: 0, description: "Major units" },
+			},
+		},
+		TransactionChange: {
+			type: "object",
+			description:
+				"The data of a `transaction` event: the transaction as GET /transactions/{id} shows it, without `createdAt`; `updatedAt` is when it took this status",
+			required: ["id", "type", "status", "amount", "currency", "updatedAt"],
+			additionalProperties: false,
+			properties: {
+				id: ID,
+				type: { type: "string", enum: [...TRANSACTION_TYPES] },
+				status: { type: "string", enum: [...TRANSACTION_STATUSES] },
+				amount: { type: "number", exclusiveMinimum: 0, description: "Major units" },
+				currency,
+				userId: ID,
+				fromUserId: ID,
+				toUserId: ID,
+				reason: { type: "string" },
+				updatedAt: TIME,
+			},
+		},
+		StreamEnd: {
+			type: "object",
+			description: "The data of an `end` event: why the server ends the stream",
+			required: ["reason"],
+			additionalProperties: false,
+			properties: {
+				reason: {
+					type: "string",
+					enum: ["session-revoked", "session-expired", "shutdown"],
+					description: "session-revoked: sign in again; session-expired: reconnect (the refresh cookie renews the session); shutdown: reconnect after `retry:`",
+				},
 			},
 		},
 		Transaction: {
@@ -448,7 +520,7 @@ function schemas(config: Config): Json {
 	};
 }
 
-function paths(): Json {
+function paths(config: Config): Json {
 	return {
 		"/api/v1/auth/signup": {
 			post: operation("post", {
@@ -600,6 +672,32 @@ function paths(): Json {
 				summary: "The caller's wallet (created at once if the signup event has not arrived yet)",
 				access: "signed-in",
 				ok: [{ status: 200, description: "The wallet", schema: ref("Wallet") }],
+			}),
+		},
+		"/api/v1/wallet/stream": {
+			get: operation("get", {
+				id: "walletStream",
+				tag: "Wallet",
+				summary: "The caller's wallet as it changes: server-sent events (balance, transaction, end)",
+				description: walletStreamDescription(config),
+				access: "signed-in",
+				parameters: [LAST_EVENT_ID],
+				ok: [
+					{
+						status: 200,
+						description: "The stream: open until the session ends, the client leaves or the node stops",
+						mediaType: "text/event-stream",
+						schema: {
+							type: "string",
+							description:
+								"`balance`, `transaction` and `end` events (data: Wallet, then BalanceChange; TransactionChange; StreamEnd) and `: heartbeat` comments",
+							examples: [
+								'id: 0b6f3c1e-...\nevent: balance\ndata: {"id":"...","userId":"...","balance":24.5,"currency":"USD","createdAt":"...","updatedAt":"..."}\n\n: heartbeat\n\n',
+							],
+						},
+					},
+				],
+				errors: [429],
 			}),
 		},
 		"/api/v1/wallet/health": serviceHealth("wallet"),
@@ -755,7 +853,7 @@ export function openApiDocument(config: Config): Json {
 			{ name: "Meta", description: "This document" },
 			{ name: "Pages", description: "HTML pages (email links, these docs) and their static files" },
 		],
-		paths: paths(),
+		paths: paths(config),
 		components: {
 			schemas: schemas(config),
 			securitySchemes: {

@@ -75,10 +75,14 @@ export function whileStarting(
 	_res: Res,
 	next: (err?: unknown) => void,
 ): void {
-	if (ANSWERED_WHILE_STARTING.test(req.parsedUrl)) next();
-	else if (this.broker.stopping) next(unavailable("Mint is shutting down, try again shortly"));
-	else if (!this.broker.started) next(unavailable("Mint is starting, try again shortly", 2));
-	else next();
+	next(ANSWERED_WHILE_STARTING.test(req.parsedUrl) ? undefined : notServing(this.broker));
+}
+
+/** Why this node serves no requests now (it is starting or stopping), or undefined when it does. */
+export function notServing(broker: Pick<ServiceBroker, "started" | "stopping">): Error | undefined {
+	if (broker.stopping) return unavailable("Mint is shutting down, try again shortly");
+	if (!broker.started) return unavailable("Mint is starting, try again shortly", 2);
+	return undefined;
 }
 
 /**

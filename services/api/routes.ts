@@ -34,6 +34,13 @@ export const V1_ALIASES = {
 	"GET /ready": "api.ready",
 };
 
+/**
+ * Served beside the aliases, not as one (api/wallet-stream.ts): a stream is
+ * a connection, not an action call. GET only; like the aliases, in any case
+ * and with an optional trailing slash.
+ */
+export const WALLET_STREAM_PATH = "/api/v1/wallet/stream";
+
 export const ROOT_ALIASES = {
 	"GET /.well-known/jwks.json": "auth.jwks",
 	"GET /health": "api.health",

@@ -18,6 +18,7 @@ import {
 	isTrustedPeer,
 	isUnsafeMethod,
 	sessionCookies,
+	type Req,
 	type Res,
 	type RoutedReq,
 	type TrustProxy,
@@ -42,6 +43,12 @@ export interface SessionAuthOptions {
 	now?: () => number;
 }
 
+/** An authenticated caller, and when the access token that vouches for them expires (epoch ms). */
+export interface AuthenticatedSession {
+	caller: Caller;
+	accessExpiresAt: number;
+}
+
 /** A silent refresh: auth.refresh with the refresh cookie's token, called in the request's context. */
 export type RefreshSession = (refreshToken: string) => Promise<SessionResult>;
 
@@ -56,6 +63,11 @@ export class SessionAuth {
 
 	/** The caller a valid access token names, or the one a silent refresh yields (setting its cookies); null for anonymous. */
 	async authenticate(req: RoutedReq, res: Res, refreshSession: RefreshSession): Promise<Caller | null> {
+		return (await this.session(req, res, refreshSession))?.caller ?? null;
+	}
+
+	/** As authenticate, with when the access token that vouches for the caller expires: what outlives a request (a wallet stream) ends then. */
+	async session(req: Req, res: Res, refreshSession: RefreshSession): Promise<AuthenticatedSession | null> {
 		const { verifier, secure } = this.opts;
 		const cookies = req.$cookies ?? {};
 		const bearer = bearerTokenOf(req);
@@ -75,7 +87,7 @@ export class SessionAuth {
 			const claims = await verifier.verify(token);
 			if (claims) {
 				if (!bearer) fromOurPage();
-				return { id: claims.sub, sid: claims.sid };
+				return { caller: { id: claims.sub, sid: claims.sid }, accessExpiresAt: claims.exp * 1000 };
 			}
 		}
 		if (!refreshToken || USES_REFRESH_COOKIE.has(action) || SESSION_ISSUING.has(action)) return null;
@@ -83,7 +95,7 @@ export class SessionAuth {
 		try {
 			const { user, session } = await refreshSession(refreshToken);
 			appendSetCookie(res, sessionCookies(session, secure));
-			return { id: user.id, sid: session.sessionId };
+			return { caller: { id: user.id, sid: session.sessionId }, accessExpiresAt: session.accessExpiresAt * 1000 };
 		} catch (err) {
 			if ((err as { code?: number }).code !== 401) throw err;
 			appendSetCookie(res, clearedSessionCookies(secure));

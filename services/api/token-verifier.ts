@@ -21,6 +21,8 @@ export interface VerifierOptions extends TokenAudience {
 	refetchIntervalMs?: number;
 	maxCachedTokens?: number;
 	now?: () => number;
+	/** Told of every revocation, however it arrived (event, auth's call, resync): what else holds those sessions ends them (wallet streams). */
+	onSessionsRevoked?: (sids: string[]) => void;
 }
 
 interface VerifiedToken {
@@ -65,6 +67,7 @@ export class AccessTokenVerifier {
 
 	revokeSessions(sids: string[], untilMs: number): void {
 		for (const sid of sids) this.revokedSessions.set(sid, untilMs);
+		this.opts.onSessionsRevoked?.(sids);
 	}
 
 	/**

@@ -89,6 +89,8 @@ export class Wallets {
 				direction,
 				amountMinor: Math.abs(deltaMinor),
 				balanceMinor: result.balanceMinor,
+				// The ledger's sequence: a later movement of the wallet has a higher one, however the events are delivered.
+				version: result.entry.seq,
 			});
 		}
 		return { outcome: result.outcome, walletId: wallet._id, balanceMinor: result.balanceMinor };

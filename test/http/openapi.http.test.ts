@@ -8,7 +8,7 @@ import crypto from "node:crypto";
 import type { Response } from "supertest";
 import { openApiDocument } from "../../services/api/openapi";
 import { DOCS_CSP, PAGE_CSP } from "../../services/api/pages";
-import { ROOT_ALIASES, V1_ALIASES } from "../../services/api/routes";
+import { ROOT_ALIASES, V1_ALIASES, WALLET_STREAM_PATH } from "../../services/api/routes";
 import { cookieHeader, newPerson, signup, signupBody, type Session } from "../helpers/http";
 import { startTestMint, waitFor, type TestMint } from "../helpers/mint";
 import { openApiValidator, validOpenApi31, type OpenApiValidator } from "../helpers/openapi";
@@ -67,6 +67,8 @@ describe("the document", () => {
 	it("documents every alias the gateway serves, and nothing else", () => {
 		const api = mint.broker.getLocalService("api") as any;
 		const served = new Set<string>(api.aliases.map((alias: any) => `${alias.method.toLowerCase()} ${alias.fullPath.replace(/:(\w+)/g, "{$1}")}`));
+		// Served beside the aliases (a connection, not an action call).
+		served.add(`get ${WALLET_STREAM_PATH}`);
 		// The gateway's list holds every alias of routes.ts (so this test cannot pass on an empty list).
 		for (const [aliases, prefix] of [
 			[V1_ALIASES, "/api/v1"],
@@ -243,6 +245,25 @@ describe("every route answers as documented", () => {
 		expect(conforms(await get(`/api/v1/transactions/${sent.body.id}`, stranger)).status).toBe(404);
 		expect(conforms(await get(`/api/v1/transactions/${sent.body.id}/history`, stranger)).status).toBe(404);
 		expect(conforms(await get(`/api/v1/transactions/${sent.body.id}`)).status).toBe(401);
+	});
+
+	it("the wallet stream: 200 text/event-stream until its session ends, 429 over the per-user cap, 401 without a session", async () => {
+		const session = await signup(mint);
+		const openStreams = () => (mint.broker.getLocalService("api") as any).walletStreams.size;
+		const before = openStreams();
+		// supertest resolves once the answer ends: here, when the logout ends the stream.
+		const streams = Array.from({ length: 5 }, () => get("/api/v1/wallet/stream", session).then(res => res));
+		await waitFor(() => openStreams() === before + 5);
+		const refused = conforms(await get("/api/v1/wallet/stream", session));
+		expect([refused.status, refused.headers["retry-after"]]).toEqual([429, "10"]);
+		expect(conforms(await get("/api/v1/wallet/stream")).status).toBe(401);
+		expect((await mint.http.post("/api/v1/auth/logout").set(as(session))).status).toBe(204);
+		for (const res of await Promise.all(streams)) {
+			expect([conforms(res).status, res.headers["content-type"]]).toEqual([200, "text/event-stream; charset=utf-8"]);
+			const [first, ...rest] = res.text.split("\n\n").filter(Boolean);
+			expect(first).toMatch(/^id: [0-9a-f-]{36}\nevent: balance\ndata: \{.*"balance":0,.*\}$/);
+			expect(rest.at(-1)).toMatch(/^id: [0-9a-f-]{36}\nevent: end\ndata: \{"reason":"session-revoked"\}$/);
+		}
 	});
 
 	it("a submission that outlasts TX_SYNC_WAIT_MS: 202 with the Location to poll", async () => {

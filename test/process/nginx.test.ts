@@ -15,6 +15,8 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import http, { type Server } from "node:http";
 import net, { type AddressInfo } from "node:net";
+import os from "node:os";
+import path from "node:path";
 import { promisify } from "node:util";
 import type { ServiceBroker } from "moleculer";
 import type { Config } from "../../lib/config";
@@ -23,6 +25,7 @@ import { newPerson, signupBody } from "../helpers/http";
 import { RABBITMQ_URL, describeWithInfra, rabbitmqNeed, removeFromRabbitmq } from "../helpers/infra";
 import { testConfig, waitFor } from "../helpers/mint";
 import { MINT_TEMPLATE, freePort, nginxNeed, send, startNginx, type Answer, type RunningNginx } from "../helpers/nginx";
+import { openStream } from "../helpers/sse";
 
 const sleep = (ms: number) => new Promise(resolve => setTimeout(resolve, ms));
 
@@ -207,7 +210,8 @@ describeWithInfra(
 			configs.push(coreConfig);
 			core = await startMint(coreConfig);
 			for (const name of ["gateway-1", "gateway-2"]) {
-				const config = testConfig({ ...shared, SERVICES: "api", NODE_ID: `${namespace}-${name}` });
+				// A heartbeat a second: a test sees one pass through nginx without waiting 15 s.
+				const config = testConfig({ ...shared, SERVICES: "api", NODE_ID: `${namespace}-${name}`, STREAM_HEARTBEAT_SEC: "1" });
 				configs.push(config);
 				let server: Server | undefined;
 				const broker = await startMint(config, [], [spy.middleware(name, () => server as Server) as any]);
@@ -343,6 +347,70 @@ describeWithInfra(
 			};
 			expect(await session(direct, behind.origin)).toEqual(expected);
 			expect(await session(behind, direct.origin)).toEqual(expected);
+		});
+
+		it("a wallet stream through nginx: its head and each event as it happens, heartbeats; a logout through nginx ends it", async () => {
+			const from = "127.0.0.21";
+			const alice = await signUpDirect(from);
+			const stream = await openStream(nginx.port, { headers: { ...alice.auth, "Accept-Encoding": "gzip", "X-Request-Id": "nginx-stream-1" }, from });
+			try {
+				expect([stream.status, stream.headers["content-type"], stream.headers["content-encoding"], stream.headers["x-request-id"]]).toEqual([
+					200,
+					"text/event-stream; charset=utf-8",
+					undefined,
+					"nginx-stream-1",
+				]);
+				await stream.until(s => s.events.length >= 1);
+				// A change made directly at each gateway: whichever holds the stream passes it on at once.
+				for (const [i, amount] of [
+					[0, 7],
+					[1, 3],
+				]) {
+					const topUp = await send(gateways[i].port, "POST", "/api/v1/transactions/topup", { headers: alice.auth, body: { amount }, from });
+					expect(topUp.status).toBe(201);
+					await stream.until(s => s.events.find(e => e.event === "transaction" && e.data.id === topUp.body.id && e.data.status === "Completed"), 2000);
+				}
+				await stream.until(s => s.comments.includes("heartbeat"), 3000);
+				expect(stream.named().flatMap(([event, data]) => (event === "balance" ? [data.balance] : []))).toEqual([0, 7, 10]);
+
+				const cookie = `access.token=${alice.auth.Authorization.slice("Bearer ".length)}`;
+				expect((await send(nginx.port, "POST", "/api/v1/auth/logout-all", { headers: { Cookie: cookie, Origin: nginx.origin }, from })).status).toBe(204);
+				expect(await stream.ended).toBe(true);
+				expect(stream.named().at(-1)).toEqual(["end", { reason: "session-revoked" }]);
+			} finally {
+				stream.close();
+			}
+			const line = await waitFor(() => nginx.accessLog().find(l => l.requestId === "nginx-stream-1"));
+			expect([line.path, line.status, line.upstreamStatus]).toEqual(["/api/v1/wallet/stream", 200, "200"]);
+		});
+
+		it("with gzip on for everything (as many an nginx.conf has it), the stream is still sent uncompressed; other answers are compressed", async () => {
+			// The template, with gzip switched on for every type in the http {} it is included in.
+			const template = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "mint-gzip-")), "mint.conf.template");
+			fs.writeFileSync(template, `gzip on;\ngzip_types *;\ngzip_min_length 1;\n${fs.readFileSync(MINT_TEMPLATE, "utf8")}`);
+			const gzipped = await startNginx({ gateways: [`127.0.0.1:${gateways[0].port}`, `127.0.0.1:${gateways[1].port}`], template });
+			try {
+				const from = "127.0.0.22";
+				const alice = await signUpDirect(from);
+				const headers = { ...alice.auth, "Accept-Encoding": "gzip" };
+				const docs = await new Promise<http.IncomingMessage>((resolve, reject) =>
+					http
+						.get({ host: "127.0.0.1", port: gzipped.port, path: "/api/v1/openapi.json", headers, localAddress: from, agent: false }, resolve)
+						.on("error", reject),
+				);
+				docs.resume();
+				expect(docs.headers["content-encoding"]).toBe("gzip");
+				const stream = await openStream(gzipped.port, { headers, from });
+				try {
+					expect([stream.status, stream.headers["content-encoding"]]).toEqual([200, undefined]);
+					expect((await stream.until(s => s.events[0])).data.balance).toBe(0);
+				} finally {
+					stream.close();
+				}
+			} finally {
+				await gzipped.stop();
+				fs.rmSync(path.dirname(template), { recursive: true, force: true });
+			}
 		});
 
 		it("a burst of password-forgot POSTs from one address: 6 pass, the rest get 429 in the SPEC shape with Retry-After; case and a trailing slash do not escape", async () => {

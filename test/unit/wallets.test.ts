@@ -78,9 +78,11 @@ describe("Wallets.move", () => {
 		expect((await wallets.move(events, "u1", "tx2", "debit", -400)).balanceMinor).toBe(600);
 		expect((await wallets.move(events, "u1", "tx2", "refund", 400)).balanceMinor).toBe(1000);
 		expect(named("wallet.debited").map(e => e.payload)).toEqual([
-			expect.objectContaining({ transactionId: "tx2", direction: "debit", amountMinor: 400, balanceMinor: 600 }),
+			expect.objectContaining({ transactionId: "tx2", direction: "debit", amountMinor: 400, balanceMinor: 600, version: 2 }),
 		]);
 		expect(named("wallet.credited").map(e => e.payload.direction)).toEqual(["credit", "refund"]);
+		// Each movement carries the wallet's version after it: its order among the wallet's movements.
+		expect(named("wallet.credited").map(e => e.payload.version)).toEqual([1, 3]);
 	});
 
 	it("refuses a debit over the balance: insufficient-funds, nothing moved, nothing announced", async () => {
