@@ -85,6 +85,8 @@ export interface Config {
 		retryBaseMs: number;
 		retryMaxMs: number;
 		pollMs: number;
+		/** Days a sent email's delivery record is kept (for operators, and to send a redelivered event's email once); then it is removed. */
+		keepSentDays: number;
 	};
 	metricsPort: number;
 	/** Where METRICS_PORT listens: METRICS_HOST, else HOST (0.0.0.0 for a Prometheus in another container or on another host). */
@@ -374,6 +376,7 @@ export function loadConfig(env: Env = process.env): Config {
 			retryBaseMs: int(env, "MAIL_RETRY_BASE_MS", 2000, 1, 3_600_000),
 			retryMaxMs: int(env, "MAIL_RETRY_MAX_MS", 600_000, 1, 86_400_000),
 			pollMs: int(env, "MAIL_POLL_MS", 1000, 10, 600_000),
+			keepSentDays: int(env, "MAIL_KEEP_SENT_DAYS", 90, 1, 36_500),
 		},
 		metricsPort: int(env, "METRICS_PORT", 0, 0, 65535),
 		metricsHost: listenAddress(env, "METRICS_HOST", host),

@@ -42,6 +42,8 @@ interface NotificationsVars extends DbVars<DeliveryEntity>, PeriodicVars {
 }
 
 const MAIL_WORKER = "mail-worker";
+/** How often the records of emails sent more than MAIL_KEEP_SENT_DAYS ago are removed. */
+const PRUNE_SENT_EVERY_MS = 3_600_000;
 
 const when = (iso: string) => new Date(iso).toUTCString();
 
@@ -71,6 +73,16 @@ export default function createNotificationsService(config: Config) {
 						} catch (err) {
 							this.logger.error({ err }, "mail worker failed");
 						}
+					},
+				},
+				{
+					// Delivery records do not pile up: those of emails sent more than MAIL_KEEP_SENT_DAYS ago go.
+					name: "prune-sent",
+					intervalMs: PRUNE_SENT_EVERY_MS,
+					runAtStart: true,
+					async run() {
+						const removed = await this.deliveries.pruneSent(mail.keepSentDays);
+						if (removed > 0) this.logger.info({ removed, keepSentDays: mail.keepSentDays }, "removed the records of emails sent long ago");
 					},
 				},
 			]),

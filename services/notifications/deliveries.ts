@@ -111,6 +111,8 @@ export const SEND_CONCURRENCY = 8;
 export const DELIVERY_INDEXES: IndexSpec[] = [
 	{ fields: { nextAttemptAt: 1 }, sparse: true },
 	{ fields: { deadAt: 1 }, sparse: true },
+	// Set once, when sent: what the retention removes by.
+	{ fields: { sentAt: 1 }, sparse: true },
 	{ fields: { userId: 1 } },
 ];
 /** Dead letters: every record with a `deadAt` (an ISO time, so any string). */
@@ -348,6 +350,15 @@ export class Deliveries {
 			await this.reportDeadLetters();
 		}
 		return revived;
+	}
+
+	/**
+	 * Removes the records of emails sent more than `keepDays` ago: how many. Delivery records do not pile up
+	 * for ever; within that time a redelivered event still finds its record and sends nothing twice.
+	 */
+	async pruneSent(keepDays: number, now = Date.now()): Promise<number> {
+		const before = new Date(now - keepDays * 86_400_000).toISOString();
+		return this.deps.store.removeMany({ sentAt: { $lt: before }, status: "sent" });
 	}
 
 	async exists(id: string): Promise<boolean> {

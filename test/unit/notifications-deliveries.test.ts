@@ -230,6 +230,20 @@ describe("Deliveries", () => {
 		expect(await store.count({ query: { status: "sent" } })).toBe(60);
 	});
 
+	it("removes the records of emails sent more than the days kept, and nothing else", async () => {
+		const people = ["old", "recent", "pending"].map(name => ({ id: name, email: `${name}@example.com`, firstName: name }));
+		for (const person of people) await deliveries.enqueue(EVENT_ID, "topup-completed", person, { amount: "$1.00", transactionId: "t", at: "now" });
+		await sendDue();
+		const id = (email: string) => deliveryIdFor(EVENT_ID, "topup-completed", email);
+		const daysAgo = (days: number) => new Date(Date.now() - days * 86_400_000).toISOString();
+		await store.updateOne({ _id: id("old@example.com") }, { $set: { sentAt: daysAgo(91) } });
+		await store.updateOne({ _id: id("recent@example.com") }, { $set: { sentAt: daysAgo(89) } });
+		await store.updateOne({ _id: id("pending@example.com") }, { $set: { status: "pending", nextAttemptAt: Date.now() + 60_000 }, $unset: { sentAt: true } });
+		expect(await deliveries.pruneSent(90)).toBe(1);
+		expect((await store.find({ sort: ["to"] })).map(d => d.to)).toEqual(["pending@example.com", "recent@example.com"]);
+		expect(await deliveries.pruneSent(90)).toBe(0);
+	});
+
 	it("sends nothing once stopping", async () => {
 		await welcome();
 		await deliveries.deliverDue(() => true);
