@@ -96,12 +96,15 @@ export function createMailTransport(config: Config): MailTransport {
 			const file = path.join(dir, `${new Date().toISOString().replace(/[:.]/g, "-")}-${crypto.randomBytes(4).toString("hex")}.eml`);
 			// With `buffer: true` the message is a Buffer; nodemailer types it as Buffer or stream. Off the event loop: the worker sends several at once.
 			const message = info.message as unknown as Buffer;
+			// Written aside, then renamed: whoever watches the folder sees whole .eml files only.
+			const partial = `${file}.partial`;
 			// The folder is made when a write finds it missing (first email, or removed since), not before every email.
-			await fsp.writeFile(file, message).catch(async (err: NodeJS.ErrnoException) => {
+			await fsp.writeFile(partial, message).catch(async (err: NodeJS.ErrnoException) => {
 				if (err.code !== "ENOENT") throw err;
 				await fsp.mkdir(dir, { recursive: true });
-				await fsp.writeFile(file, message);
+				await fsp.writeFile(partial, message);
 			});
+			await fsp.rename(partial, file);
 			return { messageId: info.messageId, file };
 		},
 		close: () => transporter.close(),
