@@ -252,6 +252,18 @@ const ID = { type: "string", minLength: 1 };
 
 function schemas(config: Config): Json {
 	const currency = { type: "string", pattern: "^[A-Z]{3}$", examples: [config.currency] };
+	/** A transaction's fields, as GET /transactions/{id} and the stream's `transaction` events show them (with their times). */
+	const transactionProperties = {
+		id: ID,
+		type: { type: "string", enum: [...TRANSACTION_TYPES] },
+		status: { type: "string", enum: [...TRANSACTION_STATUSES], description: "Pending -> Processing -> Completed | Failed" },
+		amount: { type: "number", exclusiveMinimum: 0, description: "Major units" },
+		currency,
+		userId: ID,
+		fromUserId: ID,
+		toUserId: ID,
+		reason: { type: "string" },
+	};
 	const amount = (maxMinor: number) => ({
 		type: "number",
 		exclusiveMinimum: 0,
@@ -353,18 +365,7 @@ function schemas(config: Config): Json {
 				"The data of a `transaction` event: the transaction as GET /transactions/{id} shows it, without `createdAt`; `updatedAt` is when it took this status",
 			required: ["id", "type", "status", "amount", "currency", "updatedAt"],
 			additionalProperties: false,
-			properties: {
-				id: ID,
-				type: { type: "string", enum: [...TRANSACTION_TYPES] },
-				status: { type: "string", enum: [...TRANSACTION_STATUSES] },
-				amount: { type: "number", exclusiveMinimum: 0, description: "Major units" },
-				currency,
-				userId: ID,
-				fromUserId: ID,
-				toUserId: ID,
-				reason: { type: "string" },
-				updatedAt: TIME,
-			},
+			properties: { ...transactionProperties, updatedAt: TIME },
 		},
 		StreamEnd: {
 			type: "object",
@@ -384,19 +385,7 @@ function schemas(config: Config): Json {
 			description: "A top-up has `userId`; a transfer has `fromUserId` and `toUserId`; `reason` says why one failed",
 			required: ["id", "type", "status", "amount", "currency", "createdAt", "updatedAt"],
 			additionalProperties: false,
-			properties: {
-				id: ID,
-				type: { type: "string", enum: [...TRANSACTION_TYPES] },
-				status: { type: "string", enum: [...TRANSACTION_STATUSES], description: "Pending -> Processing -> Completed | Failed" },
-				amount: { type: "number", exclusiveMinimum: 0, description: "Major units" },
-				currency,
-				userId: ID,
-				fromUserId: ID,
-				toUserId: ID,
-				reason: { type: "string" },
-				createdAt: TIME,
-				updatedAt: TIME,
-			},
+			properties: { ...transactionProperties, createdAt: TIME, updatedAt: TIME },
 		},
 		TransactionPage: {
 			type: "object",

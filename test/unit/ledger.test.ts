@@ -96,28 +96,6 @@ function ledgerSuite(): void {
 	});
 
 	describe("a crash between logging an entry and updating the wallet", () => {
-		it("is healed by the next reader: the logged entry is applied once", async () => {
-			await ledger.apply("w1", "tx1", "credit", 500);
-			// What a writer that died after its insert leaves behind: entry seq 2, wallet still at version 1.
-			await entries.insert({
-				_id: "w1:2",
-				walletId: "w1",
-				seq: 2,
-				movement: "tx2:credit",
-				txId: "tx2",
-				direction: "credit",
-				deltaMinor: 250,
-				balanceAfterMinor: 750,
-				at: "t",
-			});
-			expect((await wallets.findOne({ _id: "w1" }))!.balanceMinor).toBe(500);
-			expect(await balance()).toBe(750);
-			// The retried call finds its movement applied.
-			expect((await ledger.apply("w1", "tx2", "credit", 250)).outcome).toBe("already-applied");
-			expect(await balance()).toBe(750);
-			expect((await wallets.findOne({ _id: "w1" }))!.version).toBe(2);
-		});
-
 		/** What a writer that died after its insert leaves behind: a credit of 250 at seq 2, the wallet still at version 1. */
 		const crashedCredit = () =>
 			entries.insert({
@@ -131,6 +109,17 @@ function ledgerSuite(): void {
 				balanceAfterMinor: 750,
 				at: "t",
 			});
+
+		it("is healed by the next reader: the logged entry is applied once", async () => {
+			await ledger.apply("w1", "tx1", "credit", 500);
+			await crashedCredit();
+			expect((await wallets.findOne({ _id: "w1" }))!.balanceMinor).toBe(500);
+			expect(await balance()).toBe(750);
+			// The retried call finds its movement applied.
+			expect((await ledger.apply("w1", "tx2", "credit", 250)).outcome).toBe("already-applied");
+			expect(await balance()).toBe(750);
+			expect((await wallets.findOne({ _id: "w1" }))!.version).toBe(2);
+		});
 
 		it("is healed by the retried movement itself, applied once, with nobody reading in between", async () => {
 			await ledger.apply("w1", "tx1", "credit", 500);
