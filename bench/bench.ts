@@ -37,7 +37,8 @@
  * BENCH_SECONDS, BENCH_CONNECTIONS and BENCH_TRANSFER_EVERY still win.
  * BENCH_WORLD=<transactions>: the embedded rows once more on a large world
  * (bench/world.ts: a tenth as many users, one of them a party to a tenth of
- * the transactions), with its generation, start-up time and RSS.
+ * the transactions), with its generation, start-up time and RSS;
+ * BENCH_WORLD_HEAP_MB gives that node a larger V8 heap (NeDB holds it all).
  * BENCH_ONLY=embedded or BENCH_ONLY=cluster: that scenario alone (beside the ceiling).
  * BENCH_CPU_PROF=<dir>: every Mint node runs with --cpu-prof and writes its
  * profile there when it stops (open it in Chrome DevTools or speedscope).
@@ -119,12 +120,17 @@ const children: ChildProcess[] = [];
 const dirs: string[] = [];
 const sleep = (ms: number) => new Promise(resolve => setTimeout(resolve, ms));
 
-function spawnNode(args: string[], env: Record<string, string>, readyLine: RegExp): Promise<{ child: ChildProcess; match: RegExpExecArray }> {
+function spawnNode(
+	args: string[],
+	env: Record<string, string>,
+	readyLine: RegExp,
+	readyWithinMs = 60_000,
+): Promise<{ child: ChildProcess; match: RegExpExecArray }> {
 	const child = spawn(process.execPath, args, { cwd: ROOT, env: { PATH: process.env.PATH ?? "", ...env } });
 	children.push(child);
 	let output = "";
 	return new Promise((resolve, reject) => {
-		const timer = setTimeout(() => reject(new Error(`not ready in 60 s:\n${output.slice(-2000)}`)), 60_000);
+		const timer = setTimeout(() => reject(new Error(`not ready in ${readyWithinMs / 1000} s:\n${output.slice(-2000)}`)), readyWithinMs);
 		const onData = (chunk: Buffer) => {
 			output += chunk.toString();
 			const match = readyLine.exec(output);
@@ -490,10 +496,21 @@ async function removeCacheKeys(namespace: string) {
 }
 
 /** A Mint node of a scenario, its metrics on a port of its own. */
-async function startServer(name: string, env: Record<string, string>, readyLine: RegExp, dataDir: string): Promise<{ server: Server; match: RegExpExecArray }> {
+async function startServer(
+	name: string,
+	env: Record<string, string>,
+	readyLine: RegExp,
+	dataDir: string,
+	readyWithinMs?: number,
+): Promise<{ server: Server; match: RegExpExecArray }> {
 	const metricsPort = await freePort();
 	const profile = CPU_PROF ? ["--cpu-prof", `--cpu-prof-dir=${CPU_PROF}`, `--cpu-prof-name=${name}.cpuprofile`] : [];
-	const { child, match } = await spawnNode([...profile, "dist/server.js"], { ...env, DATA_DIR: dataDir, METRICS_PORT: String(metricsPort) }, readyLine);
+	const { child, match } = await spawnNode(
+		[...profile, "dist/server.js"],
+		{ ...env, DATA_DIR: dataDir, METRICS_PORT: String(metricsPort) },
+		readyLine,
+		readyWithinMs,
+	);
 	return { server: { name, child, dataDir, metricsUrl: `http://127.0.0.1:${metricsPort}/metrics` }, match };
 }
 
@@ -553,7 +570,11 @@ async function main() {
 			const world = await generateWorld(dir, WORLD);
 			const label = `embedded, world of ${WORLD}`;
 			const startedAt = Date.now();
-			const node = await startServer("world", common, MINT_UP, dir);
+			// A large world loads into memory first: it may take minutes.
+			const heap: Record<string, string> = process.env.BENCH_WORLD_HEAP_MB
+				? { NODE_OPTIONS: `--max-old-space-size=${Number(process.env.BENCH_WORLD_HEAP_MB)}` }
+				: {};
+			const node = await startServer("world", { ...common, ...heap }, MINT_UP, dir, 30 * 60_000);
 			const startup = Date.now() - startedAt;
 			worlds.push(
 				`${label}: ${world.users} users, ${world.transactions} transactions (the heavy user in ${world.heavyTransactions}), ` +
