@@ -146,14 +146,21 @@ export class AppendLog {
 		for (const waiter of done) waiter.resolve();
 	}
 
-	/** NeDB's compaction writes all of memory: once it is renamed in place, nothing buffered is left to append. */
+	/**
+	 * NeDB's compaction writes all of memory: once it is renamed in place, nothing buffered is left to append.
+	 * If it fails, the old file is still whole (NeDB writes aside, then renames): it is reopened and the buffer goes on.
+	 */
 	private async compacting(compact: () => Promise<void>): Promise<void> {
 		await this.closeHandle();
-		await compact();
-		this.buffered = [];
-		this.cutOff = false;
-		this.advance(this.appended);
-		await this.open();
+		try {
+			await compact();
+			this.buffered = [];
+			this.cutOff = false;
+			this.advance(this.appended);
+		} finally {
+			await this.open();
+			this.schedule();
+		}
 	}
 
 	private async closeHandle(): Promise<void> {

@@ -142,4 +142,25 @@ describe("AppendLog on a NeDB data file", () => {
 		}
 		expect((await reload(file)).get("a")).toMatchObject({ _id: "a", n: 7 });
 	});
+
+	it("goes on appending to the old file when a compaction fails, and loses nothing", async () => {
+		const file = path.join(dir, "docs.db");
+		const adapter = await openAdapter(file);
+		const db = (adapter as unknown as { db: Nedb<Doc> }).db;
+		const storage = require("@seald-io/nedb/lib/storage");
+		// NeDB writes the compacted file aside and renames it: failing there leaves the old file as it was.
+		const rewrite = jest.spyOn(storage, "crashSafeWriteFileLinesAsync").mockRejectedValueOnce(Object.assign(new Error("EIO: i/o error"), { code: "EIO" }));
+		try {
+			await adapter.insert({ _id: "before", n: 1 });
+			const writes = [adapter.insert({ _id: "during", n: 2 })];
+			await expect(db.compactDatafileAsync()).rejects.toMatchObject({ code: "EIO" });
+			expect(rewrite).toHaveBeenCalledTimes(1);
+			writes.push(adapter.insert({ _id: "after", n: 3 }));
+			await Promise.all(writes);
+			expect(fs.readFileSync(file, "utf8")).toContain('"_id":"after"');
+		} finally {
+			await adapter.disconnect();
+		}
+		expect([...(await reload(file)).keys()].sort()).toEqual(["after", "before", "during"]);
+	});
 });
