@@ -90,7 +90,23 @@ export class NedbAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> {
 	async connect(): Promise<void> {
 		const db = new Nedb<T>({ filename: this.filename });
 		await db.loadDatabaseAsync();
-		this.log = await AppendLog.attach(db);
+		const log = await AppendLog.attach(db);
+		try {
+			await this.prepareIndexes(db);
+			await log.written();
+		} catch (err) {
+			// A connect that fails is tried again: it keeps no file open.
+			await log.close().catch(() => undefined);
+			throw err;
+		}
+		this.log = log;
+		this.db = db;
+		// NeDB appends every write: the file is compacted once what was appended outgrows what was there (compactIfGrown).
+		this.compactionTimer = setInterval(() => void this.compactIfGrown().catch(() => undefined), COMPACTION_CHECK_MS).unref();
+	}
+
+	/** The spec's indexes, and only those. */
+	private async prepareIndexes(db: Nedb<T>): Promise<void> {
 		for (const index of this.spec.indexes ?? []) {
 			const fields = Object.keys(index.fields);
 			if (fields.length !== 1) throw new Error(`NeDB supports single-field indexes only (${this.spec.name})`);
@@ -103,10 +119,6 @@ export class NedbAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> {
 		// (NeDB's typings leave out its `indexes` map, keyed by field name.)
 		const present = Object.keys((db as unknown as { indexes: Record<string, unknown> }).indexes);
 		for (const fieldName of present) if (!wanted.has(fieldName)) await db.removeIndexAsync(fieldName);
-		// NeDB appends every write: the file is compacted once what was appended outgrows what was there (compactIfGrown).
-		this.compactionTimer = setInterval(() => void this.compactIfGrown().catch(() => undefined), COMPACTION_CHECK_MS).unref();
-		await this.log.written();
-		this.db = db;
 	}
 
 	async disconnect(): Promise<void> {

@@ -163,4 +163,23 @@ describe("AppendLog on a NeDB data file", () => {
 		}
 		expect([...(await reload(file)).keys()].sort()).toEqual(["after", "before", "during"]);
 	});
+
+	it("keeps no file open when a connect fails (it is tried again every second)", async () => {
+		const file = path.join(dir, "docs.db");
+		/** This process's descriptors open on the file (Linux). */
+		const openOnFile = () =>
+			fs.readdirSync("/proc/self/fd").filter(fd => {
+				try {
+					return fs.readlinkSync(`/proc/self/fd/${fd}`) === file;
+				} catch {
+					return false;
+				}
+			}).length;
+		for (let attempt = 0; attempt < 3; attempt++) {
+			const adapter = new NedbAdapter<Doc>({ name: "docs", indexes: [{ fields: { n: 1, _id: 1 } }] }, file);
+			adapter.init({}, { logger: console });
+			await expect(adapter.connect()).rejects.toThrow(/single-field indexes only/);
+		}
+		expect(openOnFile()).toBe(0);
+	});
 });
