@@ -3,8 +3,9 @@
  * 4 users), built, as a child process, so the bench never rots: every row
  * runs and serves, money is conserved on both scenarios, and the cost columns
  * (store operations, action and remote calls per request, data per transfer,
- * RSS) are printed with plausible values. It needs RabbitMQ for the cluster
- * rows, and uses Redis when there is one, as the bench does.
+ * RSS) are printed with plausible values. With a small generated world
+ * (BENCH_WORLD=400) the embedded rows run again on it. It needs RabbitMQ for
+ * the cluster rows, and uses Redis when there is one, as the bench does.
  */
 import { spawn } from "node:child_process";
 import fs from "node:fs";
@@ -73,6 +74,7 @@ describeWithInfra("npm run bench at its smoke size (BENCH_SMOKE=1)", rabbitmqNee
 			env: {
 				PATH: process.env.PATH ?? "",
 				BENCH_SMOKE: "1",
+				BENCH_WORLD: "400",
 				AMQP_URL: RABBITMQ_URL,
 				...(process.env.REDIS_URL ? { REDIS_URL: process.env.REDIS_URL } : {}),
 			},
@@ -105,6 +107,10 @@ describeWithInfra("npm run bench at its smoke size (BENCH_SMOKE=1)", rabbitmqNee
 			"embedded: POST /transactions/transfer",
 			"embedded: POST /transactions/transfer at 50/s",
 			"embedded: read-heavy mix (1 transfer in 10)",
+			"embedded, world of 400: GET /wallet/user",
+			"embedded, world of 400: POST /transactions/transfer",
+			"embedded, world of 400: POST /transactions/transfer at 50/s",
+			"embedded, world of 400: read-heavy mix (1 transfer in 10)",
 			"cluster: GET /wallet/user",
 			"cluster: POST /transactions/transfer",
 			"cluster: POST /transactions/transfer at 50/s",
@@ -116,7 +122,16 @@ describeWithInfra("npm run bench at its smoke size (BENCH_SMOKE=1)", rabbitmqNee
 	});
 
 	it("finds money conserved after the load on both scenarios", () => {
-		expect(run.stdout).toMatch(/^money after the load: embedded: conserved \(4000 in 4 wallets\); cluster: conserved \(4000 in 4 wallets\)$/m);
+		// In the world, the first of the 4 users is its heavy user, with the balance the world gave it.
+		expect(run.stdout).toMatch(
+			/^money after the load: embedded: conserved \(4000 in 4 wallets\); embedded, world of 400: conserved \([\d.]+ in 4 wallets\); cluster: conserved \(4000 in 4 wallets\)$/m,
+		);
+	});
+
+	it("generates the world, starts on it and says so", () => {
+		expect(run.stdout).toMatch(
+			/^embedded, world of 400: 40 users, 400 transactions \(the heavy user in \d+\), [\d.]+ MB generated in [\d.]+ s; started in [\d.]+ s, RSS at start \d+ MB/m,
+		);
 	});
 
 	it("prints store operations, action and remote calls per request, with plausible values", () => {
@@ -160,21 +175,22 @@ describeWithInfra("npm run bench at its smoke size (BENCH_SMOKE=1)", rabbitmqNee
 			expect(Number.parseFloat(r.dataPer10k)).toBeGreaterThan(0);
 		}
 		const perTransfer = [...run.stdout.matchAll(/^ {2}- data: (\d+) bytes per transfer/gm)].map(m => Number(m[1]));
-		expect(perTransfer).toHaveLength(6);
+		expect(perTransfer).toHaveLength(9);
 		for (const bytes of perTransfer) expect(bytes).toBeGreaterThan(100);
 		// What the stores keep once compacted at stop, per transfer: the scenario's live data, the mail folder included.
-		const live =
-			/^data at stop, compacted: embedded (\d+) bytes per transfer over (\d+) transfers \(.*transactions\/transactions\.db \d+.*\); cluster (\d+) bytes per transfer/m.exec(
-				run.stdout,
-			);
+		const atStop = /^data at stop, compacted: (.*)$/m.exec(run.stdout)?.[1] ?? "";
+		const live = /^embedded (\d+) bytes per transfer over (\d+) transfers \([^)]*transactions\/transactions\.db \d+/.exec(atStop);
 		expect(live).not.toBeNull();
 		expect(Number(live![1])).toBeGreaterThan(100);
 		expect(Number(live![2])).toBeGreaterThan(0);
-		expect(Number(live![3])).toBeGreaterThan(100);
+		expect(Number(/; cluster (\d+) bytes per transfer/.exec(atStop)?.[1])).toBeGreaterThan(100);
+		// The world's files: the generated data and what the rows added.
+		expect(Number(/; embedded, world of 400 ([\d.]+) MB in all at stop/.exec(atStop)?.[1])).toBeGreaterThan(0);
 		const rss = /^RSS after the load: (.*)$/m.exec(run.stdout)?.[1] ?? "";
 		const megabytes = [...rss.matchAll(/(ceiling|embedded|gateway|core|notifications) (\d+) MB \(peak (\d+) MB\)/g)];
 		expect(megabytes.map(m => m[1])).toEqual(["ceiling", "embedded", "gateway", "core", "notifications"]);
 		for (const m of megabytes) expect(Number(m[2])).toBeGreaterThan(10);
+		expect(rss).toMatch(/embedded, world of 400 \d+ MB \(peak \d+ MB\)/);
 	});
 
 	it("leaves nothing behind: no server running, no data directory, no durable queue in RabbitMQ", async () => {
