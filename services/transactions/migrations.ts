@@ -1,6 +1,7 @@
 /**
  * Transactions written by an older Mint, brought in line at start (each step
- * touches nothing once done, and finds its documents through an index):
+ * touches nothing once done; on MongoDB each finds its documents through an
+ * index, NeDB looks through the documents it holds in memory):
  * - `parties`, what a user's list is found by, on transactions without it;
  * - no `unpublished: 0`: the count exists only while events are left to
  *   publish, so its sparse index holds the relay's work and nothing else.
