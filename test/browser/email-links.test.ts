@@ -7,29 +7,17 @@
  * changes nothing.
  */
 import fs from "node:fs";
-import net from "node:net";
 import path from "node:path";
 import { simpleParser } from "mailparser";
 import { type Browser, type Page, chromium } from "playwright-core";
 import { newPerson, signup, type Session } from "../helpers/http";
 import { describeWithInfra } from "../helpers/infra";
 import { startTestMint, waitFor, type TestMint } from "../helpers/mint";
+import { freePort } from "../helpers/ports";
 
 const CHROMIUM = "/usr/bin/chromium";
 /** Without these flags Chromium floods this closed network (and cannot sandbox as root). */
 const CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"];
-
-/** A port the OS says is free: PUBLIC_URL, and so the links in the emails, must name the gateway's own address. */
-function freePort(): Promise<number> {
-	return new Promise((resolve, reject) => {
-		const server = net.createServer();
-		server.listen(0, "127.0.0.1", () => {
-			const { port } = server.address() as net.AddressInfo;
-			server.close(() => resolve(port));
-		});
-		server.on("error", reject);
-	});
-}
 
 interface Mail {
 	to: string;

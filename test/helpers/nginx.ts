@@ -9,7 +9,7 @@
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import http, { type IncomingHttpHeaders } from "node:http";
-import net from "node:net";
+import { freePort } from "./ports";
 import os from "node:os";
 import path from "node:path";
 import { tcpReachable } from "./infra";
@@ -32,18 +32,6 @@ export function renderTemplate(template: string, vars: Record<string, string>): 
 		.map(name => `\${${name}}`)
 		.join(" ");
 	return execFileSync(ENVSUBST_BIN, [defined], { input: fs.readFileSync(template, "utf8"), env, encoding: "utf8" });
-}
-
-/** A port nobody listens on now, from the OS. */
-export function freePort(): Promise<number> {
-	return new Promise((resolve, reject) => {
-		const server = net.createServer();
-		server.once("error", reject);
-		server.listen(0, "127.0.0.1", () => {
-			const { port } = server.address() as net.AddressInfo;
-			server.close(() => resolve(port));
-		});
-	});
 }
 
 export interface AccessLogLine {

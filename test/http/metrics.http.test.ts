@@ -24,6 +24,7 @@ import { describeWithInfra } from "../helpers/infra";
 import { login, signup, type Person, type Session } from "../helpers/http";
 import { startTestMint, waitFor, type TestMint } from "../helpers/mint";
 import { topUp, transfer } from "../helpers/money";
+import { freePort } from "../helpers/ports";
 
 const MONITORING = path.resolve(__dirname, "../../monitoring");
 const PROMTOOL = "/usr/bin/promtool";
@@ -119,16 +120,6 @@ const groupingLabelsOf = (expr: string) =>
 	);
 
 // ---- The Mint under test ----
-
-function freePort(): Promise<number> {
-	return new Promise((resolve, reject) => {
-		const server = net.createServer().listen(0, "127.0.0.1", () => {
-			const { port } = server.address() as net.AddressInfo;
-			server.close(() => resolve(port));
-		});
-		server.on("error", reject);
-	});
-}
 
 /** Fault injection from outside the product: wallet steps and reads that fail while a test says so. */
 const faults = { credit: false, walletRead: false };

@@ -8,11 +8,11 @@
 import { execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
 import crypto from "node:crypto";
 import fs from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { RABBITMQ_URL, describeWithInfra, rabbitmqNeed, removeFromRabbitmq } from "../helpers/infra";
 import { waitFor } from "../helpers/mint";
+import { freePort } from "../helpers/ports";
 
 const ROOT = path.resolve(__dirname, "../..");
 
@@ -42,17 +42,6 @@ const instruction = (name: string) => runtime.lines.filter(l => l.toUpperCase().
 const WORKDIR = instruction("WORKDIR")[0];
 const runAsRoot = process.getuid?.() === 0;
 const UNPRIVILEGED = { uid: 65534, gid: 65534 }; // nobody: stands in for the image's `node` user
-
-function freePort(): Promise<number> {
-	return new Promise((resolve, reject) => {
-		const server = net.createServer();
-		server.listen(0, "127.0.0.1", () => {
-			const { port } = server.address() as net.AddressInfo;
-			server.close(() => resolve(port));
-		});
-		server.on("error", reject);
-	});
-}
 
 /** The build stage's /app: the sources (as `COPY . .` takes them), the compiled dist, its node_modules, the data folder. */
 function emulateBuildStage(dir: string) {

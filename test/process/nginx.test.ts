@@ -24,7 +24,8 @@ import { startMint } from "../../server";
 import { newPerson, signupBody } from "../helpers/http";
 import { RABBITMQ_URL, describeWithInfra, rabbitmqNeed, removeFromRabbitmq } from "../helpers/infra";
 import { testConfig, waitFor } from "../helpers/mint";
-import { MINT_TEMPLATE, freePort, nginxNeed, send, startNginx, type Answer, type RunningNginx } from "../helpers/nginx";
+import { MINT_TEMPLATE, nginxNeed, send, startNginx, type Answer, type RunningNginx } from "../helpers/nginx";
+import { freePort } from "../helpers/ports";
 import { openStream } from "../helpers/sse";
 
 const sleep = (ms: number) => new Promise(resolve => setTimeout(resolve, ms));

@@ -5,7 +5,6 @@
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { stripVTControlCharacters } from "node:util";
@@ -13,6 +12,7 @@ import { bannerDetails } from "../../server";
 import { buildMint, type BuiltMint } from "../helpers/dist";
 import { describeWithInfra } from "../helpers/infra";
 import { testConfig } from "../helpers/mint";
+import { freePort } from "../helpers/ports";
 
 interface Running {
 	output: () => string;
@@ -36,17 +36,6 @@ afterAll(() => {
 	build.remove();
 	for (const dir of dirs) fs.rmSync(dir, { recursive: true, force: true });
 });
-
-/** A free port, from the OS. */
-function freePort(): Promise<number> {
-	return new Promise((resolve, reject) => {
-		const server = net.createServer().listen(0, "127.0.0.1", () => {
-			const { port } = server.address() as net.AddressInfo;
-			server.close(() => resolve(port));
-		});
-		server.on("error", reject);
-	});
-}
 
 /** The built server (through script(1) on a pseudo-terminal with `pty`), until its banner is printed. */
 function start(env: Record<string, string>, { pty = false } = {}): Running {

@@ -1,0 +1,14 @@
+/** Ports for the servers tests start. */
+import net from "node:net";
+
+/** A port nobody listens on now, from the OS. */
+export function freePort(): Promise<number> {
+	return new Promise((resolve, reject) => {
+		const server = net.createServer();
+		server.once("error", reject);
+		server.listen(0, "127.0.0.1", () => {
+			const { port } = server.address() as net.AddressInfo;
+			server.close(() => resolve(port));
+		});
+	});
+}
