@@ -39,6 +39,10 @@
  * (bench/world.ts: a tenth as many users, one of them a party to a tenth of
  * the transactions), with its generation, start-up time and RSS;
  * BENCH_WORLD_HEAP_MB gives that node a larger V8 heap (NeDB holds it all).
+ * The embedded rows run on both embedded engines: NeDB (the default) and
+ * SQLite (EMBEDDED_STORE=sqlite); BENCH_EMBEDDED=nedb or sqlite: that one alone.
+ * BENCH_WORLD_STORE=sqlite: the world is moved to SQLite files first (npm run
+ * data -- export, then import), its node started on them.
  * BENCH_ONLY=embedded or BENCH_ONLY=cluster: that scenario alone (beside the ceiling).
  * BENCH_CPU_PROF=<dir>: every Mint node runs with --cpu-prof and writes its
  * profile there when it stops (open it in Chrome DevTools or speedscope).
@@ -53,6 +57,8 @@ import amqp from "amqplib";
 import autocannon from "autocannon";
 import Redis from "ioredis";
 import { DURABLE_SUBSCRIPTIONS } from "../contracts/events";
+import { loadConfig } from "../lib/config";
+import { exportData, importData } from "../scripts/data";
 import { generateWorld, HEAVY_EMAIL, HEAVY_PASSWORD } from "./world";
 
 const ROOT = path.resolve(__dirname, "../..");
@@ -67,6 +73,15 @@ if (ONLY !== undefined && ONLY !== "embedded" && ONLY !== "cluster") throw new E
 const CPU_PROF = process.env.BENCH_CPU_PROF ? path.resolve(process.env.BENCH_CPU_PROF) : undefined;
 /** BENCH_WORLD=<transactions>: the embedded rows again on a world of that many transactions (bench/world.ts); 0: none. */
 const WORLD = Number(process.env.BENCH_WORLD ?? 0);
+/** The embedded scenarios: the default engine, then SQLite (BENCH_EMBEDDED=nedb or sqlite: that one alone). */
+const EMBEDDED_ENGINES = (
+	[
+		["embedded", "nedb"],
+		["embedded, SQLite", "sqlite"],
+	] as const
+).filter(([, engine]) => (process.env.BENCH_EMBEDDED ?? engine) === engine);
+/** BENCH_WORLD_STORE=sqlite: the world is moved to SQLite files (npm run data's export and import) before its node starts on them. */
+const WORLD_STORE = process.env.BENCH_WORLD_STORE === "sqlite" ? "sqlite" : "nedb";
 /** The open-loop transfer row's fixed rate (autocannon's overallRate, -R), requests/s. */
 const FIXED_RATE = Number(process.env.BENCH_FIXED_RATE ?? (SMOKE ? 50 : 300));
 /** The read-heavy mix: one transfer in this many requests, the rest reads. */
@@ -552,33 +567,44 @@ async function main() {
 	let clusterStarted = false;
 	let withRedis = false;
 	try {
-		// The embedded default.
-		if (ONLY !== "cluster") {
-			const embedded = await startServer("embedded", common, MINT_UP, tmp());
-			const e = await mintScenarios("embedded", embedded.match[1], [embedded.server]);
+		// The embedded default, then the same node on SQLite (EMBEDDED_STORE=sqlite).
+		for (const [label, engine] of ONLY === "cluster" ? [] : EMBEDDED_ENGINES) {
+			const embedded = await startServer(`embedded-${engine}`, { ...common, EMBEDDED_STORE: engine }, MINT_UP, tmp());
+			const e = await mintScenarios(label, embedded.match[1], [embedded.server]);
 			rows.push(...e.rows);
-			checks.push(`embedded: ${e.check}`);
+			checks.push(`${label}: ${e.check}`);
 			hitRates.push(e.hitRate);
-			memory.push(`embedded ${memoryOf(embedded.server.child)}`);
+			memory.push(`${label} ${memoryOf(embedded.server.child)}`);
 			await stop(embedded.server.child);
-			live.push(`embedded ${liveDataOf([embedded.server], e.rows)}`);
+			live.push(`${label} ${liveDataOf([embedded.server], e.rows)}`);
 		}
 
 		// The embedded default again, on a large world generated into its store first.
 		if (WORLD > 0 && ONLY !== "cluster") {
-			const dir = tmp();
+			let dir = tmp();
 			const world = await generateWorld(dir, WORLD);
-			const label = `embedded, world of ${WORLD}`;
+			const label = `embedded${WORLD_STORE === "sqlite" ? ", SQLite" : ""}, world of ${WORLD}`;
+			let moved = "";
+			if (WORLD_STORE === "sqlite") {
+				const movedAt = Date.now();
+				const exported = path.join(tmp(), "export");
+				await exportData(loadConfig({ DATA_DIR: dir }), exported, () => undefined);
+				fs.rmSync(dir, { recursive: true, force: true });
+				dir = tmp();
+				await importData(loadConfig({ DATA_DIR: dir, EMBEDDED_STORE: "sqlite" }), exported, () => undefined);
+				fs.rmSync(exported, { recursive: true, force: true });
+				moved = `, moved to SQLite in ${((Date.now() - movedAt) / 1000).toFixed(1)} s`;
+			}
 			const startedAt = Date.now();
 			// A large world loads into memory first: it may take minutes.
 			const heap: Record<string, string> = process.env.BENCH_WORLD_HEAP_MB
 				? { NODE_OPTIONS: `--max-old-space-size=${Number(process.env.BENCH_WORLD_HEAP_MB)}` }
 				: {};
-			const node = await startServer("world", { ...common, ...heap }, MINT_UP, dir, 30 * 60_000);
+			const node = await startServer("world", { ...common, ...heap, EMBEDDED_STORE: WORLD_STORE }, MINT_UP, dir, 30 * 60_000);
 			const startup = Date.now() - startedAt;
 			worlds.push(
 				`${label}: ${world.users} users, ${world.transactions} transactions (the heavy user in ${world.heavyTransactions}), ` +
-					`${megabytes(world.bytes)} generated in ${(world.ms / 1000).toFixed(1)} s; started in ${(startup / 1000).toFixed(1)} s, ` +
+					`${megabytes(world.bytes)} generated in ${(world.ms / 1000).toFixed(1)} s${moved}; started in ${(startup / 1000).toFixed(1)} s, ` +
 					`RSS at start ${memoryOf(node.server.child)}`,
 			);
 			const w = await mintScenarios(label, node.match[1], [node.server], true);

@@ -27,6 +27,8 @@ export interface Config {
 	probePort?: number;
 	publicUrl?: string;
 	dataDir: string;
+	/** EMBEDDED_STORE: the engine of DATA_DIR's collections when MONGO_URI is not set (mixins/db.mixin.ts). */
+	embeddedStore: "nedb" | "sqlite";
 	mongoUri?: string;
 	transporter?: string;
 	redisUrl?: string;
@@ -259,6 +261,11 @@ export function loadConfig(env: Env = process.env): Config {
 		throw new ConfigError("LOG_FORMAT", `must be json or pretty (unset: pretty on a terminal, else json), got "${logFormat}"`);
 	}
 
+	const embeddedStore = (str(env, "EMBEDDED_STORE", "nedb") as string).toLowerCase();
+	if (embeddedStore !== "nedb" && embeddedStore !== "sqlite") {
+		throw new ConfigError("EMBEDDED_STORE", `must be nedb or sqlite, got "${embeddedStore}"`);
+	}
+
 	const currency = (str(env, "CURRENCY", "USD") as string).toUpperCase();
 	if (!/^[A-Z]{3}$/.test(currency)) throw new ConfigError("CURRENCY", `must be an ISO 4217 code like USD, got "${currency}"`);
 
@@ -317,6 +324,7 @@ export function loadConfig(env: Env = process.env): Config {
 		probePort: str(env, "PORT") === undefined ? undefined : port,
 		publicUrl,
 		dataDir: path.resolve(str(env, "DATA_DIR", "./data") as string),
+		embeddedStore,
 		mongoUri: mongoUri(env, "MONGO_URI"),
 		transporter,
 		redisUrl: url(env, "REDIS_URL", ["redis:", "rediss:"]),

@@ -4,8 +4,10 @@
  * - MONGO_URI set: MongooseAdapter (mixins/db/mongo-adapter.ts), a database
  *   per service (`<NAMESPACE>-<service>`, `mint-auth`...) on the process's one MongoDB client, with
  *   pinned write and read concerns.
- * - otherwise: NedbAdapter (mixins/db/nedb-adapter.ts), an @seald-io/nedb
- *   file per collection under DATA_DIR.
+ * - otherwise, EMBEDDED_STORE=nedb (the default): NedbAdapter
+ *   (mixins/db/nedb-adapter.ts), an @seald-io/nedb file per collection under
+ *   DATA_DIR; EMBEDDED_STORE=sqlite: SqliteAdapter (mixins/db/sqlite-adapter.ts),
+ *   a SQLite file per collection under DATA_DIR (node:sqlite).
  *
  * Both are typed classes implementing the adapter API moleculer-db's DbService
  * calls (`DbAdapter`, mixins/db/store.ts); services see only the `Store` part
@@ -23,10 +25,12 @@ import type { Config } from "../lib/config";
 import { defineMixin } from "../lib/define-service";
 import { MongooseAdapter } from "./db/mongo-adapter";
 import { NedbAdapter } from "./db/nedb-adapter";
+import { SqliteAdapter } from "./db/sqlite-adapter";
 import type { AdapterOwner, CollectionSpec, DbAdapter, Store } from "./db/store";
 
 export { MongooseAdapter, MONGO_CLIENT_OPTIONS } from "./db/mongo-adapter";
 export { NedbAdapter } from "./db/nedb-adapter";
+export { SqliteAdapter } from "./db/sqlite-adapter";
 export * from "./db/store";
 
 /** What DbMixin adds to `this`: the main collection (moleculer-db's adapter) and the extra ones by name. */
@@ -39,6 +43,7 @@ export interface DbVars<TMain, TStores extends Record<string, object> = Record<n
 export function createAdapter<T>(config: Config, serviceName: string, spec: CollectionSpec): DbAdapter<T> {
 	// `<namespace>-<service>`: mint-auth, mint-wallet... by default; another NAMESPACE (another deployment) has its own.
 	if (config.mongoUri) return new MongooseAdapter<T>(config.mongoUri, `${config.namespace}-${serviceName}`, spec);
+	if (config.embeddedStore === "sqlite") return new SqliteAdapter<T>(spec, path.join(config.dataDir, serviceName, `${spec.name}.sqlite`));
 	return new NedbAdapter<T>(spec, path.join(config.dataDir, serviceName, `${spec.name}.db`));
 }
 

@@ -1,9 +1,11 @@
 /**
  * `npm run data -- export <dir>` and `npm run data -- import <dir>`: moves an
- * embedded deployment's data to MongoDB.
+ * embedded deployment's data to MongoDB, or from one embedded engine to the
+ * other (EMBEDDED_STORE=nedb for the export, EMBEDDED_STORE=sqlite for the import).
  *
  * export reads every collection file of the stateful services under DATA_DIR
- * (`<DATA_DIR>/<service>/<collection>.db`; MONGO_URI is ignored) and writes
+ * (`<DATA_DIR>/<service>/<collection>.db`, or `.sqlite` with EMBEDDED_STORE=sqlite;
+ * MONGO_URI is ignored) and writes
  * `<dir>/<service>/<collection>.ndjson`, one JSON document a line in `_id`
  * order, then `<dir>/manifest.json` with each collection's count (written
  * last: an export without it is incomplete). The folder must be new or empty;
@@ -37,16 +39,19 @@ import { createAdapter, isDuplicateKeyError, type AdapterOwner, type DbAdapter }
 export const USAGE = `Usage: npm run data -- export <dir>
        npm run data -- import <dir>
 
-Moves an embedded deployment's data to MongoDB. Stop every Mint node first:
-a node writing during an export or an import leaves the copy incomplete.
+Moves an embedded deployment's data to MongoDB, or from one embedded engine
+(EMBEDDED_STORE) to the other. Stop every Mint node first: a node writing
+during an export or an import leaves the copy incomplete.
 
   export <dir>  reads every collection under DATA_DIR (auth, wallet,
-                transactions, notifications; MONGO_URI is ignored) into <dir>,
+                transactions, notifications; on EMBEDDED_STORE's engine,
+                nedb by default; MONGO_URI is ignored) into <dir>,
                 new or empty: <service>/<collection>.ndjson, one document a
                 line, and manifest.json with the counts.
   import <dir>  inserts every document of <dir> into MONGO_URI's databases
                 (<NAMESPACE>-<service>: mint-auth... by default), or into
-                DATA_DIR's files when MONGO_URI is unset. A document already
+                DATA_DIR's files (EMBEDDED_STORE's engine) when MONGO_URI is
+                unset. A document already
                 there (same _id) is skipped, so it is safe to run again; each
                 collection must end with the exported count.
 
@@ -111,15 +116,22 @@ async function openStore(config: Config, service: string, collection: string): P
 	return store;
 }
 
-/** The collections on disk: `<DATA_DIR>/<service>/<collection>.db` of the stateful services; nothing else (mail, auth-secret, store-id). */
-export function embeddedCollections(dataDir: string): { service: string; collection: string }[] {
+/** The file of a collection on each embedded engine (mixins/db.mixin.ts). */
+const ENGINE_EXTENSION: Record<Config["embeddedStore"], string> = { nedb: ".db", sqlite: ".sqlite" };
+
+/**
+ * The collections on disk of the stateful services, on one engine: `<DATA_DIR>/<service>/<collection>.db` (NeDB)
+ * or `.sqlite` (SQLite); nothing else (mail, auth-secret, store-id, the other engine's files).
+ */
+export function embeddedCollections(dataDir: string, engine: Config["embeddedStore"]): { service: string; collection: string }[] {
+	const extension = ENGINE_EXTENSION[engine];
 	return STATEFUL_SERVICES.flatMap(service => {
 		const dir = path.join(dataDir, service);
 		if (!fs.existsSync(dir)) return [];
 		return fs
 			.readdirSync(dir, { withFileTypes: true })
-			.filter(entry => entry.isFile() && entry.name.endsWith(".db") && COLLECTION_NAME.test(entry.name.slice(0, -3)))
-			.map(entry => ({ service, collection: entry.name.slice(0, -3) }))
+			.filter(entry => entry.isFile() && entry.name.endsWith(extension) && COLLECTION_NAME.test(entry.name.slice(0, -extension.length)))
+			.map(entry => ({ service, collection: entry.name.slice(0, -extension.length) }))
 			.sort((a, b) => a.collection.localeCompare(b.collection));
 	});
 }
@@ -136,8 +148,10 @@ function documentLine(doc: StoredDocument, where: string): string {
 /** Writes every embedded collection under config.dataDir into dir (new or empty). */
 export async function exportData(config: Config, dir: string, print: Print = console.log): Promise<Manifest> {
 	if (config.mongoUri) throw new Error("exportData reads the embedded files: give it a config without MONGO_URI");
-	const found = embeddedCollections(config.dataDir);
-	if (found.length === 0) throw new DataCommandError(`No embedded data under ${config.dataDir} (DATA_DIR): nothing to export`);
+	const found = embeddedCollections(config.dataDir, config.embeddedStore);
+	if (found.length === 0) {
+		throw new DataCommandError(`No embedded data (EMBEDDED_STORE=${config.embeddedStore}) under ${config.dataDir} (DATA_DIR): nothing to export`);
+	}
 	if (fs.existsSync(dir) && fs.readdirSync(dir).length > 0) throw new DataCommandError(`${dir} is not empty: export into a new or empty folder`);
 	fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
 	print(`Exporting the embedded data under ${config.dataDir} to ${dir} (every Mint node must be stopped)`);

@@ -107,8 +107,13 @@ export default function createTransactionsService(config: Config) {
 				name: "transactions",
 				// No index on status: NeDB re-indexes every index on each update, and a status shared by most
 				// transactions makes that cost grow with them. The sweeper finds its work by the lease, the relay
-				// by the outbox count, both sparse (present only while there is work); a user's list by `parties`.
-				indexes: [{ fields: { parties: 1 } }, { fields: { leaseUntil: 1 }, sparse: true }, { fields: { unpublished: 1 }, sparse: true }],
+				// by the outbox count, both sparse (present only while there is work); a user's list by `parties`,
+				// newest first: SQLite and MongoDB read a page of it from the index (NeDB indexes `parties` alone).
+				indexes: [
+					{ fields: { parties: 1, createdAt: -1, _id: -1 } },
+					{ fields: { leaseUntil: 1 }, sparse: true },
+					{ fields: { unpublished: 1 }, sparse: true },
+				],
 			}),
 		],
 

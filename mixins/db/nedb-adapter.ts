@@ -12,6 +12,7 @@ import { storeOperationCounter } from "../../lib/business-metrics";
 import { AppendLog } from "./append-log";
 import {
 	checkFilter,
+	isOperatorObject,
 	paging,
 	refuseSearch,
 	PlainDocuments,
@@ -21,14 +22,6 @@ import {
 	type CursorParams,
 	type DbAdapter,
 } from "./store";
-
-const isOperatorObject = (value: unknown): value is Record<string, unknown> =>
-	value !== null &&
-	typeof value === "object" &&
-	!Array.isArray(value) &&
-	!(value instanceof Date) &&
-	!(value instanceof RegExp) &&
-	Object.keys(value).some(k => k.startsWith("$"));
 
 /**
  * A filter with MongoDB's null semantics, for NeDB: `{f: null}` and
@@ -109,7 +102,9 @@ export class NedbAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> {
 	private async prepareIndexes(db: Nedb<T>): Promise<void> {
 		for (const index of this.spec.indexes ?? []) {
 			const fields = Object.keys(index.fields);
-			if (fields.length !== 1) throw new Error(`NeDB supports single-field indexes only (${this.spec.name})`);
+			// A compound index narrows by its first field here (its other fields order a list on SQLite and MongoDB);
+			// a unique one would not be enforced.
+			if (fields.length !== 1 && index.unique) throw new Error(`NeDB supports single-field unique indexes only (${this.spec.name})`);
 			await db.ensureIndexAsync({ fieldName: fields[0], unique: !!index.unique, sparse: !!index.sparse });
 		}
 		// NeDB keeps the indexes a file was given and rebuilds them at load: one the spec no longer has

@@ -143,6 +143,15 @@ export function refuseSearch(params: CursorParams | null | undefined, adapter: s
 	if (params?.search) throw new Error(`${adapter} does not support search`);
 }
 
+/** A filter's condition on a field that is operators (`{$in: [...]}`, `{$lt: 5}`), not a value to equal. */
+export const isOperatorObject = (value: unknown): value is Record<string, unknown> =>
+	value !== null &&
+	typeof value === "object" &&
+	!Array.isArray(value) &&
+	!(value instanceof Date) &&
+	!(value instanceof RegExp) &&
+	Object.keys(value).some(k => k.startsWith("$"));
+
 /** How deep a filter may nest ($and/$or/$nor, $elemMatch): Mint's own filters are shallow; deeper is a bug. */
 const MAX_FILTER_DEPTH = 8;
 

@@ -37,7 +37,8 @@ export function buildMint(label: string): BuiltMint {
 	const dist = path.join(dir, "dist");
 	// CommonJS, as tsc emits for this package (no "type": "module").
 	const compilerOptions = { ...parsed.options, module: ts.ModuleKind.CommonJS, sourceMap: false };
-	for (const file of parsed.fileNames) {
+	// (Declarations, such as mixins/db/nedb-model.d.ts, emit nothing.)
+	for (const file of parsed.fileNames.filter(name => !name.endsWith(".d.ts"))) {
 		const { outputText } = ts.transpileModule(fs.readFileSync(file, "utf8"), { fileName: file, compilerOptions });
 		const target = path.join(dist, path.relative(ROOT, file).replace(/\.ts$/, ".js"));
 		fs.mkdirSync(path.dirname(target), { recursive: true });

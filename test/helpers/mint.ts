@@ -44,6 +44,8 @@ export function testConfig(env: Record<string, string> = {}): Config {
 		PORT: "0",
 		JWT_KEY_BITS: "2048",
 		LOG_LEVEL: process.env.LOG_LEVEL ?? "warn",
+		// The embedded engine the suite runs on (EMBEDDED_STORE=sqlite npm test runs it on SQLite).
+		EMBEDDED_STORE: process.env.EMBEDDED_STORE ?? "nedb",
 		...GENEROUS_LIMITS,
 		...env,
 		DATA_DIR: dataDir,

@@ -3,8 +3,9 @@
  * 4 users), built, as a child process, so the bench never rots: every row
  * runs and serves, money is conserved on both scenarios, and the cost columns
  * (store operations, action and remote calls per request, data per transfer,
- * RSS) are printed with plausible values. With a small generated world
- * (BENCH_WORLD=400) the embedded rows run again on it. It needs RabbitMQ for
+ * RSS) are printed with plausible values. The embedded rows run on NeDB and
+ * on SQLite; with a small generated world (BENCH_WORLD=400), moved to SQLite
+ * (BENCH_WORLD_STORE=sqlite), they run again on it. It needs RabbitMQ for
  * the cluster rows, and uses Redis when there is one, as the bench does.
  */
 import { spawn } from "node:child_process";
@@ -75,6 +76,7 @@ describeWithInfra("npm run bench at its smoke size (BENCH_SMOKE=1)", rabbitmqNee
 				PATH: process.env.PATH ?? "",
 				BENCH_SMOKE: "1",
 				BENCH_WORLD: "400",
+				BENCH_WORLD_STORE: "sqlite",
 				AMQP_URL: RABBITMQ_URL,
 				...(process.env.REDIS_URL ? { REDIS_URL: process.env.REDIS_URL } : {}),
 			},
@@ -83,13 +85,13 @@ describeWithInfra("npm run bench at its smoke size (BENCH_SMOKE=1)", rabbitmqNee
 		const stderr: Buffer[] = [];
 		child.stdout.on("data", (chunk: Buffer) => stdout.push(chunk));
 		child.stderr.on("data", (chunk: Buffer) => stderr.push(chunk));
-		// SIGTERM past 80 s: the bench stops its servers and removes its data on the way out.
-		const timer = setTimeout(() => child.kill("SIGTERM"), 80_000);
+		// SIGTERM past 110 s: the bench stops its servers and removes its data on the way out.
+		const timer = setTimeout(() => child.kill("SIGTERM"), 110_000);
 		const code = await new Promise<number | null>(resolve => child.on("exit", resolve));
 		clearTimeout(timer);
 		run = { code, stdout: Buffer.concat(stdout).toString(), stderr: Buffer.concat(stderr).toString(), pid: child.pid ?? 0 };
 		rows = tableRows(run.stdout);
-	}, 100_000);
+	}, 130_000);
 
 	afterAll(() => build?.remove());
 
@@ -107,10 +109,14 @@ describeWithInfra("npm run bench at its smoke size (BENCH_SMOKE=1)", rabbitmqNee
 			"embedded: POST /transactions/transfer",
 			"embedded: POST /transactions/transfer at 50/s",
 			"embedded: read-heavy mix (1 transfer in 10)",
-			"embedded, world of 400: GET /wallet/user",
-			"embedded, world of 400: POST /transactions/transfer",
-			"embedded, world of 400: POST /transactions/transfer at 50/s",
-			"embedded, world of 400: read-heavy mix (1 transfer in 10)",
+			"embedded, SQLite: GET /wallet/user",
+			"embedded, SQLite: POST /transactions/transfer",
+			"embedded, SQLite: POST /transactions/transfer at 50/s",
+			"embedded, SQLite: read-heavy mix (1 transfer in 10)",
+			"embedded, SQLite, world of 400: GET /wallet/user",
+			"embedded, SQLite, world of 400: POST /transactions/transfer",
+			"embedded, SQLite, world of 400: POST /transactions/transfer at 50/s",
+			"embedded, SQLite, world of 400: read-heavy mix (1 transfer in 10)",
 			"cluster: GET /wallet/user",
 			"cluster: POST /transactions/transfer",
 			"cluster: POST /transactions/transfer at 50/s",
@@ -124,13 +130,13 @@ describeWithInfra("npm run bench at its smoke size (BENCH_SMOKE=1)", rabbitmqNee
 	it("finds money conserved after the load on both scenarios", () => {
 		// In the world, the first of the 4 users is its heavy user, with the balance the world gave it.
 		expect(run.stdout).toMatch(
-			/^money after the load: embedded: conserved \(4000 in 4 wallets\); embedded, world of 400: conserved \([\d.]+ in 4 wallets\); cluster: conserved \(4000 in 4 wallets\)$/m,
+			/^money after the load: embedded: conserved \(4000 in 4 wallets\); embedded, SQLite: conserved \(4000 in 4 wallets\); embedded, SQLite, world of 400: conserved \([\d.]+ in 4 wallets\); cluster: conserved \(4000 in 4 wallets\)$/m,
 		);
 	});
 
-	it("generates the world, starts on it and says so", () => {
+	it("generates the world, moves it to SQLite, starts on it and says so", () => {
 		expect(run.stdout).toMatch(
-			/^embedded, world of 400: 40 users, 400 transactions \(the heavy user in \d+\), [\d.]+ MB generated in [\d.]+ s; started in [\d.]+ s, RSS at start \d+ MB/m,
+			/^embedded, SQLite, world of 400: 40 users, 400 transactions \(the heavy user in \d+\), [\d.]+ MB generated in [\d.]+ s, moved to SQLite in [\d.]+ s; started in [\d.]+ s, RSS at start \d+ MB/m,
 		);
 	});
 
@@ -158,7 +164,7 @@ describeWithInfra("npm run bench at its smoke size (BENCH_SMOKE=1)", rabbitmqNee
 			expect(perRequest(get.storeOps)).toBeLessThan(perRequest(embeddedTransfer.storeOps));
 		}
 		// One process: nothing goes over a transporter.
-		for (const r of rows.filter(r => r.scenario.startsWith("embedded:"))) expect([r.remoteCalls, r.packets]).toEqual(["0.00", "0.00"]);
+		for (const r of rows.filter(r => /^embedded(, SQLite)?:/.test(r.scenario))) expect([r.remoteCalls, r.packets]).toEqual(["0.00", "0.00"]);
 		// The gateway node holds no wallet nor transactions: each request goes to the core node, and comes back.
 		expect(perRequest(row(/^cluster(\+Redis)?: GET/).remoteCalls)).toBeGreaterThanOrEqual(0.9);
 		expect(perRequest(clusterTransfer.remoteCalls)).toBeGreaterThanOrEqual(0.9);
@@ -175,7 +181,7 @@ describeWithInfra("npm run bench at its smoke size (BENCH_SMOKE=1)", rabbitmqNee
 			expect(Number.parseFloat(r.dataPer10k)).toBeGreaterThan(0);
 		}
 		const perTransfer = [...run.stdout.matchAll(/^ {2}- data: (\d+) bytes per transfer/gm)].map(m => Number(m[1]));
-		expect(perTransfer).toHaveLength(9);
+		expect(perTransfer).toHaveLength(12);
 		for (const bytes of perTransfer) expect(bytes).toBeGreaterThan(100);
 		// What the stores keep once compacted at stop, per transfer: the scenario's live data, the mail folder included.
 		const atStop = /^data at stop, compacted: (.*)$/m.exec(run.stdout)?.[1] ?? "";
@@ -184,13 +190,15 @@ describeWithInfra("npm run bench at its smoke size (BENCH_SMOKE=1)", rabbitmqNee
 		expect(Number(live![1])).toBeGreaterThan(100);
 		expect(Number(live![2])).toBeGreaterThan(0);
 		expect(Number(/; cluster (\d+) bytes per transfer/.exec(atStop)?.[1])).toBeGreaterThan(100);
+		expect(Number(/; embedded, SQLite (\d+) bytes per transfer over \d+ transfers \([^)]*transactions\/\*\.sqlite \d+/.exec(atStop)?.[1])).toBeGreaterThan(100);
 		// The world's files: the generated data and what the rows added.
-		expect(Number(/; embedded, world of 400 ([\d.]+) MB in all at stop/.exec(atStop)?.[1])).toBeGreaterThan(0);
+		expect(Number(/; embedded, SQLite, world of 400 ([\d.]+) MB in all at stop/.exec(atStop)?.[1])).toBeGreaterThan(0);
 		const rss = /^RSS after the load: (.*)$/m.exec(run.stdout)?.[1] ?? "";
 		const megabytes = [...rss.matchAll(/(ceiling|embedded|gateway|core|notifications) (\d+) MB \(peak (\d+) MB\)/g)];
 		expect(megabytes.map(m => m[1])).toEqual(["ceiling", "embedded", "gateway", "core", "notifications"]);
 		for (const m of megabytes) expect(Number(m[2])).toBeGreaterThan(10);
-		expect(rss).toMatch(/embedded, world of 400 \d+ MB \(peak \d+ MB\)/);
+		expect(rss).toMatch(/embedded, SQLite \d+ MB \(peak \d+ MB\)/);
+		expect(rss).toMatch(/embedded, SQLite, world of 400 \d+ MB \(peak \d+ MB\)/);
 	});
 
 	it("leaves nothing behind: no server running, no data directory, no durable queue in RabbitMQ", async () => {

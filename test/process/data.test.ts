@@ -50,7 +50,8 @@ interface Source {
 let source: Source;
 
 beforeAll(async () => {
-	const mint = await startTestMint();
+	// The deployment is on the default engine, NeDB, whatever engine the suite runs on (EMBEDDED_STORE).
+	const mint = await startTestMint({ EMBEDDED_STORE: "nedb" });
 	const alice = await signup(mint, newPerson({ firstName: "Alice" }));
 	const bob = await signup(mint, newPerson({ firstName: "Bob" }));
 	expect((await topUp(mint, alice, 100, "data-first-topup")).status).toBe(201);
@@ -141,13 +142,13 @@ describe("npm run data: an embedded deployment moved to a fresh DATA_DIR", () =>
 	});
 
 	it("exports every collection under DATA_DIR, one JSON document a line, with a manifest of the counts, and nothing else", async () => {
-		const run = await runData(["export", exportDir], { DATA_DIR: source.dataDir });
+		const run = await runData(["export", exportDir], { DATA_DIR: source.dataDir, EMBEDDED_STORE: "nedb" });
 		expect([run.status, run.stderr]).toEqual([0, ""]);
 		// It tells where the generated secret is: the nodes on MongoDB need it.
 		expect(run.stdout).toContain(path.join(source.dataDir, "auth-secret"));
 
 		manifest = JSON.parse(fs.readFileSync(path.join(exportDir, MANIFEST_FILE), "utf8"));
-		const onDisk = embeddedCollections(source.dataDir).map(c => `${c.service}/${c.collection}`);
+		const onDisk = embeddedCollections(source.dataDir, "nedb").map(c => `${c.service}/${c.collection}`);
 		expect(Object.entries(manifest.collections).flatMap(([service, counts]) => Object.keys(counts).map(c => `${service}/${c}`))).toEqual(onDisk);
 		expect(Object.keys(manifest.collections)).toEqual([...STATEFUL_SERVICES]);
 		// Neither the mail folder nor the secret: only the collections and the manifest.
@@ -174,7 +175,7 @@ describe("npm run data: an embedded deployment moved to a fresh DATA_DIR", () =>
 
 	it("refuses to export into a folder that is not empty, and changes nothing there", async () => {
 		const before = exportContents(exportDir);
-		const run = await runData(["export", exportDir], { DATA_DIR: source.dataDir });
+		const run = await runData(["export", exportDir], { DATA_DIR: source.dataDir, EMBEDDED_STORE: "nedb" });
 		expect(run.status).toBe(1);
 		expect(run.stderr).toContain(`${exportDir} is not empty`);
 		expect(exportContents(exportDir)).toEqual(before);
@@ -190,7 +191,7 @@ describe("npm run data: an embedded deployment moved to a fresh DATA_DIR", () =>
 	});
 
 	it("a second import, run as an operator would, finds every document already there and changes nothing", async () => {
-		const run = await runData(["import", exportDir], { DATA_DIR: target });
+		const run = await runData(["import", exportDir], { DATA_DIR: target, EMBEDDED_STORE: testConfig({ DATA_DIR: target }).embeddedStore });
 		expect([run.status, run.stderr]).toEqual([0, ""]);
 		expect(run.stdout).toContain(`Imported 0 documents, ${sum(totals(manifest))} already there`);
 		expect(run.stdout).toMatch(/auth\/users\s+0\s+2\n/);
@@ -234,6 +235,35 @@ describe("npm run data: an embedded deployment moved to a fresh DATA_DIR", () =>
 	});
 });
 
+describe("npm run data: an embedded deployment moved from NeDB to SQLite (EMBEDDED_STORE=sqlite)", () => {
+	let work: string;
+	beforeAll(() => {
+		work = tmpDir("to-sqlite");
+	});
+	afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
+
+	it("imports every document into SQLite files, exports them back unchanged, and a Mint on them serves the same people", async () => {
+		const exportDir = path.join(work, "export");
+		const manifest = await exportData(testConfig({ DATA_DIR: source.dataDir, EMBEDDED_STORE: "nedb" }), exportDir, quiet);
+		const env = { DATA_DIR: path.join(work, "data"), EMBEDDED_STORE: "sqlite" };
+		const reports = await importData(testConfig(env), exportDir, quiet);
+		expect([sum(reports.map(r => r.imported)), sum(reports.map(r => r.alreadyThere))]).toEqual([sum(totals(manifest)), 0]);
+		expect(embeddedCollections(env.DATA_DIR, "sqlite")).toEqual(embeddedCollections(source.dataDir, "nedb"));
+		expect(embeddedCollections(env.DATA_DIR, "nedb")).toEqual([]);
+
+		const back = path.join(work, "back");
+		await exportData(testConfig(env), back, quiet);
+		expect(exportContents(back)).toEqual(exportContents(exportDir));
+
+		const mint = await startTestMint({ ...env, AUTH_SECRET: source.secret });
+		try {
+			await expectSamePeople(mint);
+		} finally {
+			await mint.stop({ keepData: true });
+		}
+	}, 60_000);
+});
+
 describeWithInfra("npm run data: an embedded deployment moved to MongoDB", MONGO_NEED, () => {
 	let mongo: TestMongo;
 	let exportDir: string;
@@ -242,7 +272,7 @@ describeWithInfra("npm run data: an embedded deployment moved to MongoDB", MONGO
 	beforeAll(async () => {
 		mongo = await startMongo();
 		exportDir = path.join(tmpDir("export-mongo"), "export");
-		manifest = await exportData(testConfig({ DATA_DIR: source.dataDir }), exportDir, quiet);
+		manifest = await exportData(testConfig({ DATA_DIR: source.dataDir, EMBEDDED_STORE: "nedb" }), exportDir, quiet);
 	}, 60_000);
 
 	afterAll(async () => {

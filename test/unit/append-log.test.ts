@@ -176,9 +176,9 @@ describe("AppendLog on a NeDB data file", () => {
 				}
 			}).length;
 		for (let attempt = 0; attempt < 3; attempt++) {
-			const adapter = new NedbAdapter<Doc>({ name: "docs", indexes: [{ fields: { n: 1, _id: 1 } }] }, file);
+			const adapter = new NedbAdapter<Doc>({ name: "docs", indexes: [{ fields: { n: 1, _id: 1 }, unique: true }] }, file);
 			adapter.init({}, { logger: console });
-			await expect(adapter.connect()).rejects.toThrow(/single-field indexes only/);
+			await expect(adapter.connect()).rejects.toThrow(/single-field unique indexes only/);
 		}
 		expect(openOnFile()).toBe(0);
 	});

@@ -22,8 +22,9 @@ const MONGO_URI = "mongodb://127.0.0.1:27017";
 const USERS = { name: "users", indexes: [{ fields: { email: 1 as const }, unique: true }] };
 
 const dataDirs: string[] = [];
+/** A config on the NeDB engine whatever EMBEDDED_STORE the suite runs with (the SQLite store has test/unit/sqlite-adapter.test.ts). */
 function config(env: Record<string, string> = {}) {
-	const c = testConfig(env);
+	const c = testConfig({ EMBEDDED_STORE: "nedb", ...env });
 	dataDirs.push(c.dataDir);
 	return c;
 }
@@ -431,7 +432,7 @@ describe("createAdapter without MONGO_URI", () => {
 
 	it("refuses a compound index NeDB cannot enforce, at connect", async () => {
 		const adapter = createAdapter(config(), "svc", { name: "pairs", indexes: [{ fields: { a: 1, b: 1 }, unique: true }] });
-		await expect(adapter.connect()).rejects.toThrow("NeDB supports single-field indexes only (pairs)");
+		await expect(adapter.connect()).rejects.toThrow("NeDB supports single-field unique indexes only (pairs)");
 	});
 });
 

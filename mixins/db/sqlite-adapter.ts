@@ -1,0 +1,548 @@
+/**
+ * The embedded backend on SQLite (`node:sqlite`, built into Node 22: no
+ * server, no dependency), chosen with EMBEDDED_STORE=sqlite: one database
+ * file per collection, `DATA_DIR/<service>/<collection>.sqlite` (its WAL
+ * beside it).
+ *
+ * Unlike NeDB nothing is loaded at start and nothing is kept in memory but
+ * SQLite's page cache: a document is a row (`docs`: `_id`, the JSON text),
+ * each index of the spec a table of its keys (`ix_...`: the key fields' values
+ * and the document's `_id`, a B-tree; an array field gives a key per element,
+ * as MongoDB's multikey indexes do). Every operation runs synchronously on
+ * the event loop, all of it or none (a savepoint): a compare-and-set cannot
+ * interleave with another write of this process, and the service ownership
+ * locks keep other processes out (lib/service-ownership.ts). The writes of one
+ * turn of the event loop are committed together (group commit), each answered
+ * once its group is.
+ *
+ * Filters and updates keep the semantics both other backends give (store.ts):
+ * the index tables only narrow the candidates (by `_id`, or by the first field
+ * of an index: equality, $in, a range), and NeDB's document model decides what
+ * matches and applies the update operators, with MongoDB's null semantics
+ * (withMongoNulls). A filter that is exactly one equality on an index's first
+ * field is answered from the index alone, sorted and paged by SQLite when the
+ * index's other fields are the sort: a page of a long list reads that page.
+ *
+ * Durability: WAL with synchronous=OFF: a write is answered once it is in
+ * the WAL file (written, not flushed to the disk): it survives a killed
+ * process, not a power cut, as NeDB's appends do. Freed pages are reused: the
+ * files do not grow without bound.
+ */
+import crypto from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
+import type { DatabaseSync, SQLInputValue, StatementSync } from "node:sqlite";
+import * as model from "@seald-io/nedb/lib/model.js";
+import { storeOperationCounter } from "../../lib/business-metrics";
+import { withMongoNulls } from "./nedb-adapter";
+import {
+	checkFilter,
+	isOperatorObject,
+	paging,
+	refuseSearch,
+	PlainDocuments,
+	sortSpec,
+	type AdapterOwner,
+	type CollectionSpec,
+	type CursorParams,
+	type DbAdapter,
+	type IndexSpec,
+} from "./store";
+
+type Doc = { _id?: unknown } & Record<string, unknown>;
+type Key = string | number | Uint8Array;
+
+/**
+ * How an index key holds a missing or null value: before every number and string, as MongoDB orders them
+ * (a key column is never NULL: a unique index refuses a second null, as on the other backends).
+ */
+const NULL_KEY = Number.NEGATIVE_INFINITY;
+
+/** A value as an index key: strings and finite numbers as themselves (SQLite orders them as MongoDB does), anything else as a tagged blob (after them). */
+function indexKey(value: unknown): Key {
+	if (typeof value === "string") return value;
+	if (typeof value === "number" && Number.isFinite(value)) return value;
+	if (value === null || value === undefined) return NULL_KEY;
+	return Buffer.from(`J${JSON.stringify(value)}`);
+}
+
+const isKeyValue = (value: unknown): value is string | number => typeof value === "string" || (typeof value === "number" && Number.isFinite(value));
+
+/** A unique index (or `_id`) refused a document: recognised by isDuplicateKeyError, as NeDB's error is. */
+function uniqueViolated(collection: string, what: string): Error {
+	return Object.assign(new Error(`${collection}: a document with this ${what} already exists`), { errorType: "uniqueViolated" });
+}
+
+/** SQLite's constraint error (SQLITE_CONSTRAINT and its extended codes). */
+const isConstraintError = (err: unknown): boolean => ((err as { errcode?: number } | null)?.errcode ?? 0) % 256 === 19;
+
+/** Writes waiting for their group's commit. */
+interface WriteGroup {
+	waiters: { resolve: () => void; reject: (err: unknown) => void }[];
+}
+
+/** One index of the spec, as a table of keys. */
+interface KeyTable {
+	spec: IndexSpec;
+	table: string;
+	fields: string[];
+	insert: StatementSync;
+	remove: StatementSync;
+}
+
+/** How a filter's candidates are found: the SQL that lists them, and whether every one of them matches (no other condition). */
+interface Plan {
+	from: string;
+	where: string;
+	params: SQLInputValue[];
+	exact: boolean;
+	/** The key table the candidates come from, when they come from one. */
+	keys?: KeyTable;
+}
+
+const STATEMENT_CACHE = 256;
+
+/** The table name of an index: its fields and options, so that a changed index is a new table. */
+function keyTableName(index: IndexSpec): string {
+	const fields = Object.entries(index.fields).map(([field, dir]) => `${field.replace(/[^A-Za-z0-9]/g, "_")}_${dir === -1 ? "d" : "a"}`);
+	return `ix_${fields.join("__")}${index.unique ? "_u" : ""}${index.sparse ? "_s" : ""}`;
+}
+
+/** Loads node:sqlite when the first SQLite store opens (it warns that it is experimental: a node on NeDB or MongoDB never loads it). */
+function openDatabase(filename: string): DatabaseSync {
+	const { DatabaseSync } = require("node:sqlite") as typeof import("node:sqlite");
+	return new DatabaseSync(filename);
+}
+
+export class SqliteAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> {
+	private db: DatabaseSync | null = null;
+	private keyTables: KeyTable[] = [];
+	private readonly statements = new Map<string, StatementSync>();
+	private counted: (operation: string) => void = () => undefined;
+	/** The writes of this turn of the event loop, committed together (write()). */
+	private group: WriteGroup | null = null;
+
+	constructor(
+		private readonly spec: CollectionSpec,
+		readonly filename: string,
+	) {
+		super();
+		for (const index of spec.indexes ?? []) {
+			if (Object.keys(index.fields).length === 0) throw new Error(`${spec.name}: an index needs a field`);
+		}
+		fs.mkdirSync(path.dirname(filename), { recursive: true, mode: 0o700 });
+	}
+
+	init(broker: unknown, service: AdapterOwner): void {
+		this.counted = storeOperationCounter(broker, service.name ?? path.basename(path.dirname(this.filename)), this.spec.name);
+	}
+
+	async connect(): Promise<void> {
+		const db = openDatabase(this.filename);
+		try {
+			db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = OFF; PRAGMA temp_store = MEMORY");
+			db.exec("CREATE TABLE IF NOT EXISTS docs (id TEXT PRIMARY KEY NOT NULL, body TEXT NOT NULL)");
+			this.db = db;
+			this.statements.clear();
+			this.keyTables = this.prepareIndexes(db);
+		} catch (err) {
+			this.db = null;
+			db.close();
+			throw err;
+		}
+	}
+
+	/** The spec's key tables, filled from the documents when new; tables of indexes the spec no longer has are dropped (Mint's own files, as on NeDB). */
+	private prepareIndexes(db: DatabaseSync): KeyTable[] {
+		const wanted = (this.spec.indexes ?? []).map(spec => ({ spec, table: keyTableName(spec), fields: Object.keys(spec.fields) }));
+		const present = new Set(
+			(db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'ix\\_%' ESCAPE '\\'").all() as { name: string }[]).map(r => r.name),
+		);
+		return this.transaction(() => {
+			for (const name of present) if (!wanted.some(w => w.table === name)) db.exec(`DROP TABLE "${name}"`);
+			return wanted.map(({ spec, table, fields }) => {
+				const columns = fields.map((_, i) => `k${i}`);
+				const primary = spec.unique ? columns : [...columns, "id"];
+				const created = !present.has(table);
+				db.exec(
+					`CREATE TABLE IF NOT EXISTS "${table}" (${columns.map(c => `${c} NOT NULL`).join(", ")}, id TEXT NOT NULL, PRIMARY KEY (${primary.join(", ")})) WITHOUT ROWID`,
+				);
+				const keys: KeyTable = {
+					spec,
+					table,
+					fields,
+					insert: db.prepare(`INSERT INTO "${table}" (${columns.join(", ")}, id) VALUES (${columns.map(() => "?").join(", ")}, ?)`),
+					remove: db.prepare(`DELETE FROM "${table}" WHERE ${columns.map(c => `${c} = ?`).join(" AND ")} AND id = ?`),
+				};
+				if (created) {
+					for (const row of db.prepare("SELECT body FROM docs").iterate()) this.putKeys(keys, JSON.parse(row.body as string) as Doc);
+				}
+				return keys;
+			});
+		});
+	}
+
+	async disconnect(): Promise<void> {
+		if (this.group) this.commit(this.group);
+		const db = this.db;
+		this.db = null;
+		this.statements.clear();
+		this.keyTables = [];
+		db?.close();
+	}
+
+	private get store(): DatabaseSync {
+		if (!this.db) throw new Error(`SQLite store ${this.spec.name} is not connected`);
+		return this.db;
+	}
+
+	/** A prepared statement, kept for the connection's life (the cache is emptied past STATEMENT_CACHE: `$in` lists of every length). */
+	private statement(sql: string): StatementSync {
+		let stmt = this.statements.get(sql);
+		if (!stmt) {
+			if (this.statements.size >= STATEMENT_CACHE) this.statements.clear();
+			stmt = this.store.prepare(sql);
+			this.statements.set(sql, stmt);
+		}
+		return stmt;
+	}
+
+	/**
+	 * Runs one write, all of it or none (a savepoint), in the transaction that gathers every write of this
+	 * turn of the event loop; answers once that transaction is committed (group commit, as the NeDB store's
+	 * appends: one WAL write for many operations). Reads see a write at once, as on NeDB. A commit that fails
+	 * rolls the whole group back and fails each of its writes.
+	 */
+	private write<R>(body: () => R): Promise<R> {
+		const db = this.store;
+		if (!this.group) {
+			db.exec("BEGIN IMMEDIATE");
+			const group: WriteGroup = { waiters: [] };
+			this.group = group;
+			setImmediate(() => this.commit(group));
+		}
+		db.exec("SAVEPOINT one_write");
+		let result: R;
+		try {
+			result = body();
+			db.exec("RELEASE one_write");
+		} catch (err) {
+			db.exec("ROLLBACK TO one_write; RELEASE one_write");
+			return Promise.reject(err);
+		}
+		const group = this.group;
+		return new Promise<R>((resolve, reject) => group.waiters.push({ resolve: () => resolve(result), reject }));
+	}
+
+	/** Commits a group of writes and answers each of them. */
+	private commit(group: WriteGroup): void {
+		if (this.group !== group) return;
+		this.group = null;
+		let failure: unknown = null;
+		try {
+			this.db?.exec("COMMIT");
+		} catch (err) {
+			failure = err;
+			try {
+				this.db?.exec("ROLLBACK");
+			} catch {
+				// (SQLite may have rolled it back already.)
+			}
+		}
+		for (const waiter of group.waiters) {
+			if (failure) waiter.reject(failure);
+			else waiter.resolve();
+		}
+	}
+
+	/** Runs `body` in one SQLite transaction of its own, at once: all of it is written, or none (connect's index tables). */
+	private transaction<R>(body: () => R): R {
+		const db = this.store;
+		db.exec("BEGIN IMMEDIATE");
+		try {
+			const result = body();
+			db.exec("COMMIT");
+			return result;
+		} catch (err) {
+			db.exec("ROLLBACK");
+			throw err;
+		}
+	}
+
+	// ---- index keys ----
+
+	/** The key rows of a document for one index: a row per element of an array first field; none for a sparse index's missing field. */
+	private keyRows(keys: KeyTable, doc: Doc): Key[][] {
+		const [first, ...rest] = keys.fields.map(field => model.getDotValue(doc, field));
+		if (first === undefined && keys.spec.sparse) return [];
+		const tail = rest.map(indexKey);
+		const heads = Array.isArray(first) ? [...new Set(first.map(indexKey))] : [indexKey(first)];
+		return heads.map(head => [head, ...tail]);
+	}
+
+	private putKeys(keys: KeyTable, doc: Doc): void {
+		for (const row of this.keyRows(keys, doc)) {
+			try {
+				keys.insert.run(...row, String(doc._id));
+			} catch (err) {
+				if (isConstraintError(err)) throw uniqueViolated(this.spec.name, keys.fields.join(", "));
+				throw err;
+			}
+		}
+	}
+
+	private dropKeys(keys: KeyTable, doc: Doc): void {
+		for (const row of this.keyRows(keys, doc)) keys.remove.run(...row, String(doc._id));
+	}
+
+	// ---- reading ----
+
+	/** Where the candidates of a filter come from: `_id`, else the first field of an index (equality, $in, range), else every document. */
+	private plan(query: Record<string, unknown>): Plan {
+		const only = Object.keys(query).length === 1;
+		const id = query._id;
+		if (isKeyValue(id)) return { from: "docs d", where: "d.id = ?", params: [String(id)], exact: only && typeof id === "string" };
+		if (isOperatorObject(id) && Object.keys(id).length === 1 && Array.isArray(id.$in) && id.$in.every(v => typeof v === "string")) {
+			return { from: "docs d", where: `d.id IN (${id.$in.map(() => "?").join(", ")})`, params: id.$in as string[], exact: only };
+		}
+		let best: (Plan & { rank: number }) | null = null;
+		for (const keys of this.keyTables) {
+			const value = query[keys.fields[0]];
+			const from = `"${keys.table}" x JOIN docs d ON d.id = x.id`;
+			let found: (Plan & { rank: number }) | null = null;
+			if (isKeyValue(value)) {
+				found = { from, where: "x.k0 = ?", params: [value], exact: only, keys, rank: keys.spec.unique ? 0 : 1 };
+			} else if (isOperatorObject(value)) {
+				const ops = Object.keys(value);
+				if (isKeyValue(value.$eq)) {
+					found = { from, where: "x.k0 = ?", params: [value.$eq], exact: only && ops.length === 1, keys, rank: 1 };
+				} else if (Array.isArray(value.$in) && value.$in.length > 0 && value.$in.every(isKeyValue)) {
+					found = { from, where: `x.k0 IN (${value.$in.map(() => "?").join(", ")})`, params: value.$in, exact: false, keys, rank: 2 };
+				} else {
+					const bounds = (["$gt", "$gte", "$lt", "$lte"] as const).filter(op => isKeyValue(value[op]));
+					const sql = { $gt: ">", $gte: ">=", $lt: "<", $lte: "<=" };
+					if (bounds.length > 0) {
+						found = {
+							from,
+							where: bounds.map(op => `x.k0 ${sql[op]} ?`).join(" AND "),
+							params: bounds.map(op => value[op] as SQLInputValue),
+							exact: false,
+							keys,
+							rank: 3,
+						};
+					}
+				}
+			}
+			if (found && (!best || found.rank < best.rank)) best = found;
+		}
+		return best ?? { from: "docs d", where: "1", params: [], exact: false };
+	}
+
+	/** The documents matching a (checked) filter, sorted and paged. */
+	private select(query: object, sort: Record<string, 1 | -1> | null, skip: number, limit: number | undefined): Doc[] {
+		const plan = this.plan(query as Record<string, unknown>);
+		const pushed = plan.exact && this.orderFromIndex(plan, sort);
+		if (pushed !== false) {
+			// Every candidate matches: SQLite sorts (by the index, when its fields are the sort) and pages.
+			const sql = `SELECT d.body FROM ${plan.from} WHERE ${plan.where}${pushed}${limit !== undefined ? " LIMIT ? OFFSET ?" : skip ? " LIMIT -1 OFFSET ?" : ""}`;
+			const params = limit !== undefined ? [...plan.params, limit, skip] : skip ? [...plan.params, skip] : plan.params;
+			return this.statement(sql)
+				.all(...params)
+				.map(row => JSON.parse(row.body as string) as Doc);
+		}
+		const filter = withMongoNulls(query);
+		const docs: Doc[] = [];
+		const seen = plan.keys && plan.params.length > 1 ? new Set<string>() : null;
+		for (const row of this.statement(`SELECT d.id, d.body FROM ${plan.from} WHERE ${plan.where}`).iterate(...plan.params)) {
+			if (seen) {
+				if (seen.has(row.id as string)) continue;
+				seen.add(row.id as string);
+			}
+			const doc = JSON.parse(row.body as string) as Doc;
+			if (model.match(doc, filter)) docs.push(doc);
+			// Unsorted, the first matches are the page: the rest need not be read.
+			if (!sort && limit !== undefined && docs.length >= skip + limit) break;
+		}
+		if (sort) docs.sort(compareBy(sort));
+		return limit !== undefined || skip ? docs.slice(skip, limit !== undefined ? skip + limit : undefined) : docs;
+	}
+
+	/**
+	 * The ORDER BY that gives `sort` from the plan's index (its fields after the first, all ascending or all
+	 * descending as asked), "" when there is no sort, or false when the index cannot give it (or with no
+	 * sort but paging: SQLite pages, the order is the index's).
+	 */
+	private orderFromIndex(plan: Plan, sort: Record<string, 1 | -1> | null): string | false {
+		if (!sort || Object.keys(sort).length === 0) return "";
+		const fields = Object.keys(sort);
+		const keys = plan.keys;
+		if (!keys || plan.params.length !== 1 || keys.fields.length < fields.length + 1) return false;
+		const clauses: string[] = [];
+		for (const [i, field] of fields.entries()) {
+			if (keys.fields[i + 1] !== field) return false;
+			clauses.push(`x.k${i + 1} ${sort[field] === -1 ? "DESC" : "ASC"}`);
+		}
+		return ` ORDER BY ${clauses.join(", ")}`;
+	}
+
+	async find(params?: CursorParams | null): Promise<T[]> {
+		this.counted("find");
+		refuseSearch(params, "SqliteAdapter");
+		checkFilter(params?.query ?? {}, this.spec.name);
+		const { skip, limit } = paging(params);
+		return this.select(params?.query ?? {}, params?.sort ? sortSpec(params.sort) : null, skip ?? 0, limit) as T[];
+	}
+
+	async findOne(query: object): Promise<T | null> {
+		this.counted("findOne");
+		checkFilter(query, this.spec.name);
+		return (this.select(query, null, 0, 1)[0] ?? null) as T | null;
+	}
+
+	async findById(id: unknown): Promise<T | null> {
+		this.counted("findById");
+		return (this.select({ _id: id }, null, 0, 1)[0] ?? null) as T | null;
+	}
+
+	async findByIds(ids: unknown[]): Promise<T[]> {
+		this.counted("findByIds");
+		return this.select({ _id: { $in: ids } }, null, 0, undefined) as T[];
+	}
+
+	async count(params?: CursorParams | null): Promise<number> {
+		this.counted("count");
+		refuseSearch(params, "SqliteAdapter");
+		const query = params?.query ?? {};
+		checkFilter(query, this.spec.name);
+		const { skip, limit } = paging(params);
+		const plan = this.plan(query as Record<string, unknown>);
+		let n: number;
+		if (plan.exact || Object.keys(query).length === 0) {
+			// Counted by SQLite, from the index alone when there is one.
+			const from = plan.keys ? `"${plan.keys.table}" x` : "docs d";
+			n = Number(this.statement(`SELECT COUNT(*) AS n FROM ${from} WHERE ${plan.where}`).get(...plan.params)?.n ?? 0);
+		} else {
+			n = this.select(query, null, 0, undefined).length;
+		}
+		n = Math.max(0, n - (skip ?? 0));
+		return limit !== undefined ? Math.min(n, limit) : n;
+	}
+
+	// ---- writing ----
+
+	private insertOne(doc: Doc): Doc {
+		const stored = model.deepCopy(doc);
+		if (stored._id === undefined) stored._id = crypto.randomBytes(12).toString("base64url");
+		if (typeof stored._id !== "string") throw new Error(`${this.spec.name}: _id must be a string`);
+		model.checkObject(stored);
+		try {
+			this.statement("INSERT INTO docs (id, body) VALUES (?, ?)").run(stored._id, JSON.stringify(stored));
+		} catch (err) {
+			if (isConstraintError(err)) throw uniqueViolated(this.spec.name, "_id");
+			throw err;
+		}
+		for (const keys of this.keyTables) this.putKeys(keys, stored);
+		return stored;
+	}
+
+	/** Replaces a document by its new version, and the index keys that changed. */
+	private replace(before: Doc, after: Doc): void {
+		this.statement("UPDATE docs SET body = ? WHERE id = ?").run(JSON.stringify(after), String(before._id));
+		for (const keys of this.keyTables) {
+			const was = this.keyRows(keys, before);
+			const now = this.keyRows(keys, after);
+			if (JSON.stringify(was) === JSON.stringify(now)) continue;
+			this.dropKeys(keys, before);
+			this.putKeys(keys, after);
+		}
+	}
+
+	/** Applies an update to the matching documents (the first only unless `multi`); with `upsert`, inserts when none matches. */
+	private update(query: object, update: object, multi: boolean, upsert: boolean): Promise<Doc[]> {
+		checkFilter(query, this.spec.name);
+		return this.write(() => {
+			const matched = this.select(query, null, 0, multi ? undefined : 1);
+			if (matched.length === 0 && upsert) {
+				// As NeDB (and MongoDB) upsert: a replacement document as given, else the filter's plain fields with the update applied.
+				let base: Doc;
+				try {
+					model.checkObject(update);
+					base = update as Doc;
+				} catch {
+					base = model.modify(model.deepCopy(query, true) as Doc, update);
+				}
+				return [this.insertOne(base)];
+			}
+			const updated = matched.map(doc => {
+				const after = model.modify(doc, update);
+				this.replace(doc, after);
+				return after;
+			});
+			return updated;
+		});
+	}
+
+	async insert(doc: T): Promise<T> {
+		this.counted("insert");
+		return (await this.write(() => this.insertOne(doc as Doc))) as T;
+	}
+
+	async insertMany(docs: T[]): Promise<T[]> {
+		this.counted("insertMany");
+		return (await this.write(() => docs.map(doc => this.insertOne(doc as Doc)))) as T[];
+	}
+
+	async updateOne(query: object, update: object, opts: { upsert?: boolean } = {}): Promise<number> {
+		this.counted("updateOne");
+		return (await this.update(query, update, false, !!opts.upsert)).length;
+	}
+
+	async updateMany(query: object, update: object): Promise<number> {
+		this.counted("updateMany");
+		return (await this.update(query, update, true, false)).length;
+	}
+
+	async updateById(id: unknown, update: object): Promise<T | null> {
+		this.counted("updateById");
+		return ((await this.update({ _id: id }, update, false, false))[0] ?? null) as T | null;
+	}
+
+	private remove(query: object, multi: boolean): Promise<number> {
+		checkFilter(query, this.spec.name);
+		return this.write(() => {
+			const matched = this.select(query, null, 0, multi ? undefined : 1);
+			for (const doc of matched) {
+				this.statement("DELETE FROM docs WHERE id = ?").run(String(doc._id));
+				for (const keys of this.keyTables) this.dropKeys(keys, doc);
+			}
+			return matched.length;
+		});
+	}
+
+	async removeMany(query: object): Promise<number> {
+		this.counted("removeMany");
+		return this.remove(query, true);
+	}
+
+	async removeById(id: unknown): Promise<number> {
+		this.counted("removeById");
+		return this.remove({ _id: id }, false);
+	}
+
+	async clear(): Promise<number> {
+		this.counted("clear");
+		return this.remove({}, true);
+	}
+}
+
+/** NeDB's (MongoDB's) order of documents by sort fields. */
+function compareBy(sort: Record<string, 1 | -1>): (a: Doc, b: Doc) => number {
+	const criteria = Object.entries(sort);
+	return (a, b) => {
+		for (const [field, direction] of criteria) {
+			const order = model.compareThings(model.getDotValue(a, field), model.getDotValue(b, field));
+			if (order !== 0) return direction * order;
+		}
+		return 0;
+	};
+}

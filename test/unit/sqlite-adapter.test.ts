@@ -1,0 +1,294 @@
+/**
+ * The SQLite store (EMBEDDED_STORE=sqlite, mixins/db/sqlite-adapter.ts): the
+ * store contract on a real SQLite file, and what only it does: index tables
+ * (multikey, compound, sparse, unique) kept in step with every write, lists
+ * sorted and paged by the index, indexes made and dropped as the spec changes;
+ * and, on random documents, filters, sorts and updates, the same answers as
+ * the NeDB store.
+ */
+import fs from "node:fs";
+import path from "node:path";
+import fc from "fast-check";
+import { createAdapter, NedbAdapter, SqliteAdapter, type CollectionSpec, type DbAdapter } from "../../mixins/db.mixin";
+import { testConfig } from "../helpers/mint";
+import { CONTRACT_SPEC, storeRoundTrip, type ContractDoc } from "../helpers/store-contract";
+
+const dataDirs: string[] = [];
+function config() {
+	const c = testConfig({ EMBEDDED_STORE: "sqlite" });
+	dataDirs.push(c.dataDir);
+	return c;
+}
+afterAll(() => {
+	for (const dir of dataDirs) fs.rmSync(dir, { recursive: true, force: true });
+});
+
+async function open<T>(c: ReturnType<typeof config>, service: string, spec: CollectionSpec): Promise<DbAdapter<T>> {
+	const adapter = createAdapter<T>(c, service, spec);
+	adapter.init({}, { logger: console });
+	await adapter.connect();
+	return adapter;
+}
+
+describe("createAdapter with EMBEDDED_STORE=sqlite", () => {
+	it("returns the SQLite adapter persisted at DATA_DIR/<service>/<collection>.sqlite", () => {
+		const c = config();
+		const adapter = createAdapter(c, "auth", { name: "users" });
+		expect(adapter).toBeInstanceOf(SqliteAdapter);
+		expect(adapter).not.toBeInstanceOf(NedbAdapter);
+		expect((adapter as SqliteAdapter<unknown>).filename).toBe(path.join(c.dataDir, "auth", "users.sqlite"));
+	});
+
+	it("refuses another engine name", () => {
+		expect(() => testConfig({ EMBEDDED_STORE: "leveldb" })).toThrow(/EMBEDDED_STORE.*nedb or sqlite/);
+	});
+});
+
+describe("SQLite store", () => {
+	it("keeps the store contract: unique index, compare-and-set, queries, persistence, removal", async () => {
+		const c = config();
+		await storeRoundTrip(spec => createAdapter<ContractDoc>(c, "contract", spec));
+		expect(fs.existsSync(path.join(c.dataDir, "contract", `${CONTRACT_SPEC.name}.sqlite`))).toBe(true);
+	});
+});
+
+interface Row {
+	_id: string;
+	owner?: string;
+	parties?: string[];
+	createdAt?: string;
+	due?: number | null;
+	email?: string;
+}
+
+/** Lists by a multikey compound index, as transactions are listed by `parties`, newest first. */
+const LISTED: CollectionSpec = {
+	name: "listed",
+	indexes: [{ fields: { parties: 1, createdAt: -1, _id: -1 } }, { fields: { due: 1 }, sparse: true }, { fields: { email: 1 }, unique: true, sparse: true }],
+};
+
+/** The rows SQLite holds in a table (what the index tables contain). */
+function tableRows(file: string, sql: string): Record<string, unknown>[] {
+	const { DatabaseSync } = require("node:sqlite") as typeof import("node:sqlite");
+	const db = new DatabaseSync(file, { readOnly: true });
+	try {
+		return db.prepare(sql).all();
+	} finally {
+		db.close();
+	}
+}
+
+describe("SQLite store's index tables", () => {
+	it("pages a party's list newest first from the compound index, and follows every change of its keys", async () => {
+		const c = config();
+		const store = await open<Row>(c, "transactions", LISTED);
+		try {
+			for (let i = 0; i < 30; i++) {
+				await store.insert({
+					_id: `t${String(i).padStart(2, "0")}`,
+					parties: i % 3 === 0 ? ["ada", "bob"] : ["ada"],
+					createdAt: `2026-01-${String(1 + (i % 10)).padStart(2, "0")}`,
+				});
+			}
+			const expected = (await store.find({ query: { parties: "ada" } })).sort((a, b) =>
+				a.createdAt === b.createdAt ? b._id.localeCompare(a._id) : (b.createdAt ?? "").localeCompare(a.createdAt ?? ""),
+			);
+			const page = (offset: number, limit = 7) => store.find({ query: { parties: "ada" }, sort: ["-createdAt", "-_id"], limit, offset });
+			expect((await page(0)).map(r => r._id)).toEqual(expected.slice(0, 7).map(r => r._id));
+			expect((await page(21)).map(r => r._id)).toEqual(expected.slice(21, 28).map(r => r._id));
+			expect((await page(28)).map(r => r._id)).toEqual(expected.slice(28).map(r => r._id));
+			expect(await store.count({ query: { parties: "ada" } })).toBe(30);
+			expect(await store.count({ query: { parties: "bob" } })).toBe(10);
+
+			// A changed sort key moves the document; a party taken out of the array drops it from that party's list.
+			expect(await store.updateOne({ _id: "t05" }, { $set: { createdAt: "2027-01-01" } })).toBe(1);
+			expect((await page(0, 1)).map(r => r._id)).toEqual(["t05"]);
+			expect(await store.updateOne({ _id: "t03" }, { $pull: { parties: "bob" } })).toBe(1);
+			expect(await store.count({ query: { parties: "bob" } })).toBe(9);
+			expect((await store.find({ query: { parties: "bob" }, sort: ["-createdAt", "-_id"] })).map(r => r._id)).not.toContain("t03");
+			expect(await store.removeMany({ parties: "bob" })).toBe(9);
+			expect(await store.count({ query: { parties: "ada" } })).toBe(21);
+
+			const file = path.join(c.dataDir, "transactions", "listed.sqlite");
+			await store.disconnect();
+			const keys = tableRows(file, 'SELECT k0, id FROM "ix_parties_a__createdAt_d___id_d" ORDER BY id');
+			expect(keys.length).toBe(21);
+			expect(new Set(keys.map(k => k.k0))).toEqual(new Set(["ada"]));
+		} finally {
+			await store.disconnect();
+		}
+	});
+
+	it("a sparse index holds only the documents with the field; a range over it finds the due ones in order", async () => {
+		const c = config();
+		const store = await open<Row>(c, "notifications", LISTED);
+		try {
+			await store.insertMany([{ _id: "a", due: 30 }, { _id: "b" }, { _id: "c", due: 10 }, { _id: "d", due: null }, { _id: "e", due: 20 }]);
+			expect((await store.find({ query: { due: { $lte: 25 } }, sort: ["due"] })).map(r => r._id)).toEqual(["c", "e"]);
+			expect(await store.updateOne({ _id: "c" }, { $unset: { due: true } })).toBe(1);
+			expect((await store.find({ query: { due: { $lte: 25 } }, sort: ["due"] })).map(r => r._id)).toEqual(["e"]);
+			expect((await store.find({ query: { due: null }, sort: ["_id"] })).map(r => r._id)).toEqual(["b", "c", "d"]);
+			await store.disconnect();
+			const keys = tableRows(path.join(c.dataDir, "notifications", "listed.sqlite"), 'SELECT id FROM "ix_due_a_s" ORDER BY id');
+			expect(keys.map(k => k.id)).toEqual(["a", "d", "e"]);
+		} finally {
+			await store.disconnect();
+		}
+	});
+
+	it("an update a unique index refuses changes nothing: the document, and every index, stay as they were", async () => {
+		const c = config();
+		const store = await open<Row>(c, "auth", LISTED);
+		try {
+			await store.insertMany([
+				{ _id: "u1", email: "ada@example.com", parties: ["x"] },
+				{ _id: "u2", email: "bob@example.com", parties: ["y"] },
+			]);
+			const err = await store.updateOne({ _id: "u2" }, { $set: { email: "ada@example.com", parties: ["z"] } }).catch(e => e);
+			expect(err).toMatchObject({ errorType: "uniqueViolated" });
+			expect(await store.findOne({ _id: "u2" })).toEqual({ _id: "u2", email: "bob@example.com", parties: ["y"] });
+			expect(await store.count({ query: { parties: "z" } })).toBe(0);
+			expect(await store.count({ query: { parties: "y" } })).toBe(1);
+			// A batch insert is all or nothing.
+			await expect(
+				store.insertMany([
+					{ _id: "u3", email: "cy@example.com" },
+					{ _id: "u4", email: "bob@example.com" },
+				]),
+			).rejects.toMatchObject({
+				errorType: "uniqueViolated",
+			});
+			expect(await store.findOne({ _id: "u3" })).toBeNull();
+			expect(await store.findOne({ email: "cy@example.com" })).toBeNull();
+		} finally {
+			await store.disconnect();
+		}
+	});
+
+	it("builds the index tables a newer spec adds from the documents, and drops those it no longer has", async () => {
+		const c = config();
+		const older = await open<Row>(c, "wallet", { name: "entries", indexes: [{ fields: { owner: 1 } }] });
+		await older.insertMany([
+			{ _id: "e1", owner: "ada", due: 5 },
+			{ _id: "e2", owner: "bob", due: 7 },
+			{ _id: "e3", owner: "ada" },
+		]);
+		await older.disconnect();
+		const newer = await open<Row>(c, "wallet", { name: "entries", indexes: [{ fields: { due: 1 }, sparse: true }] });
+		try {
+			expect((await newer.find({ query: { due: { $gt: 4 } }, sort: ["-due"] })).map(r => r._id)).toEqual(["e2", "e1"]);
+			expect((await newer.find({ query: { owner: "ada" }, sort: ["_id"] })).map(r => r._id)).toEqual(["e1", "e3"]);
+		} finally {
+			await newer.disconnect();
+		}
+		const tables = tableRows(path.join(c.dataDir, "wallet", "entries.sqlite"), "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name");
+		expect(tables.map(t => t.name)).toEqual(["docs", "ix_due_a_s"]);
+	});
+});
+
+describe("SQLite store against the NeDB store", () => {
+	const party = fc.constantFrom("p", "q", "r");
+	const doc = (i: number) =>
+		fc.record(
+			{
+				_id: fc.constant(`d${i}`),
+				owner: fc.constantFrom("ada", "bob", "cy"),
+				parties: fc.uniqueArray(party, { maxLength: 3 }),
+				createdAt: fc.constantFrom("2026-01-01", "2026-01-02", "2026-01-03"),
+				due: fc.oneof(fc.integer({ min: -3, max: 3 }), fc.constant(null)),
+			},
+			{ requiredKeys: ["_id", "owner"] },
+		);
+	const docs = fc.integer({ min: 0, max: 12 }).chain(n => fc.tuple(...Array.from({ length: n }, (_, i) => doc(i))));
+	const id = fc.integer({ min: 0, max: 13 }).map(i => `d${i}`);
+	const small = fc.integer({ min: -3, max: 3 });
+	const leaf = fc.oneof(
+		fc.record({ owner: fc.constantFrom("ada", "bob", "zed") }),
+		fc.record({ parties: party }),
+		fc.record({ parties: fc.record({ $in: fc.uniqueArray(party, { minLength: 1 }) }) }),
+		fc.record({ due: small }),
+		fc.record({ due: fc.record({ $lt: small }) }),
+		fc.record({ due: fc.record({ $gte: small, $lte: small }) }),
+		fc.constant({ due: null }),
+		fc.constant({ due: { $ne: null } }),
+		fc.record({ _id: id }),
+		fc.record({ _id: fc.record({ $in: fc.uniqueArray(id, { maxLength: 3 }) }) }),
+		fc.record({ createdAt: fc.record({ $gt: fc.constantFrom("2026-01-01", "2026-01-02") }) }),
+		fc.constant({}),
+	);
+	const query = fc.oneof(
+		leaf,
+		fc.tuple(leaf, leaf).map(([a, b]) => ({ ...b, ...a })),
+		fc.tuple(leaf, leaf).map(([a, b]) => ({ $or: [a, b] })),
+	);
+	// Every sort ends on _id: a total order, so a page is the same page on both.
+	const sort = fc.constantFrom<string[] | undefined>(undefined, ["_id"], ["-createdAt", "-_id"], ["due", "_id"], ["-due", "owner", "-_id"]);
+	const update = fc.oneof(
+		fc.record({ $set: fc.record({ owner: fc.constantFrom("ada", "dan") }) }),
+		fc.record({ $inc: fc.record({ due: small }) }),
+		fc.record({ $push: fc.record({ parties: party }) }),
+		fc.record({ $pull: fc.record({ parties: party }) }),
+		fc.record({ $set: fc.record({ createdAt: fc.constantFrom("2026-01-04", "2025-12-31") }) }),
+		fc.constant({ $unset: { due: true } }),
+	);
+	const step = fc.oneof(
+		fc.record({ op: fc.constant("find" as const), query, sort, offset: fc.integer({ min: 0, max: 4 }), limit: fc.integer({ min: 0, max: 5 }) }),
+		// A party's list, newest first: the page SQLite reads from the compound index.
+		fc.record({
+			op: fc.constant("find" as const),
+			query: fc.record({ parties: party }),
+			sort: fc.constant<string[] | undefined>(["-createdAt", "-_id"]),
+			offset: fc.integer({ min: 0, max: 4 }),
+			limit: fc.integer({ min: 0, max: 5 }),
+		}),
+		fc.record({ op: fc.constant("count" as const), query }),
+		fc.record({ op: fc.constant("updateMany" as const), query, update }),
+		fc.record({ op: fc.constant("updateOne" as const), query: fc.record({ _id: id }), update }),
+		fc.record({ op: fc.constant("removeMany" as const), query }),
+	);
+
+	it("answers every find, count, update and removal as the NeDB store does", async () => {
+		const c = config();
+		const spec: CollectionSpec = {
+			name: "compared",
+			indexes: [{ fields: { owner: 1 } }, { fields: { parties: 1, createdAt: -1, _id: -1 } }, { fields: { due: 1 }, sparse: true }],
+		};
+		const sqlite = await open<Row>(c, "compared", spec);
+		const nedb = new NedbAdapter<Row>(spec, path.join(c.dataDir, "compared", "compared.db"));
+		nedb.init({}, { logger: console });
+		await nedb.connect();
+		const all = async (store: DbAdapter<Row>) => (await store.find({})).sort((a, b) => a._id.localeCompare(b._id));
+		try {
+			await fc.assert(
+				fc.asyncProperty(docs, fc.array(step, { minLength: 1, maxLength: 8 }), async (initial, steps) => {
+					await sqlite.clear();
+					await nedb.clear();
+					await sqlite.insertMany(initial.map(d => ({ ...d })));
+					await nedb.insertMany(initial.map(d => ({ ...d })));
+					for (const s of steps) {
+						const both = async <R>(run: (store: DbAdapter<Row>) => Promise<R>) => [await run(sqlite), await run(nedb)];
+						if (s.op === "find") {
+							const [a, b] = await both(store => store.find({ query: s.query, sort: s.sort, ...(s.sort ? { offset: s.offset, limit: s.limit } : {}) }));
+							if (s.sort) expect(a).toEqual(b);
+							else expect(new Set(a)).toEqual(new Set(b));
+						} else if (s.op === "count") {
+							const [a, b] = await both(store => store.count({ query: s.query }));
+							expect(a).toBe(b);
+						} else if (s.op === "removeMany") {
+							const [a, b] = await both(store => store.removeMany(s.query));
+							expect(a).toBe(b);
+						} else {
+							const [a, b] = await both(store => store[s.op](s.query, s.update).catch(() => "refused"));
+							expect(a).toBe(b);
+						}
+						expect(await all(sqlite)).toEqual(await all(nedb));
+					}
+				}),
+				{ numRuns: 300 },
+			);
+		} finally {
+			await sqlite.disconnect();
+			await nedb.disconnect();
+		}
+	});
+});
