@@ -108,10 +108,27 @@ function keyTableName(index: IndexSpec): string {
 	return `ix_${fields.join("__")}${index.unique ? "_u" : ""}${index.sparse ? "_s" : ""}`;
 }
 
-/** Loads node:sqlite when the first SQLite store opens (it warns that it is experimental: a node on NeDB or MongoDB never loads it). */
+/**
+ * node:sqlite, loaded when the first SQLite store opens (a node on NeDB or MongoDB never loads it). Node 22
+ * warns on stderr, once, that the module is experimental: that line is left out (the choice is the
+ * operator's, made with EMBEDDED_STORE=sqlite and documented in the README), so that stderr stays for
+ * errors and logs stay JSON. Any other warning goes through.
+ */
+function sqliteModule(): typeof import("node:sqlite") {
+	const emitWarning = process.emitWarning;
+	process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
+		if (String(warning).startsWith("SQLite is an experimental feature")) return;
+		(emitWarning as (...args: unknown[]) => void).call(process, warning, ...rest);
+	}) as typeof process.emitWarning;
+	try {
+		return require("node:sqlite") as typeof import("node:sqlite");
+	} finally {
+		process.emitWarning = emitWarning;
+	}
+}
+
 function openDatabase(filename: string): DatabaseSync {
-	const { DatabaseSync } = require("node:sqlite") as typeof import("node:sqlite");
-	return new DatabaseSync(filename);
+	return new (sqliteModule().DatabaseSync)(filename);
 }
 
 export class SqliteAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> {
