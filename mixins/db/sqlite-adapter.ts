@@ -297,8 +297,9 @@ export class SqliteAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> 
 		return heads.map(head => [head, ...tail]);
 	}
 
-	private putKeys(keys: KeyTable, doc: Doc): void {
-		for (const row of this.keyRows(keys, doc)) {
+	/** Inserts a document's key rows (keyRows) into an index table: a unique index refuses a taken key. */
+	private putKeys(keys: KeyTable, doc: Doc, rows = this.keyRows(keys, doc)): void {
+		for (const row of rows) {
 			try {
 				keys.insert.run(...row, String(doc._id));
 			} catch (err) {
@@ -308,8 +309,8 @@ export class SqliteAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> 
 		}
 	}
 
-	private dropKeys(keys: KeyTable, doc: Doc): void {
-		for (const row of this.keyRows(keys, doc)) keys.remove.run(...row, String(doc._id));
+	private dropKeys(keys: KeyTable, doc: Doc, rows = this.keyRows(keys, doc)): void {
+		for (const row of rows) keys.remove.run(...row, String(doc._id));
 	}
 
 	// ---- reading ----
@@ -469,8 +470,8 @@ export class SqliteAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> 
 			const was = this.keyRows(keys, before);
 			const now = this.keyRows(keys, after);
 			if (JSON.stringify(was) === JSON.stringify(now)) continue;
-			this.dropKeys(keys, before);
-			this.putKeys(keys, after);
+			this.dropKeys(keys, before, was);
+			this.putKeys(keys, after, now);
 		}
 	}
 
