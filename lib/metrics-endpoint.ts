@@ -25,6 +25,7 @@
 import { createHistogram, performance, type RecordableHistogram } from "node:perf_hooks";
 import { type BrokerOptions, MetricReporters, type MetricRegistry } from "moleculer";
 import type { Config } from "./config";
+import { settleMetricRateShape } from "./metric-rates";
 
 /** Moleculer's metrics that identify the host or its user (patterns as Moleculer matches them: `**` is any suffix). */
 export const HOST_IDENTIFYING = ["os.network.**", "os.hostname", "os.user.**", "process.arguments"];
@@ -106,8 +107,10 @@ export class MintPrometheusReporter extends MetricReporters.Prometheus {
  * Metrics are always counted (business metrics, Moleculer's request and
  * circuit-breaker metrics); with METRICS_PORT they are served, and the
  * process and OS metrics are collected too (only then: nothing reads them otherwise).
+ * Settles the shape of Moleculer's metric rates first (lib/metric-rates.ts says why).
  */
 export function metricsOptions(config: Config): BrokerOptions["metrics"] {
+	settleMetricRateShape();
 	const served = config.metricsPort > 0;
 	return {
 		enabled: true,
