@@ -8,6 +8,7 @@
 import crypto from "node:crypto";
 import type { Direction, MovementResult, TransactionFacts, WalletView } from "../../contracts/money";
 import { publish } from "../../lib/events";
+import { KeyedQueue } from "../../lib/keyed-queue";
 import { toMajor } from "../../lib/money";
 import { isDuplicateKeyError, type Store } from "../../mixins/db.mixin";
 import { checkLedger, type InvariantReport } from "./invariants";
@@ -27,6 +28,8 @@ export const toWalletView = (wallet: WalletDoc): WalletView => ({
 
 export class Wallets {
 	readonly ledger: Ledger;
+	/** Each wallet's movements, one after another on this node (lib/keyed-queue.ts says why). */
+	private readonly movements = new KeyedQueue();
 
 	constructor(
 		private readonly wallets: Store<WalletDoc>,
@@ -77,10 +80,14 @@ export class Wallets {
 	/**
 	 * Moves a signed amount once per (txId, direction), never below zero, and
 	 * announces it (wallet.credited / wallet.debited) when it was applied now.
+	 * A wallet's movements on this node run one at a time; one that waited
+	 * for another reads the wallet again.
 	 */
 	async move(events: Emitter, userId: string, txId: string, direction: Direction, deltaMinor: number): Promise<MovementResult> {
 		const wallet = await this.ensure(events, userId);
-		const result = await this.ledger.apply(wallet._id, txId, direction, deltaMinor, wallet);
+		const result = await this.movements.run(wallet._id, waited =>
+			this.ledger.apply(wallet._id, txId, direction, deltaMinor, waited ? undefined : wallet),
+		);
 		if (result.outcome === "applied") {
 			await publish(events, deltaMinor > 0 ? "wallet.credited" : "wallet.debited", {
 				walletId: wallet._id,

@@ -93,6 +93,27 @@ describe("Wallets.move", () => {
 		expect(emitted).toEqual([]);
 		expect(await wallets.balanceOf("u1")).toBe(99);
 	});
+
+	it("runs one wallet's concurrent movements one at a time: none loses a race for the ledger's next seq", async () => {
+		await wallets.move(events, "u1", "top", "credit", 40);
+		const inserts = jest.spyOn(entryStore, "insert");
+		const updates = jest.spyOn(walletStore, "updateOne");
+		const results = await Promise.all(Array.from({ length: 40 }, (_, i) => wallets.move(events, "u1", `tx${i}`, "debit", -1)));
+		expect(results.map(r => r.outcome)).toEqual(Array(40).fill("applied"));
+		expect(results.map(r => r.balanceMinor).sort((a, b) => a - b)).toEqual(Array.from({ length: 40 }, (_, i) => i));
+		// Each movement logged its entry at the first try, and moved the wallet with one compare-and-set that held.
+		expect(inserts).toHaveBeenCalledTimes(40);
+		expect(await Promise.all(updates.mock.results.map(r => r.value))).toEqual(Array(40).fill(1));
+		expect(await wallets.balanceOf("u1")).toBe(0);
+	});
+
+	it("lets a failed movement not hold up the wallet's next ones", async () => {
+		await wallets.move(events, "u1", "top", "credit", 10);
+		const failing = wallets.move(events, "u1", "bad", "debit", -0.5);
+		const next = wallets.move(events, "u1", "ok", "debit", -3);
+		await expect(failing).rejects.toThrow();
+		expect(await next).toMatchObject({ outcome: "applied", balanceMinor: 7 });
+	});
 });
 
 describe("Wallets.view and balanceOf", () => {
