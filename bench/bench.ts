@@ -109,6 +109,9 @@ interface Cost {
 	growth: Map<string, number>;
 	/** How long the row's aftermath (emails...) took once the load stopped. */
 	settled: string;
+	/** CPU time the scenario's servers used over the row and its aftermath, ms (all threads; and the main threads alone); NaN without /proc. */
+	cpuMs: number;
+	mainCpuMs: number;
 }
 
 interface Row {
@@ -120,6 +123,8 @@ interface Row {
 	non2xx: number;
 	responses: number;
 	cost?: Cost;
+	/** The ceiling's CPU over its row, ms (a Mint row's is in its cost). */
+	cpuMs?: number;
 }
 
 /** A server of a scenario: its process, where its metrics are served, where it keeps its data. */
@@ -291,8 +296,10 @@ async function measured(servers: Server[], row: () => Promise<Row>): Promise<Row
 	const dirs = servers.flatMap(s => (s.dataDir ? [s.dataDir] : []));
 	const before = await readCounters(servers);
 	const sizeBefore = dataSize(dirs);
+	const cpuBefore = cpuOf(servers);
 	const result = await row();
 	const { counts, settled } = await settledCounters(servers);
+	const cpuAfter = cpuOf(servers);
 	const delta = deltaOf(before, counts);
 	const sizeAfter = dataSize(dirs);
 	const growth = new Map<string, number>();
@@ -312,8 +319,34 @@ async function measured(servers: Server[], row: () => Promise<Row>): Promise<Row
 		delta,
 		growth,
 		settled,
+		cpuMs: cpuAfter.total - cpuBefore.total,
+		mainCpuMs: cpuAfter.main - cpuBefore.main,
 	};
 	return result;
+}
+
+/**
+ * CPU time the servers' processes have used, in ms, summed: every thread
+ * (V8's compiler and GC helpers, libuv's pool) and the main threads alone,
+ * from /proc/<pid>/stat and /proc/<pid>/task/<pid>/stat (utime + stime, in
+ * Linux's USER_HZ of 100 a second). NaN where there is no /proc.
+ */
+function cpuOf(servers: Server[]): { total: number; main: number } {
+	const ticks = (file: string) => {
+		const fields = fs.readFileSync(file, "utf8").split(") ")[1].split(" ");
+		return Number(fields[11]) + Number(fields[12]);
+	};
+	try {
+		let total = 0;
+		let main = 0;
+		for (const { child } of servers) {
+			total += ticks(`/proc/${child.pid}/stat`) * 10;
+			main += ticks(`/proc/${child.pid}/task/${child.pid}/stat`) * 10;
+		}
+		return { total, main };
+	} catch {
+		return { total: Number.NaN, main: Number.NaN };
+	}
 }
 
 /** Resident memory now and at its peak, from /proc (Linux), in MB. */
@@ -546,7 +579,11 @@ async function main() {
 		{},
 		/port (\d+)/,
 	);
-	rows.push(await load("ceiling: raw node:http hello-world", `http://127.0.0.1:${raw.match[1]}/`, {}));
+	const rawServer = [{ name: "ceiling", child: raw.child }];
+	const rawCpu = cpuOf(rawServer).total;
+	const ceilingRow = await load("ceiling: raw node:http hello-world", `http://127.0.0.1:${raw.match[1]}/`, {});
+	ceilingRow.cpuMs = cpuOf(rawServer).total - rawCpu;
+	rows.push(ceilingRow);
 	memory.push(`ceiling ${memoryOf(raw.child)}`);
 	await stop(raw.child);
 
@@ -686,13 +723,16 @@ function report(rows: Row[], checks: string[], hitRates: string[], memory: strin
 		`\nnpm run bench${SMOKE ? " (BENCH_SMOKE=1)" : ""}: ${SECONDS} s per row, ${CONNECTIONS} connections, ${os.cpus().length} cores, Node ${process.version}\n`,
 	);
 	console.log(
-		"| scenario | req/s | p50 ms | p99 ms | vs ceiling | errors | non-2xx | store ops/req | action calls/req | remote calls/req | transit packets/req | data per 10k transfers |",
+		"| scenario | req/s | p50 ms | p99 ms | vs ceiling | errors | non-2xx | CPU ms/req | store ops/req | action calls/req | remote calls/req | transit packets/req | data per 10k transfers |",
 	);
-	console.log("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+	console.log("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
 	for (const r of rows) {
 		const c = r.cost;
 		const per = (n: number) => (c ? fixed(n / c.requests, 2) : "-");
-		const counts = c ? [per(c.storeOps), per(c.actionCalls), per(c.remoteCalls), per(c.packets), growthCell(c)] : ["-", "-", "-", "-", "-"];
+		const cpu = c ? c.cpuMs / c.requests : (r.cpuMs ?? Number.NaN) / r.responses;
+		const counts = c
+			? [fixed(cpu, 3), per(c.storeOps), per(c.actionCalls), per(c.remoteCalls), per(c.packets), growthCell(c)]
+			: [fixed(cpu, 3), "-", "-", "-", "-", "-"];
 		console.log(
 			`| ${r.name} | ${Math.round(r.rps)} | ${r.p50} | ${r.p99} | ${((r.rps / ceiling) * 100).toFixed(1)}% | ${r.errors} | ${r.non2xx} | ${counts.join(" | ")} |`,
 		);
@@ -702,6 +742,9 @@ function report(rows: Row[], checks: string[], hitRates: string[], memory: strin
 		const c = r.cost;
 		if (!c || c.requests === 0) continue;
 		console.log(`- ${r.name} (${c.requests} requests, ${c.transfers} transfers completed; ${c.settled}):`);
+		console.log(
+			`  - CPU: ${fixed(c.cpuMs / c.requests, 3)} ms per request over the servers, ${fixed(c.mainCpuMs / c.requests, 3)} of it on their main threads (${fixed((c.cpuMs / 1000 / SECONDS) * 100, 0)}% of a core over the row's ${SECONDS} s, aftermath included)`,
+		);
 		console.log(`  - store: ${breakdown(c, "mint_store_operations_total", ([service, collection, op]) => `${service}.${collection} ${op}`)}`);
 		console.log(`  - actions: ${breakdown(c, "moleculer_request_total", ([, action]) => action, "local ")}`);
 		if (c.remoteCalls > 0) console.log(`  - remote: ${breakdown(c, "moleculer_request_total", ([, action]) => action, "remote ")}`);

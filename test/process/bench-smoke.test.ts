@@ -2,8 +2,8 @@
  * `npm run bench` at its smoke size (BENCH_SMOKE=1: 1 s rows, 8 connections,
  * 4 users), built, as a child process, so the bench never rots: every row
  * runs and serves, money is conserved on both scenarios, and the cost columns
- * (store operations, action and remote calls per request, data per transfer,
- * RSS) are printed with plausible values. The embedded rows run on NeDB and
+ * (server CPU, store operations, action and remote calls per request, data
+ * per transfer, RSS) are printed with plausible values. The embedded rows run on NeDB and
  * on SQLite; with a small generated world (BENCH_WORLD=400), moved to SQLite
  * (BENCH_WORLD_STORE=sqlite), they run again on it. It needs RabbitMQ for
  * the cluster rows, and uses Redis when there is one, as the bench does.
@@ -22,6 +22,8 @@ interface TableRow {
 	rps: number;
 	errors: number;
 	non2xx: number;
+	/** Server CPU ms per request (all threads, the aftermath included). */
+	cpuMs: string;
 	storeOps: string;
 	actionCalls: string;
 	remoteCalls: string;
@@ -38,8 +40,8 @@ function tableRows(stdout: string): TableRow[] {
 				.slice(2, -2)
 				.split(" | ")
 				.map(cell => cell.trim());
-			const [scenario, rps, , , , errors, non2xx, storeOps, actionCalls, remoteCalls, packets, dataPer10k] = cells;
-			return { scenario, rps: Number(rps), errors: Number(errors), non2xx: Number(non2xx), storeOps, actionCalls, remoteCalls, packets, dataPer10k };
+			const [scenario, rps, , , , errors, non2xx, cpuMs, storeOps, actionCalls, remoteCalls, packets, dataPer10k] = cells;
+			return { scenario, rps: Number(rps), errors: Number(errors), non2xx: Number(non2xx), cpuMs, storeOps, actionCalls, remoteCalls, packets, dataPer10k };
 		});
 }
 
@@ -173,6 +175,17 @@ describeWithInfra("npm run bench at its smoke size (BENCH_SMOKE=1)", rabbitmqNee
 		expect(run.stdout).toMatch(/^ {2}- store: .*wallet\.\w+ \w+ \d+\.\d\d/m);
 		expect(run.stdout).toMatch(/^ {2}- actions: .*transactions\.transfer \d+\.\d\d/m);
 		expect(run.stdout).toMatch(/^ {2}- remote: .*transactions\.transfer \d+\.\d\d/m);
+	});
+
+	it("prints the servers' CPU per request: the ceiling's least, a transfer's more than a read's", () => {
+		const cpu = (r: TableRow) => {
+			expect(r.cpuMs).toMatch(/^\d+\.\d{3}$/);
+			return Number(r.cpuMs);
+		};
+		for (const r of rows) expect(cpu(r)).toBeGreaterThan(0);
+		for (const r of rows.slice(1)) expect(cpu(r)).toBeGreaterThan(cpu(rows[0]));
+		expect(cpu(row(/^embedded: POST.*transfer$/))).toBeGreaterThan(cpu(row(/^embedded: GET/)));
+		expect(run.stdout).toMatch(/^ {2}- CPU: \d+\.\d{3} ms per request over the servers, \d+\.\d{3} of it on their main threads/m);
 	});
 
 	it("prints the data's growth per 10,000 transfers and per transfer, and each server's RSS", () => {
