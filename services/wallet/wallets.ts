@@ -85,9 +85,7 @@ export class Wallets {
 	 */
 	async move(events: Emitter, userId: string, txId: string, direction: Direction, deltaMinor: number): Promise<MovementResult> {
 		const wallet = await this.ensure(events, userId);
-		const result = await this.movements.run(wallet._id, waited =>
-			this.ledger.apply(wallet._id, txId, direction, deltaMinor, waited ? undefined : wallet),
-		);
+		const result = await this.movements.run(wallet._id, waited => this.ledger.apply(wallet._id, txId, direction, deltaMinor, waited ? undefined : wallet));
 		if (result.outcome === "applied") {
 			await publish(events, deltaMinor > 0 ? "wallet.credited" : "wallet.debited", {
 				walletId: wallet._id,
