@@ -1,8 +1,8 @@
 /**
  * Tasks run one after another per key; tasks of different keys run side by
  * side. The wallet service queues each wallet's movements here
- * (services/wallet/wallets.ts): on one node they no longer race for the
- * wallet's next ledger sequence, which the ledger would settle by
+ * (services/wallet/wallets.ts, by user): on one node they no longer race
+ * for the wallet's next ledger sequence, which the ledger would settle by
  * compare-and-set and retry (correct, but under 32 concurrent transfers from
  * one sender each one retried many times). Correctness never rests on the
  * queue: other nodes (MongoDB) still race, and the ledger still settles it.
@@ -11,10 +11,10 @@ export class KeyedQueue {
 	/** Each key's last task, settled either way; gone once it is the last and has ended. */
 	private readonly tails = new Map<string, Promise<void>>();
 
-	/** Runs `task` after the key's earlier tasks have ended (their failures are theirs); `waited` says whether any was running. */
-	run<T>(key: string, task: (waited: boolean) => Promise<T>): Promise<T> {
+	/** Runs `task` after the key's earlier tasks have ended (their failures are theirs). */
+	run<T>(key: string, task: () => Promise<T>): Promise<T> {
 		const before = this.tails.get(key);
-		const result = before ? before.then(() => task(true)) : started(() => task(false));
+		const result = before ? before.then(task) : started(task);
 		const tail = result.then(done, done);
 		this.tails.set(key, tail);
 		void tail.then(() => {

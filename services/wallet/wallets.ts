@@ -28,7 +28,7 @@ export const toWalletView = (wallet: WalletDoc): WalletView => ({
 
 export class Wallets {
 	readonly ledger: Ledger;
-	/** Each wallet's movements, one after another on this node (lib/keyed-queue.ts says why). */
+	/** Each user's movements, one after another on this node (lib/keyed-queue.ts says why). */
 	private readonly movements = new KeyedQueue();
 
 	constructor(
@@ -80,12 +80,15 @@ export class Wallets {
 	/**
 	 * Moves a signed amount once per (txId, direction), never below zero, and
 	 * announces it (wallet.credited / wallet.debited) when it was applied now.
-	 * A wallet's movements on this node run one at a time; one that waited
-	 * for another reads the wallet again.
+	 * A user's movements on this node run one at a time (a user has one
+	 * wallet), each reading the wallet once its turn has come: on this node
+	 * that read is current, and the ledger's direct way holds.
 	 */
 	async move(events: Emitter, userId: string, txId: string, direction: Direction, deltaMinor: number): Promise<MovementResult> {
-		const wallet = await this.ensure(events, userId);
-		const result = await this.movements.run(wallet._id, waited => this.ledger.apply(wallet._id, txId, direction, deltaMinor, waited ? undefined : wallet));
+		const { wallet, result } = await this.movements.run(userId, async () => {
+			const wallet = await this.ensure(events, userId);
+			return { wallet, result: await this.ledger.apply(wallet._id, txId, direction, deltaMinor, wallet) };
+		});
 		if (result.outcome === "applied") {
 			await publish(events, deltaMinor > 0 ? "wallet.credited" : "wallet.debited", {
 				walletId: wallet._id,
