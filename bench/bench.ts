@@ -41,8 +41,8 @@
  * BENCH_WORLD_HEAP_MB gives that node a larger V8 heap (NeDB holds it all).
  * The embedded rows run on both embedded engines: NeDB (the default) and
  * SQLite (EMBEDDED_STORE=sqlite); BENCH_EMBEDDED=nedb or sqlite: that one alone.
- * BENCH_WORLD_STORE=sqlite: the world is moved to SQLite files first (npm run
- * data -- export, then import), its node started on them.
+ * BENCH_WORLD_STORE=sqlite: the world is generated as an export folder and
+ * imported into SQLite files (npm run data -- import), its node started on them.
  * BENCH_ONLY=embedded or BENCH_ONLY=cluster: that scenario alone (beside the ceiling).
  * BENCH_CPU_PROF=<dir>: every Mint node runs with --cpu-prof and writes its
  * profile there when it stops (open it in Chrome DevTools or speedscope).
@@ -58,8 +58,8 @@ import autocannon from "autocannon";
 import Redis from "ioredis";
 import { DURABLE_SUBSCRIPTIONS } from "../contracts/events";
 import { loadConfig } from "../lib/config";
-import { exportData, importData } from "../scripts/data";
-import { generateWorld, HEAVY_EMAIL, HEAVY_PASSWORD } from "./world";
+import { importData } from "../scripts/data";
+import { generateWorld, HEAVY_EMAIL, HEAVY_PASSWORD, type World } from "./world";
 
 const ROOT = path.resolve(__dirname, "../..");
 const SMOKE = process.env.BENCH_SMOKE === "1";
@@ -80,7 +80,7 @@ const EMBEDDED_ENGINES = (
 		["embedded, SQLite", "sqlite"],
 	] as const
 ).filter(([, engine]) => (process.env.BENCH_EMBEDDED ?? engine) === engine);
-/** BENCH_WORLD_STORE=sqlite: the world is moved to SQLite files (npm run data's export and import) before its node starts on them. */
+/** BENCH_WORLD_STORE=sqlite: the world is generated as an export and imported into SQLite files (npm run data's import) before its node starts on them. */
 const WORLD_STORE = process.env.BENCH_WORLD_STORE === "sqlite" ? "sqlite" : "nedb";
 /** The open-loop transfer row's fixed rate (autocannon's overallRate, -R), requests/s. */
 const FIXED_RATE = Number(process.env.BENCH_FIXED_RATE ?? (SMOKE ? 50 : 300));
@@ -618,19 +618,20 @@ async function main() {
 
 		// The embedded default again, on a large world generated into its store first.
 		if (WORLD > 0 && ONLY !== "cluster") {
-			let dir = tmp();
-			const world = await generateWorld(dir, WORLD);
+			const dir = tmp();
 			const label = `embedded${WORLD_STORE === "sqlite" ? ", SQLite" : ""}, world of ${WORLD}`;
+			let world: World;
 			let moved = "";
 			if (WORLD_STORE === "sqlite") {
+				// Generated as an export (the same lines NeDB's files hold), then imported as an operator would.
+				const exported = tmp();
+				world = await generateWorld(exported, WORLD, "export");
 				const movedAt = Date.now();
-				const exported = path.join(tmp(), "export");
-				await exportData(loadConfig({ DATA_DIR: dir }), exported, () => undefined);
-				fs.rmSync(dir, { recursive: true, force: true });
-				dir = tmp();
 				await importData(loadConfig({ DATA_DIR: dir, EMBEDDED_STORE: "sqlite" }), exported, () => undefined);
 				fs.rmSync(exported, { recursive: true, force: true });
-				moved = `, moved to SQLite in ${((Date.now() - movedAt) / 1000).toFixed(1)} s`;
+				moved = `, imported into SQLite in ${((Date.now() - movedAt) / 1000).toFixed(1)} s`;
+			} else {
+				world = await generateWorld(dir, WORLD);
 			}
 			const startedAt = Date.now();
 			// A large world loads into memory first: it may take minutes.

@@ -6,6 +6,11 @@
  * balance is its entries' sum, every entry matches a completed transaction,
  * money is conserved). No delivery records: the mailbox starts empty.
  *
+ * Into NeDB's files (`<service>/<collection>.db`, one document a line), or
+ * into the folder `npm run data -- import` reads (`.ndjson` files and their
+ * manifest), from which the bench imports it into SQLite: the same lines,
+ * without NeDB loading a million documents to export them.
+ *
  * `transactions` of them in all: one top-up per user (users = a tenth of the
  * transactions), the rest transfers of a few cents; one user, the heavy one,
  * is a party to a tenth of them. The heavy user logs in with HEAVY_EMAIL and
@@ -15,6 +20,7 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import argon2 from "argon2";
+import { MANIFEST_FILE, type Manifest } from "../scripts/data";
 
 export const HEAVY_EMAIL = "bench-heavy@example.com";
 export const HEAVY_PASSWORD = "bench password";
@@ -37,6 +43,7 @@ class Lines {
 	private chunk: string[] = [];
 	private size = 0;
 	bytes = 0;
+	count = 0;
 
 	constructor(file: string) {
 		fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
@@ -47,6 +54,7 @@ class Lines {
 		const line = `${JSON.stringify(doc)}\n`;
 		this.chunk.push(line);
 		this.size += line.length;
+		this.count++;
 		if (this.size > 1 << 20) this.flush();
 	}
 
@@ -76,7 +84,10 @@ function xorshift(seed: number): () => number {
 	};
 }
 
-export async function generateWorld(dataDir: string, transactions: number): Promise<World> {
+/** Where the world goes: NeDB's data files, or an export folder for `npm run data -- import`. */
+export type WorldFormat = "nedb" | "export";
+
+export async function generateWorld(dir: string, transactions: number, format: WorldFormat = "nedb"): Promise<World> {
 	const started = Date.now();
 	const users = Math.max(2, Math.floor(transactions / 10));
 	const random = xorshift(transactions);
@@ -87,12 +98,10 @@ export async function generateWorld(dataDir: string, transactions: number): Prom
 	let clock = 0;
 	const at = () => new Date(base + clock++).toISOString();
 
-	const files = {
-		users: new Lines(path.join(dataDir, "auth", "users.db")),
-		wallets: new Lines(path.join(dataDir, "wallet", "wallets.db")),
-		entries: new Lines(path.join(dataDir, "wallet", "entries.db")),
-		transactions: new Lines(path.join(dataDir, "transactions", "transactions.db")),
-	};
+	const extension = format === "nedb" ? ".db" : ".ndjson";
+	const collections = { users: "auth", wallets: "wallet", entries: "wallet", transactions: "transactions" } as const;
+	const lines = (collection: keyof typeof collections) => new Lines(path.join(dir, collections[collection], `${collection}${extension}`));
+	const files = { users: lines("users"), wallets: lines("wallets"), entries: lines("entries"), transactions: lines("transactions") };
 	const userIds: string[] = [];
 	const walletIds: string[] = [];
 	const balance = new Float64Array(users);
@@ -195,5 +204,13 @@ export async function generateWorld(dataDir: string, transactions: number): Prom
 		});
 	}
 	const bytes = Object.values(files).reduce((sum, file) => sum + file.close(), 0);
+	if (format === "export") {
+		const manifest: Manifest = { version: 1, exportedAt: end, collections: {} };
+		for (const [collection, service] of Object.entries(collections)) {
+			manifest.collections[service] ??= {};
+			manifest.collections[service][collection] = files[collection as keyof typeof collections].count;
+		}
+		fs.writeFileSync(path.join(dir, MANIFEST_FILE), `${JSON.stringify(manifest, null, 2)}\n`, { mode: 0o600 });
+	}
 	return { users, transactions, heavyTransactions, bytes, ms: Date.now() - started };
 }

@@ -4,7 +4,7 @@
  * runs and serves, money is conserved on both scenarios, and the cost columns
  * (server CPU, store operations, action and remote calls per request, data
  * per transfer, RSS) are printed with plausible values. The embedded rows run on NeDB and
- * on SQLite; with a small generated world (BENCH_WORLD=400), moved to SQLite
+ * on SQLite; with a small generated world (BENCH_WORLD=400), imported into SQLite
  * (BENCH_WORLD_STORE=sqlite), they run again on it. It needs RabbitMQ for
  * the cluster rows, and uses Redis when there is one, as the bench does.
  */
@@ -136,9 +136,9 @@ describeWithInfra("npm run bench at its smoke size (BENCH_SMOKE=1)", rabbitmqNee
 		);
 	});
 
-	it("generates the world, moves it to SQLite, starts on it and says so", () => {
+	it("generates the world as an export, imports it into SQLite, starts on it and says so", () => {
 		expect(run.stdout).toMatch(
-			/^embedded, SQLite, world of 400: 40 users, 400 transactions \(the heavy user in \d+\), [\d.]+ MB generated in [\d.]+ s, moved to SQLite in [\d.]+ s; started in [\d.]+ s, RSS at start \d+ MB/m,
+			/^embedded, SQLite, world of 400: 40 users, 400 transactions \(the heavy user in \d+\), [\d.]+ MB generated in [\d.]+ s, imported into SQLite in [\d.]+ s; started in [\d.]+ s, RSS at start \d+ MB/m,
 		);
 	});
 

@@ -6,6 +6,7 @@
  * and, on random documents, filters, sorts and updates, the same answers as
  * the NeDB store.
  */
+import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import fc from "fast-check";
@@ -54,7 +55,7 @@ describe("SQLite store", () => {
 
 interface Row {
 	_id: string;
-	owner?: string;
+	owner?: string | null;
 	parties?: string[];
 	createdAt?: string;
 	due?: number | null;
@@ -184,6 +185,60 @@ describe("SQLite store's index tables", () => {
 		const tables = tableRows(path.join(c.dataDir, "wallet", "entries.sqlite"), "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name");
 		expect(tables.map(t => t.name)).toEqual(["docs", "ix_due_a_s"]);
 	});
+
+	it("builds every index table of documents written without them (an import) in one go, and refuses a unique key taken twice", async () => {
+		const c = config();
+		// As `npm run data -- import` writes: the documents alone, in random order.
+		const bare = await open<Row>(c, "transactions", { name: "listed" });
+		const rows: Row[] = Array.from({ length: 500 }, (_, i) => ({
+			_id: crypto.randomUUID(),
+			parties: i % 5 === 0 ? ["ada", `u${i % 7}`] : [`u${i % 7}`],
+			createdAt: `2026-01-${String(1 + (i % 28)).padStart(2, "0")}T00:00:${String(i % 60).padStart(2, "0")}Z`,
+			...(i % 4 === 0 ? { due: i } : {}),
+			email: `${i}@example.com`,
+		}));
+		await bare.insertMany(rows);
+		await bare.disconnect();
+
+		const store = await open<Row>(c, "transactions", LISTED);
+		try {
+			const ofAda = rows
+				.filter(r => r.parties?.includes("ada"))
+				.sort((a, b) => (a.createdAt === b.createdAt ? b._id.localeCompare(a._id) : (b.createdAt ?? "").localeCompare(a.createdAt ?? "")));
+			expect(ofAda).toHaveLength(100);
+			const page = await store.find({ query: { parties: "ada" }, sort: ["-createdAt", "-_id"], limit: 10, offset: 40 });
+			expect(page.map(r => r._id)).toEqual(ofAda.slice(40, 50).map(r => r._id));
+			expect(await store.count({ query: { parties: "u3" } })).toBe(rows.filter(r => r.parties?.includes("u3")).length);
+			expect((await store.find({ query: { due: { $lt: 40 } }, sort: ["due"] })).map(r => r.due)).toEqual([0, 4, 8, 12, 16, 20, 24, 28, 32, 36]);
+			expect((await store.findOne({ email: "77@example.com" }))?._id).toBe(rows[77]._id);
+			await expect(store.insert({ _id: "again", email: "77@example.com" })).rejects.toMatchObject({ errorType: "uniqueViolated" });
+		} finally {
+			await store.disconnect();
+		}
+		const file = path.join(c.dataDir, "transactions", "listed.sqlite");
+		expect(tableRows(file, 'SELECT COUNT(*) AS n FROM "ix_parties_a__createdAt_d___id_d"')[0].n).toBe(600);
+		expect(tableRows(file, 'SELECT COUNT(*) AS n FROM "ix_due_a_s"')[0].n).toBe(125);
+		// The scratch tables were temporary: nothing of them is left in the file.
+		expect(tableRows(file, "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").map(t => t.name)).toEqual([
+			"docs",
+			"ix_due_a_s",
+			"ix_email_a_u_s",
+			"ix_parties_a__createdAt_d___id_d",
+		]);
+
+		// Two documents with one email, written without the unique index: the build refuses them, and changes nothing.
+		const twice = config();
+		const loose = await open<Row>(twice, "transactions", { name: "listed" });
+		await loose.insertMany([
+			{ _id: "a", email: "same@example.com", parties: ["ada"] },
+			{ _id: "b", email: "same@example.com", parties: ["bob"] },
+		]);
+		await loose.disconnect();
+		await expect(open<Row>(twice, "transactions", LISTED)).rejects.toMatchObject({ errorType: "uniqueViolated" });
+		const again = path.join(twice.dataDir, "transactions", "listed.sqlite");
+		expect(tableRows(again, "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").map(t => t.name)).toEqual(["docs"]);
+		expect(tableRows(again, "SELECT id FROM docs ORDER BY id").map(r => r.id)).toEqual(["a", "b"]);
+	});
 });
 
 describe("SQLite store against the NeDB store", () => {
@@ -192,12 +247,12 @@ describe("SQLite store against the NeDB store", () => {
 		fc.record(
 			{
 				_id: fc.constant(`d${i}`),
-				owner: fc.constantFrom("ada", "bob", "cy"),
+				owner: fc.constantFrom<string | null>("ada", "bob", "cy", null),
 				parties: fc.uniqueArray(party, { maxLength: 3 }),
 				createdAt: fc.constantFrom("2026-01-01", "2026-01-02", "2026-01-03"),
 				due: fc.oneof(fc.integer({ min: -3, max: 3 }), fc.constant(null)),
 			},
-			{ requiredKeys: ["_id", "owner"] },
+			{ requiredKeys: ["_id"] },
 		);
 	const docs = fc.integer({ min: 0, max: 12 }).chain(n => fc.tuple(...Array.from({ length: n }, (_, i) => doc(i))));
 	const id = fc.integer({ min: 0, max: 13 }).map(i => `d${i}`);
@@ -211,6 +266,9 @@ describe("SQLite store against the NeDB store", () => {
 		fc.record({ due: fc.record({ $gte: small, $lte: small }) }),
 		fc.constant({ due: null }),
 		fc.constant({ due: { $ne: null } }),
+		// null on a non-sparse index's field: the index's null keys are the candidates (a missing field, null, an array holding null).
+		fc.constant({ parties: null }),
+		fc.constant({ owner: { $eq: null } }),
 		fc.record({ _id: id }),
 		fc.record({ _id: fc.record({ $in: fc.uniqueArray(id, { maxLength: 3 }) }) }),
 		fc.record({ createdAt: fc.record({ $gt: fc.constantFrom("2026-01-01", "2026-01-02") }) }),
