@@ -12,7 +12,7 @@ import {
 	type DeliveryEntity,
 	type SendResult,
 } from "../../services/notifications/deliveries";
-import { MailTemplates, createMailTransport, type MailTransport, type OutgoingMail } from "../../services/notifications/mailer";
+import { MailTemplates, createMailTransport, messageIdFor, type MailTransport, type OutgoingMail } from "../../services/notifications/mailer";
 import { testConfig } from "../helpers/mint";
 
 const SECRETS = { current: "a-test-secret-of-enough-length-for-hkdf", unsealWith: ["a-test-secret-of-enough-length-for-hkdf"] };
@@ -272,6 +272,18 @@ describe("the embedded mail transport (no SMTP_URL)", () => {
 		const second = await sendOne(transport, "second@example.com");
 		expect(fs.readdirSync(mailDir)).toEqual([path.basename(second)]);
 		expect(fs.readFileSync(second, "utf8")).toContain("Subject: Hello second@example.com");
+	});
+
+	it("gives each message its own Message-ID at the sender's domain, the one it answers", async () => {
+		const transport = createMailTransport(testConfig({ DATA_DIR: dir, MAIL_FROM: "Mint <no-reply@wallet.example.org>" }));
+		const sent = await Promise.all(["a@example.com", "b@example.com"].map(to => transport.send({ to, subject: "Hi", text: "Hi", html: "<p>Hi</p>" })));
+		const headers = sent.map(s => /^Message-ID: (.*)$/m.exec(fs.readFileSync(s.file ?? "", "utf8"))?.[1]);
+		expect(headers).toEqual(sent.map(s => s.messageId));
+		for (const id of headers) expect(id).toMatch(/^<[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}@wallet\.example\.org>$/);
+		expect(headers[0]).not.toBe(headers[1]);
+		expect(new Set(sent.map(s => s.file)).size).toBe(2);
+		expect(messageIdFor("no-reply@mint.local")).toMatch(/@mint\.local>$/);
+		expect(messageIdFor("Mint")).toMatch(/@localhost>$/);
 	});
 });
 
