@@ -28,6 +28,10 @@
  *   - transporter packets published (moleculer_transit_publish_total:
  *     requests, responses, events; RabbitMQ's durable-event publishes are
  *     not among them).
+ * And the servers' CPU per request: their processes' user and system time
+ * (/proc/<pid>/stat, every thread; the main threads apart from
+ * /proc/<pid>/task/<pid>/stat) over the row and its aftermath, divided the
+ * same way; the ceiling's server too, which bounds what a request can cost.
  * Beside them: the data directories' growth per 10,000 completed transfers
  * (mint_transactions_total{type="Transfer",status="Completed"}), and each
  * server's resident memory after its rows (/proc/<pid>/status, Linux).

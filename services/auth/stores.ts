@@ -9,7 +9,18 @@ import type { OneTimeTokenEntity } from "./one-time-tokens";
 import type { FamilyEntity, RevocationEntity, SessionEntity } from "./sessions";
 import type { UserEntity } from "./users";
 
-export const USERS: CollectionSpec = { name: "users", indexes: [{ fields: { email: 1 }, unique: true }] };
+/**
+ * `pendingEvents` is present only while a user has outbox events left to publish (user-outbox.ts): its
+ * sparse index holds the relay's work and nothing else, so the relay's look every 5 s does not read every
+ * user (100,000 users: 0.6 s of the event loop each time, on SQLite) and no index key is shared by them all.
+ */
+export const USERS: CollectionSpec = {
+	name: "users",
+	indexes: [
+		{ fields: { email: 1 }, unique: true },
+		{ fields: { pendingEvents: 1 }, sparse: true },
+	],
+};
 
 export const EXTRA_COLLECTIONS: CollectionSpec[] = [
 	{ name: "sessions", indexes: [{ fields: { familyId: 1 } }, { fields: { userId: 1 } }] },

@@ -62,16 +62,27 @@ export class UserOutbox {
 			this.log.warn({ err, userId, event: record.name }, "event not published yet; the outbox relay will retry");
 			return false;
 		}
-		await this.db.users.updateOne(
+		const pulled = await this.db.users.updateOne(
 			{ _id: userId, "outbox.eventId": record.eventId },
 			{ $pull: { outbox: { eventId: record.eventId } }, $inc: { pendingEvents: -1 } },
 		);
+		// The last one out takes the count with it (unless another event came meanwhile): see `pending`.
+		if (pulled === 1) await this.db.users.updateOne({ _id: userId, pendingEvents: 0 }, { $unset: { pendingEvents: true } });
 		return true;
 	}
 
-	/** Users holding an event older than `quietBefore` that is not confirmed published. */
+	/**
+	 * Users holding an event older than `quietBefore` that is not confirmed published. Found by the sparse
+	 * `pendingEvents` index (stores.ts), which holds only users with events left: the count is removed
+	 * when it comes back to 0.
+	 */
 	pending(quietBefore: Date): Promise<UserEntity[]> {
 		return this.db.users.find({ query: { pendingEvents: { $gt: 0 }, "outbox.occurredAt": { $lt: quietBefore.toISOString() } }, limit: RELAY_BATCH });
+	}
+
+	/** Users written by an older Mint keep `pendingEvents: 0` for good: removed at start (found by the index); how many. */
+	async dropSpentCounts(): Promise<number> {
+		return this.db.users.updateMany({ pendingEvents: 0 }, { $unset: { pendingEvents: true } });
 	}
 
 	/** Publishes again a user's events older than `quietBefore` (younger ones are left to their own publisher); how many went out. */

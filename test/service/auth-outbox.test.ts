@@ -42,7 +42,8 @@ it("signs up even when the welcome event cannot go out, and the relay sends it l
 	const verified = await mint.http.post("/api/v1/auth/verify-email").send({ token: event.params.verificationToken });
 	expect(verified.status).toBe(200);
 	const after = await auth().adapter.findOne({ _id: session.user.id });
-	expect([after.outbox, after.pendingEvents]).toEqual([[], 0]);
+	expect(after.outbox).toEqual([]);
+	expect("pendingEvents" in after).toBe(false);
 	expect(await auth().relayOutbox()).toBe(0);
 });
 

@@ -171,8 +171,39 @@ describe("UserOutbox", () => {
 		expect(await outbox.relay(recorder, stored, new Date(Date.now() + 1))).toBe(1);
 		expect(emitted.map(e => [e.name, e.payload.eventId, e.payload.userId])).toEqual([["user.signedUp", welcome.eventId, user._id]]);
 		const after = (await db.users.findOne({ _id: user._id }))!;
-		expect([after.outbox, after.pendingEvents]).toEqual([[], 0]);
+		expect(after.outbox).toEqual([]);
+		// The count leaves with the last event: the sparse index holds users with work only.
+		expect("pendingEvents" in after).toBe(false);
 		expect((await outbox.pending(new Date(Date.now() + 1))).map(u => u._id)).not.toContain(user._id);
+	});
+
+	it("keeps the count while events are left, drops it with the last, and drops an older Mint's spent counts at start", async () => {
+		const outbox = new UserOutbox(db, secrets, quiet);
+		const user = await aUser();
+		const [welcome] = user.outbox!;
+		const reset = outbox.record("user.passwordResetRequested", {
+			userId: user._id,
+			email: user.email,
+			firstName: user.firstName,
+			resetToken: "a-reset-token-of-some-length",
+			resetExpiresAt: new Date(Date.now() + 60_000).toISOString(),
+		});
+		await outbox.append(user._id, reset);
+		expect((await db.users.findOne({ _id: user._id }))?.pendingEvents).toBe(2);
+		expect(await outbox.publish(recorder, user._id, welcome)).toBe(true);
+		expect((await db.users.findOne({ _id: user._id }))?.pendingEvents).toBe(1);
+		expect(await outbox.publish(recorder, user._id, reset)).toBe(true);
+		expect("pendingEvents" in (await db.users.findOne({ _id: user._id }))!).toBe(false);
+		// Appending again after that counts from nothing.
+		await outbox.append(user._id, reset);
+		expect((await db.users.findOne({ _id: user._id }))?.pendingEvents).toBe(1);
+
+		const older = await aUser();
+		await db.users.updateOne({ _id: older._id }, { $set: { outbox: [], pendingEvents: 0 } });
+		expect(await outbox.dropSpentCounts()).toBeGreaterThanOrEqual(1);
+		expect("pendingEvents" in (await db.users.findOne({ _id: older._id }))!).toBe(false);
+		expect((await db.users.findOne({ _id: user._id }))?.pendingEvents).toBe(1);
+		expect(await outbox.dropSpentCounts()).toBe(0);
 	});
 });
 
