@@ -168,8 +168,12 @@ export class SqliteAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> 
 			db.exec("CREATE TABLE IF NOT EXISTS docs (id TEXT PRIMARY KEY NOT NULL, body TEXT NOT NULL)");
 			this.db = db;
 			this.statements.clear();
-			this.keyTables = this.prepareIndexes(db);
+			const { tables, built } = this.prepareIndexes(db);
+			this.keyTables = tables;
 			db.exec("PRAGMA temp_store = MEMORY");
+			// Tables just built went through the WAL (0.9 GB for a million transactions): copied into the database
+			// now, while the node starts, rather than by the first write it serves (0.25 s), and the WAL cut back.
+			if (built) db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
 		} catch (err) {
 			this.db = null;
 			db.close();
@@ -178,7 +182,7 @@ export class SqliteAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> 
 	}
 
 	/** The spec's key tables, filled from the documents when new; tables of indexes the spec no longer has are dropped (Mint's own files, as on NeDB). */
-	private prepareIndexes(db: DatabaseSync): KeyTable[] {
+	private prepareIndexes(db: DatabaseSync): { tables: KeyTable[]; built: boolean } {
 		const wanted = (this.spec.indexes ?? []).map(spec => ({ spec, table: keyTableName(spec), fields: Object.keys(spec.fields) }));
 		const present = new Set(
 			(db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'ix\\_%' ESCAPE '\\'").all() as { name: string }[]).map(r => r.name),
@@ -203,7 +207,7 @@ export class SqliteAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> 
 				return keys;
 			});
 			if (created.length > 0) this.fillKeyTables(db, created);
-			return tables;
+			return { tables, built: created.length > 0 };
 		});
 	}
 
