@@ -110,7 +110,8 @@ export default function createTransactionsService(config: Config) {
 				// by the outbox count, both sparse (present only while there is work); a user's list by `parties`,
 				// newest first: SQLite and MongoDB read a page of it from the index (NeDB indexes `parties` alone).
 				indexes: [
-					{ fields: { parties: 1, createdAt: -1, _id: -1 } },
+					// Counted (SQLite): a list's `total` is one read, not a walk over the user's keys (95,000: 11.5 ms).
+					{ fields: { parties: 1, createdAt: -1, _id: -1 }, counted: true },
 					{ fields: { leaseUntil: 1 }, sparse: true },
 					{ fields: { unpublished: 1 }, sparse: true },
 				],

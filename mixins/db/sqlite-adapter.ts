@@ -88,6 +88,8 @@ interface KeyTable {
 	fields: string[];
 	insert: StatementSync;
 	remove: StatementSync;
+	/** A counted index's table of documents per first-field value (`<table>_n`), kept by putKeys and dropKeys. */
+	counts?: { table: string; increment: StatementSync; decrement: StatementSync; read: StatementSync };
 }
 
 /** How a filter's candidates are found: the SQL that lists them, and whether every one of them matches (no other condition). */
@@ -98,6 +100,8 @@ interface Plan {
 	exact: boolean;
 	/** The key table the candidates come from, when they come from one. */
 	keys?: KeyTable;
+	/** The candidates are the keys equal to one value (params[0]) of the key table's first field. */
+	equality?: boolean;
 }
 
 const STATEMENT_CACHE = 256;
@@ -112,7 +116,7 @@ const WAL_KEEP_BYTES = 16 << 20;
 /** The table name of an index: its fields and options, so that a changed index is a new table. */
 function keyTableName(index: IndexSpec): string {
 	const fields = Object.entries(index.fields).map(([field, dir]) => `${field.replace(/[^A-Za-z0-9]/g, "_")}_${dir === -1 ? "d" : "a"}`);
-	return `ix_${fields.join("__")}${index.unique ? "_u" : ""}${index.sparse ? "_s" : ""}`;
+	return `ix_${fields.join("__")}${index.unique ? "_u" : ""}${index.sparse ? "_s" : ""}${index.counted ? "_c" : ""}`;
 }
 
 /**
@@ -187,9 +191,11 @@ export class SqliteAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> 
 		const present = new Set(
 			(db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'ix\\_%' ESCAPE '\\'").all() as { name: string }[]).map(r => r.name),
 		);
+		const wantedNames = new Set(wanted.flatMap(w => (w.spec.counted ? [w.table, `${w.table}_n`] : [w.table])));
 		return this.transaction(() => {
-			for (const name of present) if (!wanted.some(w => w.table === name)) db.exec(`DROP TABLE "${name}"`);
+			for (const name of present) if (!wantedNames.has(name)) db.exec(`DROP TABLE "${name}"`);
 			const created: KeyTable[] = [];
+			const uncounted: KeyTable[] = [];
 			const tables = wanted.map(({ spec, table, fields }) => {
 				const columns = fields.map((_, i) => `k${i}`);
 				const primary = spec.unique ? columns : [...columns, "id"];
@@ -204,10 +210,26 @@ export class SqliteAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> 
 					remove: db.prepare(`DELETE FROM "${table}" WHERE ${columns.map(c => `${c} = ?`).join(" AND ")} AND id = ?`),
 				};
 				if (!present.has(table)) created.push(keys);
+				if (spec.counted) {
+					const counts = `${table}_n`;
+					db.exec(`CREATE TABLE IF NOT EXISTS "${counts}" (k0 NOT NULL PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID`);
+					keys.counts = {
+						table: counts,
+						increment: db.prepare(`INSERT INTO "${counts}" (k0, n) VALUES (?, 1) ON CONFLICT (k0) DO UPDATE SET n = n + 1`),
+						decrement: db.prepare(`UPDATE "${counts}" SET n = n - 1 WHERE k0 = ?`),
+						read: db.prepare(`SELECT n FROM "${counts}" WHERE k0 = ?`),
+					};
+					if (!present.has(counts)) uncounted.push(keys);
+				}
 				return keys;
 			});
 			if (created.length > 0) this.fillKeyTables(db, created);
-			return { tables, built: created.length > 0 };
+			// A new counts table is counted from its (filled) key table: a key row per document and first-field value.
+			for (const { table, counts } of uncounted) {
+				db.exec(`DELETE FROM "${counts?.table}"`);
+				db.exec(`INSERT INTO "${counts?.table}" (k0, n) SELECT k0, COUNT(*) FROM "${table}" GROUP BY k0`);
+			}
+			return { tables, built: created.length + uncounted.length > 0 };
 		});
 	}
 
@@ -349,11 +371,14 @@ export class SqliteAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> 
 				if (isConstraintError(err)) throw uniqueViolated(this.spec.name, keys.fields.join(", "));
 				throw err;
 			}
+			keys.counts?.increment.run(row[0]);
 		}
 	}
 
 	private dropKeys(keys: KeyTable, doc: Doc, rows = this.keyRows(keys, doc)): void {
-		for (const row of rows) keys.remove.run(...row, String(doc._id));
+		for (const row of rows) {
+			if (keys.remove.run(...row, String(doc._id)).changes) keys.counts?.decrement.run(row[0]);
+		}
 	}
 
 	// ---- reading ----
@@ -372,14 +397,14 @@ export class SqliteAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> 
 			const from = `"${keys.table}" x JOIN docs d ON d.id = x.id`;
 			let found: (Plan & { rank: number }) | null = null;
 			if (isKeyValue(value)) {
-				found = { from, where: "x.k0 = ?", params: [value], exact: only, keys, rank: keys.spec.unique ? 0 : 1 };
+				found = { from, where: "x.k0 = ?", params: [value], exact: only, keys, equality: true, rank: keys.spec.unique ? 0 : 1 };
 			} else if (value === null || (isOperatorObject(value) && Object.keys(value).length === 1 && value.$eq === null)) {
 				// A missing or null field is keyed NULL_KEY, unless the index is sparse (then it is not in the table at all).
 				if (!keys.spec.sparse) found = { from, where: "x.k0 = ?", params: [NULL_KEY], exact: false, keys, rank: 2 };
 			} else if (isOperatorObject(value)) {
 				const ops = Object.keys(value);
 				if (isKeyValue(value.$eq)) {
-					found = { from, where: "x.k0 = ?", params: [value.$eq], exact: only && ops.length === 1, keys, rank: 1 };
+					found = { from, where: "x.k0 = ?", params: [value.$eq], exact: only && ops.length === 1, keys, equality: true, rank: 1 };
 				} else if (Array.isArray(value.$in) && value.$in.length > 0 && value.$in.every(isKeyValue)) {
 					found = { from, where: `x.k0 IN (${value.$in.map(() => "?").join(", ")})`, params: value.$in, exact: false, keys, rank: 2 };
 				} else {
@@ -520,7 +545,10 @@ export class SqliteAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> 
 		const { skip, limit } = paging(params);
 		const plan = this.plan(query as Record<string, unknown>);
 		let n: number;
-		if (plan.exact || Object.keys(query).length === 0) {
+		if (plan.exact && plan.equality && plan.keys?.counts) {
+			// A counted index: how many documents hold the value, kept with its keys.
+			n = Number(plan.keys.counts.read.get(plan.params[0])?.n ?? 0);
+		} else if (plan.exact || Object.keys(query).length === 0) {
 			// Counted by SQLite, from the index alone when there is one.
 			const from = plan.keys ? `"${plan.keys.table}" x` : "docs d";
 			n = Number(this.statement(`SELECT COUNT(*) AS n FROM ${from} WHERE ${plan.where}`).get(...plan.params)?.n ?? 0);

@@ -19,6 +19,12 @@ export interface IndexSpec {
 	fields: Record<string, 1 | -1>;
 	unique?: boolean;
 	sparse?: boolean;
+	/**
+	 * The SQLite store keeps, beside the index, how many documents hold each value of its first field, so
+	 * that count() of an equality on that field is one read instead of a walk over its keys (a user's
+	 * transactions, for a list's `total`). Ignored by the other stores.
+	 */
+	counted?: boolean;
 }
 
 export interface CollectionSpec {

@@ -65,15 +65,19 @@ interface Row {
 /** Lists by a multikey compound index, as transactions are listed by `parties`, newest first. */
 const LISTED: CollectionSpec = {
 	name: "listed",
-	indexes: [{ fields: { parties: 1, createdAt: -1, _id: -1 } }, { fields: { due: 1 }, sparse: true }, { fields: { email: 1 }, unique: true, sparse: true }],
+	indexes: [
+		{ fields: { parties: 1, createdAt: -1, _id: -1 }, counted: true },
+		{ fields: { due: 1 }, sparse: true },
+		{ fields: { email: 1 }, unique: true, sparse: true },
+	],
 };
 
 /** The rows SQLite holds in a table (what the index tables contain). */
-function tableRows(file: string, sql: string): Record<string, unknown>[] {
+function tableRows(file: string, sql: string, ...params: string[]): Record<string, unknown>[] {
 	const { DatabaseSync } = require("node:sqlite") as typeof import("node:sqlite");
 	const db = new DatabaseSync(file, { readOnly: true });
 	try {
-		return db.prepare(sql).all();
+		return db.prepare(sql).all(...params);
 	} finally {
 		db.close();
 	}
@@ -112,9 +116,14 @@ describe("SQLite store's index tables", () => {
 
 			const file = path.join(c.dataDir, "transactions", "listed.sqlite");
 			await store.disconnect();
-			const keys = tableRows(file, 'SELECT k0, id FROM "ix_parties_a__createdAt_d___id_d" ORDER BY id');
+			const keys = tableRows(file, 'SELECT k0, id FROM "ix_parties_a__createdAt_d___id_d_c" ORDER BY id');
 			expect(keys.length).toBe(21);
 			expect(new Set(keys.map(k => k.k0))).toEqual(new Set(["ada"]));
+			// The counts kept beside the keys: bob's went to 0 with the removal, ada's follow her 21 documents.
+			expect(tableRows(file, 'SELECT k0, n FROM "ix_parties_a__createdAt_d___id_d_c_n" ORDER BY k0').map(r => [r.k0, r.n])).toEqual([
+				["ada", 21],
+				["bob", 0],
+			]);
 		} finally {
 			await store.disconnect();
 		}
@@ -245,14 +254,17 @@ describe("SQLite store's index tables", () => {
 			await store.disconnect();
 		}
 		const file = path.join(c.dataDir, "transactions", "listed.sqlite");
-		expect(tableRows(file, 'SELECT COUNT(*) AS n FROM "ix_parties_a__createdAt_d___id_d"')[0].n).toBe(600);
+		expect(tableRows(file, 'SELECT COUNT(*) AS n FROM "ix_parties_a__createdAt_d___id_d_c"')[0].n).toBe(600);
+		expect(tableRows(file, 'SELECT SUM(n) AS n FROM "ix_parties_a__createdAt_d___id_d_c_n"')[0].n).toBe(600);
+		expect(tableRows(file, 'SELECT n FROM "ix_parties_a__createdAt_d___id_d_c_n" WHERE k0 = ?', "ada")[0].n).toBe(100);
 		expect(tableRows(file, 'SELECT COUNT(*) AS n FROM "ix_due_a_s"')[0].n).toBe(125);
 		// The scratch tables were temporary: nothing of them is left in the file.
 		expect(tableRows(file, "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").map(t => t.name)).toEqual([
 			"docs",
 			"ix_due_a_s",
 			"ix_email_a_u_s",
-			"ix_parties_a__createdAt_d___id_d",
+			"ix_parties_a__createdAt_d___id_d_c",
+			"ix_parties_a__createdAt_d___id_d_c_n",
 		]);
 
 		// Two documents with one email, written without the unique index: the build refuses them, and changes nothing.
@@ -338,7 +350,7 @@ describe("SQLite store against the NeDB store", () => {
 		const c = config();
 		const spec: CollectionSpec = {
 			name: "compared",
-			indexes: [{ fields: { owner: 1 } }, { fields: { parties: 1, createdAt: -1, _id: -1 } }, { fields: { due: 1 }, sparse: true }],
+			indexes: [{ fields: { owner: 1 } }, { fields: { parties: 1, createdAt: -1, _id: -1 }, counted: true }, { fields: { due: 1 }, sparse: true }],
 		};
 		const sqlite = await open<Row>(c, "compared", spec);
 		const nedb = new NedbAdapter<Row>(spec, path.join(c.dataDir, "compared", "compared.db"));
