@@ -195,7 +195,7 @@ export class SqliteAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> 
 		return this.transaction(() => {
 			for (const name of present) if (!wantedNames.has(name)) db.exec(`DROP TABLE "${name}"`);
 			const created: KeyTable[] = [];
-			const uncounted: KeyTable[] = [];
+			const uncounted: { keyTable: string; countsTable: string }[] = [];
 			const tables = wanted.map(({ spec, table, fields }) => {
 				const columns = fields.map((_, i) => `k${i}`);
 				const primary = spec.unique ? columns : [...columns, "id"];
@@ -219,15 +219,15 @@ export class SqliteAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> 
 						decrement: db.prepare(`UPDATE "${counts}" SET n = n - 1 WHERE k0 = ?`),
 						read: db.prepare(`SELECT n FROM "${counts}" WHERE k0 = ?`),
 					};
-					if (!present.has(counts)) uncounted.push(keys);
+					if (!present.has(counts) || !present.has(table)) uncounted.push({ keyTable: table, countsTable: counts });
 				}
 				return keys;
 			});
 			if (created.length > 0) this.fillKeyTables(db, created);
 			// A new counts table is counted from its (filled) key table: a key row per document and first-field value.
-			for (const { table, counts } of uncounted) {
-				db.exec(`DELETE FROM "${counts?.table}"`);
-				db.exec(`INSERT INTO "${counts?.table}" (k0, n) SELECT k0, COUNT(*) FROM "${table}" GROUP BY k0`);
+			for (const { keyTable, countsTable } of uncounted) {
+				db.exec(`DELETE FROM "${countsTable}"`);
+				db.exec(`INSERT INTO "${countsTable}" (k0, n) SELECT k0, COUNT(*) FROM "${keyTable}" GROUP BY k0`);
 			}
 			return { tables, built: created.length + uncounted.length > 0 };
 		});
