@@ -288,8 +288,8 @@ export default function createAuthService(config: Config) {
 			}
 			await this.limits.start();
 			await this.keys.ensure();
-			const dropped = await this.outbox.dropSpentCounts();
-			if (dropped > 0) this.logger.info({ users: dropped }, "users brought in line with the outbox index (no pendingEvents: 0)");
+			const moved = await this.outbox.adoptOlderCounts();
+			if (moved > 0) this.logger.info({ users: moved }, "users with events left by an older Mint handed to the outbox relay");
 		},
 
 		async stopped() {

@@ -26,6 +26,9 @@ export interface UserEntity {
 	resetTokenId?: string;
 	/** The outbox: events about this user not yet confirmed published (payload sealed: it carries tokens). */
 	outbox?: OutboxRecord[];
+	/** How many of them: present only while there are some (user-outbox.ts, under a sparse index). */
+	unpublished?: number;
+	/** An older Mint's count, kept at 0 once spent: unindexed; a positive one is moved to `unpublished` at start. */
 	pendingEvents?: number;
 }
 
@@ -74,7 +77,7 @@ export function newUser(userId: string, fields: SignupFields, passwordHash: stri
 		createdAt: now,
 		updatedAt: now,
 		outbox: [welcome],
-		pendingEvents: 1,
+		unpublished: 1,
 	};
 }
 

@@ -29,7 +29,7 @@ it("signs up even when the welcome event cannot go out, and the relay sends it l
 	const session = await signup(mint, newPerson());
 	expect(refused).toHaveLength(1);
 	const stored = await auth().adapter.findOne({ _id: session.user.id });
-	expect(stored.pendingEvents).toBe(1);
+	expect(stored.unpublished).toBe(1);
 	expect(stored.outbox.map((r: any) => [r.name, r.eventId])).toEqual([["user.signedUp", refused[0]]]);
 	// Sealed: the verification token is not readable in the stored outbox.
 	expect(stored.outbox[0].sealedPayload).not.toContain("verificationToken");
@@ -43,14 +43,14 @@ it("signs up even when the welcome event cannot go out, and the relay sends it l
 	expect(verified.status).toBe(200);
 	const after = await auth().adapter.findOne({ _id: session.user.id });
 	expect(after.outbox).toEqual([]);
-	expect("pendingEvents" in after).toBe(false);
+	expect("unpublished" in after).toBe(false);
 	expect(await auth().relayOutbox()).toBe(0);
 });
 
 it("leaves a fresh event to its own publisher (the relay waits before it re-sends)", async () => {
 	const session = await signup(mint, newPerson());
 	expect(await auth().relayOutbox()).toBe(0);
-	expect((await auth().adapter.findOne({ _id: session.user.id })).pendingEvents).toBe(1);
+	expect((await auth().adapter.findOne({ _id: session.user.id })).unpublished).toBe(1);
 });
 
 it("keeps a reset request's event for the relay too", async () => {
