@@ -462,20 +462,25 @@ export class SqliteAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> 
 
 	/**
 	 * The first `count` matches of a filter whose candidates come from a key table, read in the table's key order
-	 * when that is the (ascending) sort: its fields are the index's first ones, then perhaps `_id`. The reading stops
+	 * when that is the sort (all one direction): its fields are the index's first ones, or the ones after the
+	 * first when an equality fixes that (a user's transfers, newest first), then perhaps `_id`. The reading stops
 	 * at `count` matches: the mail worker's "due now, oldest first, 50 of them" reads 50-odd rows however many are
-	 * due, not every due one. Keys order strings and numbers as NeDB (and MongoDB) do; a document with any other
-	 * value in a sort field (missing, null, an array, an object), which the keys order otherwise, gives the page
-	 * back to the general way (null). Descending sorts take the general way: an array's keys are its elements.
+	 * due, and a page of a user's list filtered by type or status reads about a page of rows. Keys order strings and
+	 * numbers as NeDB (and MongoDB) do; a document with any other value in a sort field (missing, null, an array, an
+	 * object), which the keys order otherwise, gives the page back to the general way (null). A descending sort by
+	 * the first field takes the general way: an array there has a key per element.
 	 */
 	private pageInKeyOrder(plan: Plan, filter: object, sort: Record<string, 1 | -1>, count: number): Doc[] | null {
 		const keys = plan.keys;
 		const fields = Object.keys(sort);
-		if (!keys || fields.length === 0 || fields.some(field => sort[field] !== 1)) return null;
+		if (!keys || fields.length === 0 || fields.some(field => sort[field] !== sort[fields[0]])) return null;
+		const from = plan.equality && keys.fields[0] !== fields[0] ? 1 : 0;
+		const direction = sort[fields[0]] === -1 ? " DESC" : "";
+		if (from === 0 && direction) return null;
 		const columns: string[] = [];
 		for (const [i, field] of fields.entries()) {
-			if (keys.fields[i] === field) columns.push(`x.k${i}`);
-			else if (field === "_id" && i === fields.length - 1) columns.push("x.id");
+			if (keys.fields[from + i] === field) columns.push(`x.k${from + i}${direction}`);
+			else if (field === "_id" && i === fields.length - 1) columns.push(`x.id${direction}`);
 			else return null;
 		}
 		const docs: Doc[] = [];

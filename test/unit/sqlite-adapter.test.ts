@@ -173,6 +173,34 @@ describe("SQLite store's index tables", () => {
 		}
 	});
 
+	it("reads a page of a party's list filtered by another field newest first in key order, and stops at the page's end", async () => {
+		const c = config();
+		const store = await open<Row>(c, "transactions", LISTED);
+		try {
+			const rows: Row[] = Array.from({ length: 600 }, (_, i) => ({
+				_id: `t${String(i).padStart(4, "0")}`,
+				parties: i % 3 === 0 ? ["ada", "bob"] : ["ada"],
+				createdAt: `2026-01-01T00:${String(Math.floor(i / 60)).padStart(2, "0")}:${String(i % 60).padStart(2, "0")}Z`,
+				owner: i % 2 === 0 ? "x" : "y",
+			}));
+			await store.insertMany(rows);
+			const expected = rows
+				.filter(r => r.owner === "x")
+				.sort((a, b) => (b.createdAt ?? "").localeCompare(a.createdAt ?? "") || b._id.localeCompare(a._id))
+				.slice(3, 8);
+			const parse = jest.spyOn(JSON, "parse");
+			const page = await store.find({ query: { parties: "ada", owner: "x" }, sort: ["-createdAt", "-_id"], limit: 5, offset: 3 });
+			const parsed = parse.mock.calls.length;
+			parse.mockRestore();
+			expect(page.map(r => r._id)).toEqual(expected.map(r => r._id));
+			expect(page.map(r => r._id)).toEqual(["t0592", "t0590", "t0588", "t0586", "t0584"]);
+			// The newest 16 of ada's 600 rows (t0599 down to t0584) hold the 8 first matches: 16 read, not 600.
+			expect(parsed).toBe(16);
+		} finally {
+			await store.disconnect();
+		}
+	});
+
 	it("an update a unique index refuses changes nothing: the document, and every index, stay as they were", async () => {
 		const c = config();
 		const store = await open<Row>(c, "auth", LISTED);
