@@ -49,7 +49,7 @@ import { TransactionOutbox } from "./transactions/outbox";
 import { TransactionProcessor } from "./transactions/processing";
 import { replayHistory } from "./transactions/state-machine";
 import { TransactionSubmitter, topUpDraft, transferDraft, type TransferChecks } from "./transactions/submit";
-import { isParty, partyQuery, toHistoryView, toInspectView, toTransactionFacts, toTransactionView, type TransactionEntity } from "./transactions/views";
+import { TRANSACTIONS, isParty, partyQuery, toHistoryView, toInspectView, toTransactionFacts, toTransactionView, type TransactionEntity } from "./transactions/views";
 
 type TransactionsVars = DbVars<TransactionEntity> &
 	PeriodicVars &
@@ -103,19 +103,7 @@ export default function createTransactionsService(config: Config) {
 				"transaction.completed": PARTIES,
 				"transaction.failed": PARTIES,
 			}),
-			DbMixin(config, "transactions", {
-				name: "transactions",
-				// No index on status: NeDB re-indexes every index on each update, and a status shared by most
-				// transactions makes that cost grow with them. The sweeper finds its work by the lease, the relay
-				// by the outbox count, both sparse (present only while there is work); a user's list by `parties`,
-				// newest first: SQLite and MongoDB read a page of it from the index (NeDB indexes `parties` alone).
-				indexes: [
-					// Counted (SQLite): a list's `total` is one read, not a walk over the user's keys (95,000: 11.5 ms).
-					{ fields: { parties: 1, createdAt: -1, _id: -1 }, counted: true },
-					{ fields: { leaseUntil: 1 }, sparse: true },
-					{ fields: { unpublished: 1 }, sparse: true },
-				],
-			}),
+			DbMixin(config, "transactions", TRANSACTIONS),
 		],
 
 		methods: {

@@ -22,6 +22,9 @@
  * (withMongoNulls). A filter that is exactly one equality on an index's first
  * field is answered from the index alone, sorted and paged by SQLite when the
  * index's other fields are the sort: a page of a long list reads that page.
+ * The spec's counts (CollectionSpec.counts) are tables of documents per
+ * combination of values, kept in the same writes: a count() of equalities on
+ * exactly one of them is one read.
  *
  * Durability: WAL with synchronous=OFF: a write is answered once it is in
  * the WAL file (written, not flushed to the disk): it survives a killed
@@ -88,8 +91,15 @@ interface KeyTable {
 	fields: string[];
 	insert: StatementSync;
 	remove: StatementSync;
-	/** A counted index's table of documents per first-field value (`<table>_n`), kept by putKeys and dropKeys. */
-	counts?: { table: string; increment: StatementSync; decrement: StatementSync; read: StatementSync };
+}
+
+/** One of the spec's counts: documents per combination of values of its fields (`n_...`: the values, n). */
+interface CountTable {
+	table: string;
+	fields: string[];
+	increment: StatementSync;
+	decrement: StatementSync;
+	read: StatementSync;
 }
 
 /** How a filter's candidates are found: the SQL that lists them, and whether every one of them matches (no other condition). */
@@ -116,8 +126,14 @@ const WAL_KEEP_BYTES = 16 << 20;
 /** The table name of an index: its fields and options, so that a changed index is a new table. */
 function keyTableName(index: IndexSpec): string {
 	const fields = Object.entries(index.fields).map(([field, dir]) => `${field.replace(/[^A-Za-z0-9]/g, "_")}_${dir === -1 ? "d" : "a"}`);
-	return `ix_${fields.join("__")}${index.unique ? "_u" : ""}${index.sparse ? "_s" : ""}${index.counted ? "_c" : ""}`;
+	return `ix_${fields.join("__")}${index.unique ? "_u" : ""}${index.sparse ? "_s" : ""}`;
 }
+
+/** The table name of a count: its fields. */
+const countTableName = (fields: string[]): string => `n_${fields.map(field => field.replace(/[^A-Za-z0-9]/g, "_")).join("__")}`;
+
+/** A key as text, for telling keys apart in a Set or a Map (a blob's bytes, not the object). */
+const keyText = (key: Key): string => (key instanceof Uint8Array ? `b${Buffer.from(key).toString("base64")}` : typeof key === "number" ? `n${key}` : `s${key}`);
 
 /**
  * node:sqlite, loaded when the first SQLite store opens (a node on NeDB or MongoDB never loads it). Node 22
@@ -145,6 +161,7 @@ function openDatabase(filename: string): DatabaseSync {
 export class SqliteAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> {
 	private db: DatabaseSync | null = null;
 	private keyTables: KeyTable[] = [];
+	private countTables: CountTable[] = [];
 	private readonly statements = new Map<string, StatementSync>();
 	private counted: (operation: string) => void = () => undefined;
 	/** The writes of this turn of the event loop, committed together (write()). */
@@ -172,8 +189,9 @@ export class SqliteAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> 
 			db.exec("CREATE TABLE IF NOT EXISTS docs (id TEXT PRIMARY KEY NOT NULL, body TEXT NOT NULL)");
 			this.db = db;
 			this.statements.clear();
-			const { tables, built } = this.prepareIndexes(db);
+			const { tables, counts, built } = this.prepareIndexes(db);
 			this.keyTables = tables;
+			this.countTables = counts;
 			db.exec("PRAGMA temp_store = MEMORY");
 			// Tables just built went through the WAL (0.9 GB for a million transactions): copied into the database
 			// now, while the node starts, rather than by the first write it serves (0.25 s), and the WAL cut back.
@@ -185,81 +203,101 @@ export class SqliteAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> 
 		}
 	}
 
-	/** The spec's key tables, filled from the documents when new; tables of indexes the spec no longer has are dropped (Mint's own files, as on NeDB). */
-	private prepareIndexes(db: DatabaseSync): { tables: KeyTable[]; built: boolean } {
+	/**
+	 * The spec's key tables and count tables, filled from the documents when new; the tables of indexes and counts
+	 * the spec no longer has are dropped (Mint's own files, as on NeDB).
+	 */
+	private prepareIndexes(db: DatabaseSync): { tables: KeyTable[]; counts: CountTable[]; built: boolean } {
 		const wanted = (this.spec.indexes ?? []).map(spec => ({ spec, table: keyTableName(spec), fields: Object.keys(spec.fields) }));
+		const wantedCounts = (this.spec.counts ?? []).map(fields => ({ fields, table: countTableName(fields) }));
 		const present = new Set(
-			(db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'ix\\_%' ESCAPE '\\'").all() as { name: string }[]).map(r => r.name),
+			(
+				db
+					.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND (name LIKE 'ix\\_%' ESCAPE '\\' OR name LIKE 'n\\_%' ESCAPE '\\')")
+					.all() as { name: string }[]
+			).map(r => r.name),
 		);
-		const wantedNames = new Set(wanted.flatMap(w => (w.spec.counted ? [w.table, `${w.table}_n`] : [w.table])));
+		const wantedNames = new Set([...wanted, ...wantedCounts].map(w => w.table));
 		return this.transaction(() => {
 			for (const name of present) if (!wantedNames.has(name)) db.exec(`DROP TABLE "${name}"`);
-			const created: KeyTable[] = [];
-			const uncounted: { keyTable: string; countsTable: string }[] = [];
-			const tables = wanted.map(({ spec, table, fields }) => {
+			const tables = wanted.map(({ spec, table, fields }): KeyTable => {
 				const columns = fields.map((_, i) => `k${i}`);
 				const primary = spec.unique ? columns : [...columns, "id"];
 				db.exec(
 					`CREATE TABLE IF NOT EXISTS "${table}" (${columns.map(c => `${c} NOT NULL`).join(", ")}, id TEXT NOT NULL, PRIMARY KEY (${primary.join(", ")})) WITHOUT ROWID`,
 				);
-				const keys: KeyTable = {
+				return {
 					spec,
 					table,
 					fields,
 					insert: db.prepare(`INSERT INTO "${table}" (${columns.join(", ")}, id) VALUES (${columns.map(() => "?").join(", ")}, ?)`),
 					remove: db.prepare(`DELETE FROM "${table}" WHERE ${columns.map(c => `${c} = ?`).join(" AND ")} AND id = ?`),
 				};
-				if (!present.has(table)) created.push(keys);
-				if (spec.counted) {
-					const counts = `${table}_n`;
-					db.exec(`CREATE TABLE IF NOT EXISTS "${counts}" (k0 NOT NULL PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID`);
-					keys.counts = {
-						table: counts,
-						increment: db.prepare(`INSERT INTO "${counts}" (k0, n) VALUES (?, 1) ON CONFLICT (k0) DO UPDATE SET n = n + 1`),
-						decrement: db.prepare(`UPDATE "${counts}" SET n = n - 1 WHERE k0 = ?`),
-						read: db.prepare(`SELECT n FROM "${counts}" WHERE k0 = ?`),
-					};
-					if (!present.has(counts) || !present.has(table)) uncounted.push({ keyTable: table, countsTable: counts });
-				}
-				return keys;
 			});
-			if (created.length > 0) this.fillKeyTables(db, created);
-			// A new counts table is counted from its (filled) key table: a key row per document and first-field value.
-			for (const { keyTable, countsTable } of uncounted) {
-				db.exec(`DELETE FROM "${countsTable}"`);
-				db.exec(`INSERT INTO "${countsTable}" (k0, n) SELECT k0, COUNT(*) FROM "${keyTable}" GROUP BY k0`);
-			}
-			return { tables, built: created.length + uncounted.length > 0 };
+			const counts = wantedCounts.map(({ fields, table }): CountTable => {
+				const columns = fields.map((_, i) => `k${i}`);
+				const where = columns.map(c => `${c} = ?`).join(" AND ");
+				db.exec(`CREATE TABLE IF NOT EXISTS "${table}" (${columns.map(c => `${c} NOT NULL`).join(", ")}, n INTEGER NOT NULL, PRIMARY KEY (${columns.join(", ")})) WITHOUT ROWID`);
+				return {
+					table,
+					fields,
+					increment: db.prepare(`INSERT INTO "${table}" VALUES (${columns.map(() => "?").join(", ")}, 1) ON CONFLICT DO UPDATE SET n = n + 1`),
+					decrement: db.prepare(`UPDATE "${table}" SET n = n - 1 WHERE ${where}`),
+					read: db.prepare(`SELECT n FROM "${table}" WHERE ${where}`),
+				};
+			});
+			const newTables = tables.filter(keys => !present.has(keys.table));
+			const newCounts = counts.filter(count => !present.has(count.table));
+			const built = newTables.length + newCounts.length > 0;
+			if (built) this.fillTables(db, newTables, newCounts);
+			return { tables, counts, built };
 		});
 	}
 
 	/**
-	 * Fills new key tables (a new index, or documents imported without them) in one pass over the documents. The
-	 * keys are gathered in scratch tables first (appends), then moved over in key order: inserted as they come
-	 * (in random order: uuids), nearly every key of a large collection re-read a B-tree page (a million
-	 * transactions and their entries: 139 s at start). The scratch tables are temporary files (temp_store is
-	 * FILE until connect() is done), not memory.
+	 * Fills new key tables and count tables (a new index or count, or documents imported without them) in one pass
+	 * over the documents. The keys are gathered in scratch tables first (appends), the counts in memory, then moved
+	 * over in key order: inserted as they come (in random order: uuids), nearly every key of a large collection
+	 * re-read a B-tree page (a million transactions and their entries: 139 s at start). The scratch tables are
+	 * temporary files (temp_store is FILE until connect() is done), not memory.
 	 */
-	private fillKeyTables(db: DatabaseSync, created: KeyTable[]): void {
-		const scratch = created.map((keys, i) => {
+	private fillTables(db: DatabaseSync, keyTables: KeyTable[], counts: CountTable[]): void {
+		const scratch = keyTables.map((keys, i) => {
 			const columns = [...keys.fields.map((_, j) => `k${j}`), "id"];
 			db.exec(`CREATE TEMP TABLE fill_${i} (${columns.join(", ")})`);
 			const insert = db.prepare(`INSERT INTO fill_${i} VALUES (${columns.map(() => "?").join(", ")})`);
 			return { keys, name: `fill_${i}`, columns, insert };
 		});
+		const tallies = counts.map(count => ({ count, rows: new Map<string, { row: Key[]; n: number }>() }));
 		for (const row of db.prepare("SELECT body FROM docs").iterate()) {
 			const doc = JSON.parse(row.body as string) as Doc;
 			for (const { keys, insert } of scratch) for (const key of this.keyRows(keys, doc)) insert.run(...key, String(doc._id));
+			for (const { count, rows } of tallies) {
+				for (const values of this.countRows(count, doc)) {
+					const text = values.map(keyText).join("\u0000");
+					const tally = rows.get(text);
+					if (tally) tally.n++;
+					else rows.set(text, { row: values, n: 1 });
+				}
+			}
 		}
-		for (const { keys, name, columns } of scratch) {
+		const moveInOrder = (target: string, name: string, columns: string[], fields: string[]) => {
 			try {
-				db.exec(`INSERT INTO "${keys.table}" (${columns.join(", ")}) SELECT ${columns.join(", ")} FROM ${name} ORDER BY ${columns.join(", ")}`);
+				db.exec(`INSERT INTO "${target}" (${columns.join(", ")}) SELECT ${columns.join(", ")} FROM ${name} ORDER BY ${columns.join(", ")}`);
 			} catch (err) {
-				if (isConstraintError(err)) throw uniqueViolated(this.spec.name, keys.fields.join(", "));
+				if (isConstraintError(err)) throw uniqueViolated(this.spec.name, fields.join(", "));
 				throw err;
 			} finally {
 				db.exec(`DROP TABLE ${name}`);
 			}
+		};
+		for (const { keys, name, columns } of scratch) moveInOrder(keys.table, name, columns, keys.fields);
+		for (const [i, { count, rows }] of tallies.entries()) {
+			const columns = count.fields.map((_, j) => `k${j}`);
+			db.exec(`CREATE TEMP TABLE tally_${i} (${columns.join(", ")}, n)`);
+			const insert = db.prepare(`INSERT INTO tally_${i} VALUES (${columns.map(() => "?").join(", ")}, ?)`);
+			for (const { row, n } of rows.values()) insert.run(...row, n);
+			moveInOrder(count.table, `tally_${i}`, [...columns, "n"], count.fields);
 		}
 	}
 
@@ -269,6 +307,7 @@ export class SqliteAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> 
 		this.db = null;
 		this.statements.clear();
 		this.keyTables = [];
+		this.countTables = [];
 		db?.close();
 	}
 
@@ -371,14 +410,57 @@ export class SqliteAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> 
 				if (isConstraintError(err)) throw uniqueViolated(this.spec.name, keys.fields.join(", "));
 				throw err;
 			}
-			keys.counts?.increment.run(row[0]);
 		}
 	}
 
 	private dropKeys(keys: KeyTable, doc: Doc, rows = this.keyRows(keys, doc)): void {
-		for (const row of rows) {
-			if (keys.remove.run(...row, String(doc._id)).changes) keys.counts?.decrement.run(row[0]);
+		for (const row of rows) keys.remove.run(...row, String(doc._id));
+	}
+
+	/**
+	 * A document's rows in a count: one per combination of its fields' values, an array field giving each of its
+	 * elements once (an equality matches a document when it matches an element); none when an array is empty.
+	 */
+	private countRows(count: CountTable, doc: Doc): Key[][] {
+		let rows: Key[][] = [[]];
+		for (const field of count.fields) {
+			const value = model.getDotValue(doc, field);
+			const keys = new Map<string, Key>();
+			for (const element of Array.isArray(value) ? value : [value]) {
+				const key = indexKey(element);
+				keys.set(keyText(key), key);
+			}
+			rows = rows.flatMap(row => [...keys.values()].map(key => [...row, key]));
 		}
+		return rows;
+	}
+
+	/** Counts a document in (1) or out (-1) of every count, or only where `before` (its previous version) was counted otherwise. */
+	private recount(doc: Doc, by: 1 | -1, before?: Doc): void {
+		for (const count of this.countTables) {
+			const rows = this.countRows(count, doc);
+			if (before) {
+				const was = this.countRows(count, before);
+				if (JSON.stringify(was) === JSON.stringify(rows)) continue;
+				for (const row of was) count.decrement.run(...row);
+			}
+			for (const row of rows) (by === 1 ? count.increment : count.decrement).run(...row);
+		}
+	}
+
+	/** The count that answers a filter made of equalities on exactly its fields, and the values to read it by. */
+	private countFor(query: Record<string, unknown>): { count: CountTable; values: SQLInputValue[] } | null {
+		const names = Object.keys(query);
+		for (const count of this.countTables) {
+			if (count.fields.length !== names.length || !count.fields.every(field => Object.hasOwn(query, field))) continue;
+			const values = count.fields.map(field => {
+				const value = query[field];
+				if (isKeyValue(value)) return value;
+				return isOperatorObject(value) && Object.keys(value).length === 1 && isKeyValue(value.$eq) ? value.$eq : null;
+			});
+			if (values.every(value => value !== null)) return { count, values: values as SQLInputValue[] };
+		}
+		return null;
 	}
 
 	// ---- reading ----
@@ -549,10 +631,11 @@ export class SqliteAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> 
 		checkFilter(query, this.spec.name);
 		const { skip, limit } = paging(params);
 		const plan = this.plan(query as Record<string, unknown>);
+		const kept = this.countFor(query as Record<string, unknown>);
 		let n: number;
-		if (plan.exact && plan.equality && plan.keys?.counts) {
-			// A counted index: how many documents hold the value, kept with its keys.
-			n = Number(plan.keys.counts.read.get(plan.params[0])?.n ?? 0);
+		if (kept) {
+			// One of the spec's counts: kept with the documents.
+			n = Number(kept.count.read.get(...kept.values)?.n ?? 0);
 		} else if (plan.exact || Object.keys(query).length === 0) {
 			// Counted by SQLite, from the index alone when there is one.
 			const from = plan.keys ? `"${plan.keys.table}" x` : "docs d";
@@ -578,6 +661,7 @@ export class SqliteAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> 
 			throw err;
 		}
 		for (const keys of this.keyTables) this.putKeys(keys, stored);
+		this.recount(stored, 1);
 		return stored;
 	}
 
@@ -591,6 +675,7 @@ export class SqliteAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> 
 			this.dropKeys(keys, before, was);
 			this.putKeys(keys, after, now);
 		}
+		this.recount(after, 1, before);
 	}
 
 	/** Applies an update to the matching documents (the first only unless `multi`); with `upsert`, inserts when none matches. */
@@ -650,6 +735,7 @@ export class SqliteAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> 
 			for (const doc of matched) {
 				this.statement("DELETE FROM docs WHERE id = ?").run(String(doc._id));
 				for (const keys of this.keyTables) this.dropKeys(keys, doc);
+				this.recount(doc, -1);
 			}
 			return matched.length;
 		});

@@ -19,17 +19,18 @@ export interface IndexSpec {
 	fields: Record<string, 1 | -1>;
 	unique?: boolean;
 	sparse?: boolean;
-	/**
-	 * The SQLite store keeps, beside the index, how many documents hold each value of its first field, so
-	 * that count() of an equality on that field is one read instead of a walk over its keys (a user's
-	 * transactions, for a list's `total`). Ignored by the other stores.
-	 */
-	counted?: boolean;
 }
 
 export interface CollectionSpec {
 	name: string;
 	indexes?: IndexSpec[];
+	/**
+	 * Counts the SQLite store keeps, in the same writes as the documents: for each list of fields, how many
+	 * documents hold each combination of their values (an array field: each of its elements). A count() whose
+	 * filter is exactly equalities on one such list is one read instead of a walk over the matching documents
+	 * (a user's transactions of one type, for a list's `total`). Ignored by the other stores.
+	 */
+	counts?: string[][];
 }
 
 /** What Mint's services pass to find() and count(): a MongoDB-style filter, sort fields (`-field` descending), paging. */

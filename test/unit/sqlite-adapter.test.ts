@@ -11,6 +11,8 @@ import fs from "node:fs";
 import path from "node:path";
 import fc from "fast-check";
 import { createAdapter, NedbAdapter, SqliteAdapter, type CollectionSpec, type DbAdapter } from "../../mixins/db.mixin";
+import type { TransactionStatus, TransactionType } from "../../contracts/money";
+import { partiesOf, partyQuery, TRANSACTIONS, type TransactionEntity } from "../../services/transactions/views";
 import { testConfig } from "../helpers/mint";
 import { CONTRACT_SPEC, storeRoundTrip, type ContractDoc } from "../helpers/store-contract";
 
@@ -66,10 +68,11 @@ interface Row {
 const LISTED: CollectionSpec = {
 	name: "listed",
 	indexes: [
-		{ fields: { parties: 1, createdAt: -1, _id: -1 }, counted: true },
+		{ fields: { parties: 1, createdAt: -1, _id: -1 } },
 		{ fields: { due: 1 }, sparse: true },
 		{ fields: { email: 1 }, unique: true, sparse: true },
 	],
+	counts: [["parties"]],
 };
 
 /** The rows SQLite holds in a table (what the index tables contain). */
@@ -116,11 +119,11 @@ describe("SQLite store's index tables", () => {
 
 			const file = path.join(c.dataDir, "transactions", "listed.sqlite");
 			await store.disconnect();
-			const keys = tableRows(file, 'SELECT k0, id FROM "ix_parties_a__createdAt_d___id_d_c" ORDER BY id');
+			const keys = tableRows(file, 'SELECT k0, id FROM "ix_parties_a__createdAt_d___id_d" ORDER BY id');
 			expect(keys.length).toBe(21);
 			expect(new Set(keys.map(k => k.k0))).toEqual(new Set(["ada"]));
 			// The counts kept beside the keys: bob's went to 0 with the removal, ada's follow her 21 documents.
-			expect(tableRows(file, 'SELECT k0, n FROM "ix_parties_a__createdAt_d___id_d_c_n" ORDER BY k0').map(r => [r.k0, r.n])).toEqual([
+			expect(tableRows(file, 'SELECT k0, n FROM "n_parties" ORDER BY k0').map(r => [r.k0, r.n])).toEqual([
 				["ada", 21],
 				["bob", 0],
 			]);
@@ -282,17 +285,17 @@ describe("SQLite store's index tables", () => {
 			await store.disconnect();
 		}
 		const file = path.join(c.dataDir, "transactions", "listed.sqlite");
-		expect(tableRows(file, 'SELECT COUNT(*) AS n FROM "ix_parties_a__createdAt_d___id_d_c"')[0].n).toBe(600);
-		expect(tableRows(file, 'SELECT SUM(n) AS n FROM "ix_parties_a__createdAt_d___id_d_c_n"')[0].n).toBe(600);
-		expect(tableRows(file, 'SELECT n FROM "ix_parties_a__createdAt_d___id_d_c_n" WHERE k0 = ?', "ada")[0].n).toBe(100);
+		expect(tableRows(file, 'SELECT COUNT(*) AS n FROM "ix_parties_a__createdAt_d___id_d"')[0].n).toBe(600);
+		expect(tableRows(file, 'SELECT SUM(n) AS n FROM "n_parties"')[0].n).toBe(600);
+		expect(tableRows(file, 'SELECT n FROM "n_parties" WHERE k0 = ?', "ada")[0].n).toBe(100);
 		expect(tableRows(file, 'SELECT COUNT(*) AS n FROM "ix_due_a_s"')[0].n).toBe(125);
 		// The scratch tables were temporary: nothing of them is left in the file.
 		expect(tableRows(file, "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").map(t => t.name)).toEqual([
 			"docs",
 			"ix_due_a_s",
 			"ix_email_a_u_s",
-			"ix_parties_a__createdAt_d___id_d_c",
-			"ix_parties_a__createdAt_d___id_d_c_n",
+			"ix_parties_a__createdAt_d___id_d",
+			"n_parties",
 		]);
 
 		// Two documents with one email, written without the unique index: the build refuses them, and changes nothing.
@@ -307,6 +310,70 @@ describe("SQLite store's index tables", () => {
 		const again = path.join(twice.dataDir, "transactions", "listed.sqlite");
 		expect(tableRows(again, "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").map(t => t.name)).toEqual(["docs"]);
 		expect(tableRows(again, "SELECT id FROM docs ORDER BY id").map(r => r.id)).toEqual(["a", "b"]);
+	});
+});
+
+describe("SQLite store's counts", () => {
+	it("answers a user's list total, by type, status or both, from the transactions' counts, through every change", async () => {
+		const c = config();
+		const store = await open<TransactionEntity>(c, "transactions", TRANSACTIONS);
+		const users = ["ada", "bob", "cy"];
+		const types: TransactionType[] = ["TopUp", "Transfer"];
+		const statuses: TransactionStatus[] = ["Pending", "Processing", "Completed", "Failed"];
+		const random = (n: number) => crypto.randomInt(n);
+		try {
+			for (let i = 0; i < 120; i++) {
+				const type = types[random(2)];
+				const [from, to] = [users[random(3)], users[random(3)]];
+				const parties = type === "TopUp" ? { userId: from } : { fromUserId: from, toUserId: to };
+				await store.insert({
+					_id: `t${i}`,
+					type,
+					status: "Pending",
+					amountMinor: 100,
+					currency: "USD",
+					requestedBy: from,
+					requestHash: "h",
+					createdAt: new Date(Date.UTC(2026, 0, 1, 0, 0, i)).toISOString(),
+					history: [],
+					...parties,
+					// A transfer to oneself has one party (partiesOf keeps both ids: the count holds it once).
+					parties: partiesOf(parties),
+				} as unknown as TransactionEntity);
+			}
+			// Each moves on as the processor moves it: compare-and-set from its current status; some are removed.
+			for (let i = 0; i < 120; i++) {
+				await store.updateOne({ _id: `t${i}`, status: "Pending" }, { $set: { status: "Processing" } });
+				if (i % 4 !== 0) await store.updateOne({ _id: `t${i}`, status: "Processing" }, { $set: { status: i % 5 === 0 ? "Failed" : "Completed" } });
+			}
+			expect(await store.removeMany({ _id: { $in: ["t1", "t2", "t3"] } })).toBe(3);
+
+			const all = await store.find({});
+			const filters = [{}, ...types.map(type => ({ type })), ...statuses.map(status => ({ status })), ...types.flatMap(type => statuses.map(status => ({ type, status })))];
+			for (const user of users) {
+				for (const filter of filters) {
+					const expected = all.filter(tx => tx.parties.includes(user) && Object.entries(filter).every(([k, v]) => tx[k as "type"] === v)).length;
+					expect({ user, filter, total: await store.count({ query: partyQuery(user, filter) }) }).toEqual({ user, filter, total: expected });
+				}
+			}
+			const transfers = all.filter(tx => tx.parties.includes("ada") && tx.type === "Transfer").length;
+			expect(transfers).toBeGreaterThan(0);
+			// The total is the kept count, read at once: changed behind the store's back, the answer follows it.
+			const file = path.join(c.dataDir, "transactions", "transactions.sqlite");
+			const { DatabaseSync } = require("node:sqlite") as typeof import("node:sqlite");
+			const db = new DatabaseSync(file);
+			try {
+				expect(db.prepare('UPDATE "n_parties__type" SET n = 999 WHERE k0 = ? AND k1 = ?').run("ada", "Transfer").changes).toBe(1);
+			} finally {
+				db.close();
+			}
+			expect(await store.count({ query: partyQuery("ada", { type: "Transfer" }) })).toBe(999);
+			expect(await store.count({ query: partyQuery("ada", { type: "Transfer", status: "Completed" }) })).toBe(
+				all.filter(tx => tx.parties.includes("ada") && tx.type === "Transfer" && tx.status === "Completed").length,
+			);
+		} finally {
+			await store.disconnect();
+		}
 	});
 });
 
@@ -378,7 +445,8 @@ describe("SQLite store against the NeDB store", () => {
 		const c = config();
 		const spec: CollectionSpec = {
 			name: "compared",
-			indexes: [{ fields: { owner: 1 } }, { fields: { parties: 1, createdAt: -1, _id: -1 }, counted: true }, { fields: { due: 1 }, sparse: true }],
+			indexes: [{ fields: { owner: 1 } }, { fields: { parties: 1, createdAt: -1, _id: -1 } }, { fields: { due: 1 }, sparse: true }],
+			counts: [["parties"], ["owner", "parties"], ["due"]],
 		};
 		const sqlite = await open<Row>(c, "compared", spec);
 		const nedb = new NedbAdapter<Row>(spec, path.join(c.dataDir, "compared", "compared.db"));
