@@ -1,7 +1,9 @@
 /**
  * npm run bench: side by side in one run, on this machine,
  *   - the ceiling: a raw node:http hello-world,
- *   - GET /api/v1/wallet/user and POST /api/v1/transactions/transfer,
+ *   - GET /api/v1/wallet/user, GET /api/v1/transactions (one user's lists,
+ *     by type and status, 5,000 of them: mostly cache misses) and POST
+ *     /api/v1/transactions/transfer,
  *     on the embedded default (one process) and on a cluster over RabbitMQ
  *     (a gateway node, a core node, a notifications node),
  * printing requests/s, p50/p99 latency and the ratio to the ceiling, then
@@ -436,6 +438,7 @@ async function mintScenarios(label: string, base: string, servers: Server[], wor
 	const rows = [
 		await measured(servers, () => load(`${label}: GET /wallet/user`, `${base}/api/v1/wallet/user`, { headers: { Authorization: `Bearer ${reader.token}` } })),
 	];
+	rows.push(await measured(servers, () => load(`${label}: GET /transactions, pages by type and status`, base, { requests: [listPages(reader)] })));
 	rows.push(await measured(servers, () => load(`${label}: POST /transactions/transfer`, base, { requests: [transfers(users)] })));
 	// Open loop: a fixed rate, whatever the latency, for the p99 at a load the node can carry.
 	rows.push(
@@ -447,6 +450,30 @@ async function mintScenarios(label: string, base: string, servers: Server[], wor
 	rows.push(mix);
 	await sleep(1000); // let any 202s finish
 	return { rows, check: await conserved(base, users, toppedUpMinor), hitRate: `${label}: ${hitRateOf(mix.cost!.delta)}` };
+}
+
+/**
+ * One user's transaction lists (in a world, its heavy user's), filtered by type, status, both or neither, at
+ * the first pages and at every page size: 5,000 different lists, so that most requests miss the cache and
+ * read the store (its page and its `total`).
+ */
+function listPages(user: BenchUser): autocannon.Request {
+	const filters = ["", "type=Transfer", "type=TopUp", "status=Completed", "type=Transfer&status=Completed"];
+	let n = 0;
+	return {
+		method: "GET",
+		setupRequest: (req: any) => {
+			const limit = 1 + (n % 100);
+			const filter = filters[Math.floor(n / 100) % filters.length];
+			const offset = 20 * (Math.floor(n / 500) % 10);
+			n++;
+			return {
+				...req,
+				path: `/api/v1/transactions?limit=${limit}&offset=${offset}${filter ? `&${filter}` : ""}`,
+				headers: { Authorization: `Bearer ${user.token}` },
+			};
+		},
+	};
 }
 
 /** Transfers of 0.01 among the users, every user sending and receiving in turn. */

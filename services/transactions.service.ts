@@ -49,7 +49,16 @@ import { TransactionOutbox } from "./transactions/outbox";
 import { TransactionProcessor } from "./transactions/processing";
 import { replayHistory } from "./transactions/state-machine";
 import { TransactionSubmitter, topUpDraft, transferDraft, type TransferChecks } from "./transactions/submit";
-import { TRANSACTIONS, isParty, partyQuery, toHistoryView, toInspectView, toTransactionFacts, toTransactionView, type TransactionEntity } from "./transactions/views";
+import {
+	TRANSACTIONS,
+	isParty,
+	partyQuery,
+	toHistoryView,
+	toInspectView,
+	toTransactionFacts,
+	toTransactionView,
+	type TransactionEntity,
+} from "./transactions/views";
 
 type TransactionsVars = DbVars<TransactionEntity> &
 	PeriodicVars &

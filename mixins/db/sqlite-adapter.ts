@@ -16,12 +16,13 @@
  * once its group is.
  *
  * Filters and updates keep the semantics both other backends give (store.ts):
- * the index tables only narrow the candidates (by `_id`, or by the first field
- * of an index: equality, $in, a range), and NeDB's document model decides what
- * matches and applies the update operators, with MongoDB's null semantics
- * (withMongoNulls). A filter that is exactly one equality on an index's first
- * field is answered from the index alone, sorted and paged by SQLite when the
- * index's other fields are the sort: a page of a long list reads that page.
+ * the index tables only narrow the candidates (by `_id`, by equalities on an
+ * index's first fields, or by its first field: null, $in, a range), and NeDB's
+ * document model decides what matches and applies the update operators, with
+ * MongoDB's null semantics (withMongoNulls). A filter that is exactly
+ * equalities on an index's first fields is answered from the index alone,
+ * sorted and paged by SQLite when the index's next fields are the sort: a page
+ * of a long list reads that page.
  * The spec's counts (CollectionSpec.counts) are tables of documents per
  * combination of values, kept in the same writes: a count() of equalities on
  * exactly one of them is one read.
@@ -110,8 +111,24 @@ interface Plan {
 	exact: boolean;
 	/** The key table the candidates come from, when they come from one. */
 	keys?: KeyTable;
-	/** The candidates are the keys equal to one value (params[0]) of the key table's first field. */
-	equality?: boolean;
+	/** How many of the key table's first fields equalities fix (to params[0], params[1]...); 0 for any other plan. */
+	prefix: number;
+	/** A document may be listed more than once (an `$in` or a range over an array field's keys). */
+	repeats: boolean;
+}
+
+/** A plan's rank among the others: lower first, compared field by field. */
+type Rank = [kind: number, narrowness: number, width: number];
+const ranksBefore = (a: Rank, b: Rank): boolean => {
+	for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return a[i] < b[i];
+	return false;
+};
+
+/** The value an equality condition fixes (`v` or `{$eq: v, ...}`, v a string or a finite number), and whether that is all it says. */
+function equalityOf(condition: unknown): { value: string | number; pure: boolean } | null {
+	if (isKeyValue(condition)) return { value: condition, pure: true };
+	if (isOperatorObject(condition) && isKeyValue(condition.$eq)) return { value: condition.$eq, pure: Object.keys(condition).length === 1 };
+	return null;
 }
 
 const STATEMENT_CACHE = 256;
@@ -212,9 +229,9 @@ export class SqliteAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> 
 		const wantedCounts = (this.spec.counts ?? []).map(fields => ({ fields, table: countTableName(fields) }));
 		const present = new Set(
 			(
-				db
-					.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND (name LIKE 'ix\\_%' ESCAPE '\\' OR name LIKE 'n\\_%' ESCAPE '\\')")
-					.all() as { name: string }[]
+				db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND (name LIKE 'ix\\_%' ESCAPE '\\' OR name LIKE 'n\\_%' ESCAPE '\\')").all() as {
+					name: string;
+				}[]
 			).map(r => r.name),
 		);
 		const wantedNames = new Set([...wanted, ...wantedCounts].map(w => w.table));
@@ -237,7 +254,9 @@ export class SqliteAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> 
 			const counts = wantedCounts.map(({ fields, table }): CountTable => {
 				const columns = fields.map((_, i) => `k${i}`);
 				const where = columns.map(c => `${c} = ?`).join(" AND ");
-				db.exec(`CREATE TABLE IF NOT EXISTS "${table}" (${columns.map(c => `${c} NOT NULL`).join(", ")}, n INTEGER NOT NULL, PRIMARY KEY (${columns.join(", ")})) WITHOUT ROWID`);
+				db.exec(
+					`CREATE TABLE IF NOT EXISTS "${table}" (${columns.map(c => `${c} NOT NULL`).join(", ")}, n INTEGER NOT NULL, PRIMARY KEY (${columns.join(", ")})) WITHOUT ROWID`,
+				);
 				return {
 					table,
 					fields,
@@ -465,48 +484,67 @@ export class SqliteAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> 
 
 	// ---- reading ----
 
-	/** Where the candidates of a filter come from: `_id`, else the first field of an index (equality, null, $in, range), else every document. */
+	/**
+	 * Where the candidates of a filter come from: `_id`; else the index whose first fields equalities fix, the
+	 * most of them (a unique index fully fixed first; on a tie the index with fewer fields, whose next fields are
+	 * likelier the sort); else the first field of an index (null, $in, a range); else every document.
+	 */
 	private plan(query: Record<string, unknown>): Plan {
 		const only = Object.keys(query).length === 1;
 		const id = query._id;
-		if (isKeyValue(id)) return { from: "docs d", where: "d.id = ?", params: [String(id)], exact: only && typeof id === "string" };
+		if (isKeyValue(id)) return { from: "docs d", where: "d.id = ?", params: [String(id)], exact: only && typeof id === "string", prefix: 0, repeats: false };
 		if (isOperatorObject(id) && Object.keys(id).length === 1 && Array.isArray(id.$in) && id.$in.every(v => typeof v === "string")) {
-			return { from: "docs d", where: `d.id IN (${id.$in.map(() => "?").join(", ")})`, params: id.$in as string[], exact: only };
+			const params = id.$in as string[];
+			return { from: "docs d", where: `d.id IN (${params.map(() => "?").join(", ")})`, params, exact: only, prefix: 0, repeats: false };
 		}
-		let best: (Plan & { rank: number }) | null = null;
+		let best: { plan: Plan; rank: Rank } | null = null;
 		for (const keys of this.keyTables) {
-			const value = query[keys.fields[0]];
-			const from = `"${keys.table}" x JOIN docs d ON d.id = x.id`;
-			let found: (Plan & { rank: number }) | null = null;
-			if (isKeyValue(value)) {
-				found = { from, where: "x.k0 = ?", params: [value], exact: only, keys, equality: true, rank: keys.spec.unique ? 0 : 1 };
-			} else if (value === null || (isOperatorObject(value) && Object.keys(value).length === 1 && value.$eq === null)) {
-				// A missing or null field is keyed NULL_KEY, unless the index is sparse (then it is not in the table at all).
-				if (!keys.spec.sparse) found = { from, where: "x.k0 = ?", params: [NULL_KEY], exact: false, keys, rank: 2 };
-			} else if (isOperatorObject(value)) {
-				const ops = Object.keys(value);
-				if (isKeyValue(value.$eq)) {
-					found = { from, where: "x.k0 = ?", params: [value.$eq], exact: only && ops.length === 1, keys, equality: true, rank: 1 };
-				} else if (Array.isArray(value.$in) && value.$in.length > 0 && value.$in.every(isKeyValue)) {
-					found = { from, where: `x.k0 IN (${value.$in.map(() => "?").join(", ")})`, params: value.$in, exact: false, keys, rank: 2 };
-				} else {
-					const bounds = (["$gt", "$gte", "$lt", "$lte"] as const).filter(op => isKeyValue(value[op]));
-					const sql = { $gt: ">", $gte: ">=", $lt: "<", $lte: "<=" };
-					if (bounds.length > 0) {
-						found = {
-							from,
-							where: bounds.map(op => `x.k0 ${sql[op]} ?`).join(" AND "),
-							params: bounds.map(op => value[op] as SQLInputValue),
-							exact: false,
-							keys,
-							rank: 3,
-						};
-					}
-				}
-			}
-			if (found && (!best || found.rank < best.rank)) best = found;
+			const found = this.planOn(keys, query);
+			if (found && (!best || ranksBefore(found.rank, best.rank))) best = found;
 		}
-		return best ?? { from: "docs d", where: "1", params: [], exact: false };
+		return best?.plan ?? { from: "docs d", where: "1", params: [], exact: false, prefix: 0, repeats: false };
+	}
+
+	/** The candidates one key table gives a filter, and their rank; null when it gives none. */
+	private planOn(keys: KeyTable, query: Record<string, unknown>): { plan: Plan; rank: Rank } | null {
+		const from = `"${keys.table}" x JOIN docs d ON d.id = x.id`;
+		const width = keys.fields.length;
+		const fixed: { value: string | number; pure: boolean }[] = [];
+		for (const field of keys.fields) {
+			const equality = equalityOf(query[field]);
+			if (!equality) break;
+			fixed.push(equality);
+		}
+		// A field after the first is keyed whole when it holds an array or an object (a blob, after every string):
+		// where a document with the fixed values before it has one there, the equalities narrow only up to it.
+		for (let i = 1; i < fixed.length; i++) {
+			const before = fixed.slice(0, i).map(f => f.value);
+			const sql = `SELECT 1 FROM "${keys.table}" WHERE ${before.map((_, j) => `k${j} = ?`).join(" AND ")} AND k${i} >= X'' LIMIT 1`;
+			if (this.statement(sql).get(...before)) fixed.length = i;
+		}
+		if (fixed.length > 0) {
+			const prefix = fixed.length;
+			const exact = Object.keys(query).length === prefix && fixed.every(f => f.pure);
+			const where = fixed.map((_, i) => `x.k${i} = ?`).join(" AND ");
+			const plan: Plan = { from, where, params: fixed.map(f => f.value), exact, keys, prefix, repeats: false };
+			return { plan, rank: [keys.spec.unique && prefix === width ? 0 : 1, -prefix, width] };
+		}
+		const value = query[keys.fields[0]];
+		if (value === null || (isOperatorObject(value) && Object.keys(value).length === 1 && value.$eq === null)) {
+			// A missing or null field is keyed NULL_KEY, unless the index is sparse (then it is not in the table at all).
+			if (keys.spec.sparse) return null;
+			return { plan: { from, where: "x.k0 = ?", params: [NULL_KEY], exact: false, keys, prefix: 0, repeats: false }, rank: [2, 0, width] };
+		}
+		if (!isOperatorObject(value)) return null;
+		if (Array.isArray(value.$in) && value.$in.length > 0 && value.$in.every(isKeyValue)) {
+			const where = `x.k0 IN (${value.$in.map(() => "?").join(", ")})`;
+			return { plan: { from, where, params: value.$in, exact: false, keys, prefix: 0, repeats: true }, rank: [2, 0, width] };
+		}
+		const bounds = (["$gt", "$gte", "$lt", "$lte"] as const).filter(op => isKeyValue(value[op]));
+		if (bounds.length === 0) return null;
+		const sql = { $gt: ">", $gte: ">=", $lt: "<", $lte: "<=" };
+		const where = bounds.map(op => `x.k0 ${sql[op]} ?`).join(" AND ");
+		return { plan: { from, where, params: bounds.map(op => value[op] as SQLInputValue), exact: false, keys, prefix: 0, repeats: true }, rank: [3, 0, width] };
 	}
 
 	/** The documents matching a (checked) filter, sorted and paged. */
@@ -527,7 +565,7 @@ export class SqliteAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> 
 			if (page) return page.slice(skip);
 		}
 		const docs: Doc[] = [];
-		const seen = plan.keys && plan.params.length > 1 ? new Set<string>() : null;
+		const seen = plan.repeats ? new Set<string>() : null;
 		for (const row of this.statement(`SELECT d.id, d.body FROM ${plan.from} WHERE ${plan.where}`).iterate(...plan.params)) {
 			if (seen) {
 				if (seen.has(row.id as string)) continue;
@@ -544,8 +582,8 @@ export class SqliteAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> 
 
 	/**
 	 * The first `count` matches of a filter whose candidates come from a key table, read in the table's key order
-	 * when that is the sort (all one direction): its fields are the index's first ones, or the ones after the
-	 * first when an equality fixes that (a user's transfers, newest first), then perhaps `_id`. The reading stops
+	 * when that is the sort (all one direction): its fields are the index's first ones, or the ones after those
+	 * that equalities fix (a user's transfers, newest first), then perhaps `_id`. The reading stops
 	 * at `count` matches: the mail worker's "due now, oldest first, 50 of them" reads 50-odd rows however many are
 	 * due, and a page of a user's list filtered by type or status reads about a page of rows. Keys order strings and
 	 * numbers as NeDB (and MongoDB) do; a document with any other value in a sort field (missing, null, an array, an
@@ -556,7 +594,7 @@ export class SqliteAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> 
 		const keys = plan.keys;
 		const fields = Object.keys(sort);
 		if (!keys || fields.length === 0 || fields.some(field => sort[field] !== sort[fields[0]])) return null;
-		const from = plan.equality && keys.fields[0] !== fields[0] ? 1 : 0;
+		const from = plan.prefix > 0 && keys.fields[0] !== fields[0] ? plan.prefix : 0;
 		const direction = sort[fields[0]] === -1 ? " DESC" : "";
 		if (from === 0 && direction) return null;
 		const columns: string[] = [];
@@ -567,7 +605,7 @@ export class SqliteAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> 
 		}
 		const docs: Doc[] = [];
 		if (count <= 0) return docs;
-		const seen = plan.params.length > 1 ? new Set<string>() : null;
+		const seen = plan.repeats ? new Set<string>() : null;
 		const sql = `SELECT d.id, d.body FROM ${plan.from} WHERE ${plan.where} ORDER BY ${columns.join(", ")}`;
 		for (const row of this.statement(sql).iterate(...plan.params)) {
 			if (seen) {
@@ -583,7 +621,7 @@ export class SqliteAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> 
 	}
 
 	/**
-	 * The ORDER BY that gives `sort` from the plan's index (its fields after the first, all ascending or all
+	 * The ORDER BY that gives `sort` from the plan's index (its fields after those the equalities fix, all ascending or all
 	 * descending as asked), "" when there is no sort, or false when the index cannot give it (or with no
 	 * sort but paging: SQLite pages, the order is the index's).
 	 */
@@ -591,11 +629,11 @@ export class SqliteAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> 
 		if (!sort || Object.keys(sort).length === 0) return "";
 		const fields = Object.keys(sort);
 		const keys = plan.keys;
-		if (!keys || plan.params.length !== 1 || keys.fields.length < fields.length + 1) return false;
+		if (!keys || plan.prefix === 0 || keys.fields.length < fields.length + plan.prefix) return false;
 		const clauses: string[] = [];
 		for (const [i, field] of fields.entries()) {
-			if (keys.fields[i + 1] !== field) return false;
-			clauses.push(`x.k${i + 1} ${sort[field] === -1 ? "DESC" : "ASC"}`);
+			if (keys.fields[plan.prefix + i] !== field) return false;
+			clauses.push(`x.k${plan.prefix + i} ${sort[field] === -1 ? "DESC" : "ASC"}`);
 		}
 		return ` ORDER BY ${clauses.join(", ")}`;
 	}
