@@ -94,13 +94,12 @@ interface KeyTable {
 	remove: StatementSync;
 }
 
-/** One of the spec's counts: documents per combination of values of its fields (`n_...`: the values, n). */
+/** One of the spec's counts: documents per combination of its fields' keys (keysOf; `n_...`: the keys, n). */
 interface CountTable {
 	table: string;
 	fields: string[];
 	increment: StatementSync;
 	decrement: StatementSync;
-	read: StatementSync;
 }
 
 /** How a filter's candidates are found: the SQL that lists them, and whether every one of them matches (no other condition). */
@@ -150,6 +149,22 @@ function keyTableName(index: IndexSpec): string {
 const countTableName = (fields: string[]): string => `n_${fields.map(field => field.replace(/[^A-Za-z0-9]/g, "_")).join("__")}`;
 
 /** A key as text, for telling keys apart in a Set or a Map (a blob's bytes, not the object). */
+/**
+ * A document's keys for a list of fields (an index's or a count's): a row per element of an array first field
+ * (each once), the other fields' values whole; none for a sparse index's missing first field.
+ */
+function keysOf(fields: string[], doc: Doc, sparse = false): Key[][] {
+	const [first, ...rest] = fields.map(field => model.getDotValue(doc, field));
+	if (first === undefined && sparse) return [];
+	const tail = rest.map(indexKey);
+	const heads = new Map<string, Key>();
+	for (const element of Array.isArray(first) ? first : [first]) {
+		const key = indexKey(element);
+		heads.set(keyText(key), key);
+	}
+	return [...heads.values()].map(head => [head, ...tail]);
+}
+
 const keyText = (key: Key): string => (key instanceof Uint8Array ? `b${Buffer.from(key).toString("base64")}` : typeof key === "number" ? `n${key}` : `s${key}`);
 
 /**
@@ -262,7 +277,6 @@ export class SqliteAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> 
 					fields,
 					increment: db.prepare(`INSERT INTO "${table}" VALUES (${columns.map(() => "?").join(", ")}, 1) ON CONFLICT DO UPDATE SET n = n + 1`),
 					decrement: db.prepare(`UPDATE "${table}" SET n = n - 1 WHERE ${where}`),
-					read: db.prepare(`SELECT n FROM "${table}" WHERE ${where}`),
 				};
 			});
 			const newTables = tables.filter(keys => !present.has(keys.table));
@@ -292,7 +306,7 @@ export class SqliteAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> 
 			const doc = JSON.parse(row.body as string) as Doc;
 			for (const { keys, insert } of scratch) for (const key of this.keyRows(keys, doc)) insert.run(...key, String(doc._id));
 			for (const { count, rows } of tallies) {
-				for (const values of this.countRows(count, doc)) {
+				for (const values of keysOf(count.fields, doc)) {
 					const text = values.map(keyText).join("\u0000");
 					const tally = rows.get(text);
 					if (tally) tally.n++;
@@ -411,13 +425,9 @@ export class SqliteAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> 
 
 	// ---- index keys ----
 
-	/** The key rows of a document for one index: a row per element of an array first field; none for a sparse index's missing field. */
+	/** The key rows of a document for one index (keysOf); none for a sparse index's missing first field. */
 	private keyRows(keys: KeyTable, doc: Doc): Key[][] {
-		const [first, ...rest] = keys.fields.map(field => model.getDotValue(doc, field));
-		if (first === undefined && keys.spec.sparse) return [];
-		const tail = rest.map(indexKey);
-		const heads = Array.isArray(first) ? [...new Set(first.map(indexKey))] : [indexKey(first)];
-		return heads.map(head => [head, ...tail]);
+		return keysOf(keys.fields, doc, keys.spec.sparse);
 	}
 
 	/** Inserts a document's key rows (keyRows) into an index table: a unique index refuses a taken key. */
@@ -436,30 +446,12 @@ export class SqliteAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> 
 		for (const row of rows) keys.remove.run(...row, String(doc._id));
 	}
 
-	/**
-	 * A document's rows in a count: one per combination of its fields' values, an array field giving each of its
-	 * elements once (an equality matches a document when it matches an element); none when an array is empty.
-	 */
-	private countRows(count: CountTable, doc: Doc): Key[][] {
-		let rows: Key[][] = [[]];
-		for (const field of count.fields) {
-			const value = model.getDotValue(doc, field);
-			const keys = new Map<string, Key>();
-			for (const element of Array.isArray(value) ? value : [value]) {
-				const key = indexKey(element);
-				keys.set(keyText(key), key);
-			}
-			rows = rows.flatMap(row => [...keys.values()].map(key => [...row, key]));
-		}
-		return rows;
-	}
-
 	/** Counts a document in (1) or out (-1) of every count, or only where `before` (its previous version) was counted otherwise. */
 	private recount(doc: Doc, by: 1 | -1, before?: Doc): void {
 		for (const count of this.countTables) {
-			const rows = this.countRows(count, doc);
+			const rows = keysOf(count.fields, doc);
 			if (before) {
-				const was = this.countRows(count, before);
+				const was = keysOf(count.fields, before);
 				if (JSON.stringify(was) === JSON.stringify(rows)) continue;
 				for (const row of was) count.decrement.run(...row);
 			}
@@ -467,17 +459,27 @@ export class SqliteAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> 
 		}
 	}
 
-	/** The count that answers a filter made of equalities on exactly its fields, and the values to read it by. */
-	private countFor(query: Record<string, unknown>): { count: CountTable; values: SQLInputValue[] } | null {
+	/**
+	 * The sum of a count's rows that answers a filter made of equalities on the count's first field and any of its
+	 * others, and the values to read it by; null when no count answers it. A later field is counted whole (as in
+	 * an index): where a document holds an array or an object there (a blob key), an equality on that field
+	 * would miss it, and the count does not answer.
+	 */
+	private countFor(query: Record<string, unknown>): { sql: string; values: SQLInputValue[] } | null {
 		const names = Object.keys(query);
 		for (const count of this.countTables) {
-			if (count.fields.length !== names.length || !count.fields.every(field => Object.hasOwn(query, field))) continue;
-			const values = count.fields.map(field => {
-				const value = query[field];
-				if (isKeyValue(value)) return value;
-				return isOperatorObject(value) && Object.keys(value).length === 1 && isKeyValue(value.$eq) ? value.$eq : null;
+			if (!Object.hasOwn(query, count.fields[0]) || !names.every(name => count.fields.includes(name))) continue;
+			const fixed = count.fields.flatMap((field, i) => {
+				if (!Object.hasOwn(query, field)) return [];
+				const equality = equalityOf(query[field]);
+				return [equality?.pure ? { column: `k${i}`, value: equality.value } : null];
 			});
-			if (values.every(value => value !== null)) return { count, values: values as SQLInputValue[] };
+			if (fixed.some(f => f === null)) continue;
+			const [first, ...later] = fixed as { column: string; value: string | number }[];
+			const wholeValues = (column: string) => this.statement(`SELECT 1 FROM "${count.table}" WHERE k0 = ? AND ${column} >= X'' LIMIT 1`).get(first.value);
+			if (later.some(f => wholeValues(f.column))) continue;
+			const where = [first, ...later].map(f => `${f.column} = ?`).join(" AND ");
+			return { sql: `SELECT SUM(n) AS n FROM "${count.table}" WHERE ${where}`, values: [first, ...later].map(f => f.value) };
 		}
 		return null;
 	}
@@ -672,8 +674,8 @@ export class SqliteAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> 
 		const kept = this.countFor(query as Record<string, unknown>);
 		let n: number;
 		if (kept) {
-			// One of the spec's counts: kept with the documents.
-			n = Number(kept.count.read.get(...kept.values)?.n ?? 0);
+			// One of the spec's counts: kept with the documents, a few rows summed.
+			n = Number(this.statement(kept.sql).get(...kept.values)?.n ?? 0);
 		} else if (plan.exact || Object.keys(query).length === 0) {
 			// Counted by SQLite, from the index alone when there is one.
 			const from = plan.keys ? `"${plan.keys.table}" x` : "docs d";

@@ -26,9 +26,10 @@ export interface CollectionSpec {
 	indexes?: IndexSpec[];
 	/**
 	 * Counts the SQLite store keeps, in the same writes as the documents: for each list of fields, how many
-	 * documents hold each combination of their values (an array field: each of its elements). A count() whose
-	 * filter is exactly equalities on one such list is one read instead of a walk over the matching documents
-	 * (a user's transactions of one type, for a list's `total`). Ignored by the other stores.
+	 * documents hold each combination of their values (the first field's array: each of its elements; the
+	 * others' values whole, as in an index). A count() whose filter is equalities on the first field and any of
+	 * the others sums that first value's rows instead of walking the matching documents (a user's transactions
+	 * of one type, for a list's `total`): the later fields should have few values. Ignored by the other stores.
 	 */
 	counts?: string[][];
 }

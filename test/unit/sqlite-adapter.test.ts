@@ -368,14 +368,18 @@ describe("SQLite store's counts", () => {
 			const { DatabaseSync } = require("node:sqlite") as typeof import("node:sqlite");
 			const db = new DatabaseSync(file);
 			try {
-				expect(db.prepare('UPDATE "n_parties__type" SET n = 999 WHERE k0 = ? AND k1 = ?').run("ada", "Transfer").changes).toBe(1);
+				const sql = 'INSERT INTO "n_parties__type__status" VALUES (?, ?, ?, 1000) ON CONFLICT DO UPDATE SET n = n + 1000';
+				expect(db.prepare(sql).run("ada", "Transfer", "Failed").changes).toBe(1);
 			} finally {
 				db.close();
 			}
-			expect(await store.count({ query: partyQuery("ada", { type: "Transfer" }) })).toBe(999);
-			expect(await store.count({ query: partyQuery("ada", { type: "Transfer", status: "Completed" }) })).toBe(
-				all.filter(tx => tx.parties.includes("ada") && tx.type === "Transfer" && tx.status === "Completed").length,
-			);
+			const truth = (filter: Record<string, string>) =>
+				all.filter(tx => tx.parties.includes("ada") && Object.entries(filter).every(([k, v]) => tx[k as "type"] === v)).length;
+			expect(await store.count({ query: partyQuery("ada", { type: "Transfer" }) })).toBe(truth({ type: "Transfer" }) + 1000);
+			expect(await store.count({ query: partyQuery("ada") })).toBe(truth({}) + 1000);
+			expect(await store.count({ query: partyQuery("ada", { status: "Failed" }) })).toBe(truth({ status: "Failed" }) + 1000);
+			expect(await store.count({ query: partyQuery("ada", { type: "Transfer", status: "Completed" }) })).toBe(truth({ type: "Transfer", status: "Completed" }));
+			expect(await store.count({ query: partyQuery("ada", { type: "TopUp" }) })).toBe(truth({ type: "TopUp" }));
 		} finally {
 			await store.disconnect();
 		}
@@ -523,7 +527,8 @@ describe("SQLite store against the NeDB store", () => {
 				{ fields: { owner: 1, createdAt: 1, due: 1 } },
 				{ fields: { owner: 1, parties: 1, createdAt: -1 } },
 			],
-			counts: [["parties"], ["owner", "parties"], ["due"]],
+			// By owner and parties (arrays, counted whole: an equality on them is left to the next); by parties and any of owner and due; by due.
+			counts: [["owner", "parties"], ["parties", "owner", "due"], ["due"]],
 		};
 		const sqlite = await open<Row>(c, "compared", spec);
 		const nedb = new NedbAdapter<Row>(spec, path.join(c.dataDir, "compared", "compared.db"));
