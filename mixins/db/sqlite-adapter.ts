@@ -670,13 +670,13 @@ export class SqliteAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> 
 		const query = params?.query ?? {};
 		checkFilter(query, this.spec.name);
 		const { skip, limit } = paging(params);
-		const plan = this.plan(query as Record<string, unknown>);
 		const kept = this.countFor(query as Record<string, unknown>);
+		const plan = kept ? null : this.plan(query as Record<string, unknown>);
 		let n: number;
 		if (kept) {
 			// One of the spec's counts: kept with the documents, a few rows summed.
 			n = Number(this.statement(kept.sql).get(...kept.values)?.n ?? 0);
-		} else if (plan.exact || Object.keys(query).length === 0) {
+		} else if (plan && (plan.exact || Object.keys(query).length === 0)) {
 			// Counted by SQLite, from the index alone when there is one.
 			const from = plan.keys ? `"${plan.keys.table}" x` : "docs d";
 			n = Number(this.statement(`SELECT COUNT(*) AS n FROM ${from} WHERE ${plan.where}`).get(...plan.params)?.n ?? 0);
