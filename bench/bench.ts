@@ -724,7 +724,8 @@ const megabytes = (bytes: number) => `${(bytes / 1e6).toFixed(1)} MB`;
 /** Per 10,000 transfers: the growth of the data, or `+N kB` for a row without transfers. */
 function growthCell(cost: Cost): string {
 	if (cost.transfers > 0) return megabytes((cost.bytes / cost.transfers) * 10_000);
-	return cost.bytes === 0 ? "0" : `+${(cost.bytes / 1e3).toFixed(1)} kB, no transfer`;
+	// (A row without transfers may shrink the data: NeDB compacts its files as it goes.)
+	return cost.bytes === 0 ? "0" : `${cost.bytes > 0 ? "+" : ""}${(cost.bytes / 1e3).toFixed(1)} kB, no transfer`;
 }
 
 /** A delta's largest entries for one metric, per request: `auth.users findOne 1.00, ...`. */
