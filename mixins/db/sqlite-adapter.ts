@@ -25,7 +25,7 @@
  * of a long list reads that page.
  * The spec's counts (CollectionSpec.counts) are tables of documents per
  * combination of values, kept in the same writes: a count() of equalities on
- * exactly one of them is one read.
+ * a count's first field and any of its others sums a few of its rows.
  *
  * Durability: WAL with synchronous=OFF: a write is answered once it is in
  * the WAL file (written, not flushed to the disk): it survives a killed
@@ -148,7 +148,6 @@ function keyTableName(index: IndexSpec): string {
 /** The table name of a count: its fields. */
 const countTableName = (fields: string[]): string => `n_${fields.map(field => field.replace(/[^A-Za-z0-9]/g, "_")).join("__")}`;
 
-/** A key as text, for telling keys apart in a Set or a Map (a blob's bytes, not the object). */
 /**
  * A document's keys for a list of fields (an index's or a count's): a row per element of an array first field
  * (each once), the other fields' values whole; none for a sparse index's missing first field.
@@ -165,6 +164,7 @@ function keysOf(fields: string[], doc: Doc, sparse = false): Key[][] {
 	return [...heads.values()].map(head => [head, ...tail]);
 }
 
+/** A key as text, for telling keys apart in a Set or a Map (a blob's bytes, not the object). */
 const keyText = (key: Key): string => (key instanceof Uint8Array ? `b${Buffer.from(key).toString("base64")}` : typeof key === "number" ? `n${key}` : `s${key}`);
 
 /**
