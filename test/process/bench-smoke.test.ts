@@ -174,7 +174,9 @@ describeWithInfra("npm run bench at its smoke size (BENCH_SMOKE=1)", rabbitmqNee
 			expect(perRequest(lists.storeOps)).toBeGreaterThan(0.5);
 			expect(perRequest(lists.actionCalls)).toBeGreaterThanOrEqual(1.9);
 		}
-		expect(run.stdout).toMatch(/GET \/transactions, pages by type and status .*\n.*\n {2}- store: transactions\.transactions (find|count) \d+\.\d\d, transactions\.transactions (find|count) \d+\.\d\d/);
+		expect(run.stdout).toMatch(
+			/GET \/transactions, pages by type and status .*\n.*\n {2}- store: transactions\.transactions (find|count) \d+\.\d\d, transactions\.transactions (find|count) \d+\.\d\d/,
+		);
 		// One process: nothing goes over a transporter.
 		for (const r of rows.filter(r => /^embedded(, SQLite)?:/.test(r.scenario))) expect([r.remoteCalls, r.packets]).toEqual(["0.00", "0.00"]);
 		// The gateway node holds no wallet nor transactions: each request goes to the core node, and comes back.
