@@ -233,24 +233,40 @@ describe("SQLite store's index tables", () => {
 		}
 	});
 
-	it("builds the index tables a newer spec adds from the documents, and drops those it no longer has", async () => {
+	it("builds the index and count tables a newer spec adds from the documents, and drops those it no longer has", async () => {
 		const c = config();
-		const older = await open<Row>(c, "wallet", { name: "entries", indexes: [{ fields: { owner: 1 } }] });
+		const older = await open<Row>(c, "wallet", { name: "entries", indexes: [{ fields: { owner: 1 } }], counts: [["owner"]] });
 		await older.insertMany([
 			{ _id: "e1", owner: "ada", due: 5 },
 			{ _id: "e2", owner: "bob", due: 7 },
 			{ _id: "e3", owner: "ada" },
+			{ _id: "e4", owner: "ada", due: 7 },
 		]);
 		await older.disconnect();
-		const newer = await open<Row>(c, "wallet", { name: "entries", indexes: [{ fields: { due: 1 }, sparse: true }] });
+		const newer = await open<Row>(c, "wallet", { name: "entries", indexes: [{ fields: { due: 1 }, sparse: true }], counts: [["due", "owner"]] });
 		try {
-			expect((await newer.find({ query: { due: { $gt: 4 } }, sort: ["-due"] })).map(r => r._id)).toEqual(["e2", "e1"]);
-			expect((await newer.find({ query: { owner: "ada" }, sort: ["_id"] })).map(r => r._id)).toEqual(["e1", "e3"]);
+			expect((await newer.find({ query: { due: { $gt: 4 } }, sort: ["-due", "_id"] })).map(r => r._id)).toEqual(["e2", "e4", "e1"]);
+			expect((await newer.find({ query: { owner: "ada" }, sort: ["_id"] })).map(r => r._id)).toEqual(["e1", "e3", "e4"]);
+			// The new count, counted from the documents: by due alone, and by due and owner.
+			expect(await newer.count({ query: { due: 7 } })).toBe(2);
+			expect(await newer.count({ query: { due: 7, owner: "ada" } })).toBe(1);
+			expect(await newer.count({ query: { owner: "ada" } })).toBe(3);
 		} finally {
 			await newer.disconnect();
 		}
-		const tables = tableRows(path.join(c.dataDir, "wallet", "entries.sqlite"), "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name");
-		expect(tables.map(t => t.name)).toEqual(["docs", "ix_due_a_s"]);
+		const file = path.join(c.dataDir, "wallet", "entries.sqlite");
+		expect(tableRows(file, "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").map(t => t.name)).toEqual([
+			"docs",
+			"ix_due_a_s",
+			"n_due__owner",
+		]);
+		// One row per combination of values (a missing due is keyed as null: -Infinity), as the writes would have kept it.
+		expect(tableRows(file, 'SELECT k0, k1, n FROM "n_due__owner" ORDER BY k0, k1').map(r => [r.k0, r.k1, r.n])).toEqual([
+			[Number.NEGATIVE_INFINITY, "ada", 1],
+			[5, "ada", 1],
+			[7, "ada", 1],
+			[7, "bob", 1],
+		]);
 	});
 
 	it("builds every index table of documents written without them (an import) in one go, and refuses a unique key taken twice", async () => {
