@@ -24,13 +24,18 @@ export const USERS: CollectionSpec = {
 	],
 };
 
+/**
+ * The expiry of each kind of row is indexed too: the hourly purge (purgeExpired) and the start's list of
+ * live revocations read a range of it, not every row (a session per login and per refresh: a full scan
+ * of them, once an hour, would stall a SQLite node as long as there are rows).
+ */
 export const EXTRA_COLLECTIONS: CollectionSpec[] = [
-	{ name: "sessions", indexes: [{ fields: { familyId: 1 } }, { fields: { userId: 1 } }] },
-	{ name: "families", indexes: [{ fields: { userId: 1 } }] },
-	{ name: "oneTimeTokens", indexes: [{ fields: { userId: 1 } }] },
+	{ name: "sessions", indexes: [{ fields: { familyId: 1 } }, { fields: { userId: 1 } }, { fields: { expiresAt: 1 } }] },
+	{ name: "families", indexes: [{ fields: { userId: 1 } }, { fields: { absoluteExpiresAt: 1 } }] },
+	{ name: "oneTimeTokens", indexes: [{ fields: { userId: 1 } }, { fields: { expiresAt: 1 } }] },
 	// One key per slot (keys.ts KeySlot): nodes bootstrapping or rotating at once create one current and one next key between them.
 	{ name: "signingKeys", indexes: [{ fields: { slot: 1 }, unique: true, sparse: true }] },
-	{ name: "revocations" },
+	{ name: "revocations", indexes: [{ fields: { expiresAt: 1 } }] },
 ];
 
 /** The extra collections by name, as DbMixin puts them on `this.stores`. */

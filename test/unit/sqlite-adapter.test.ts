@@ -12,6 +12,7 @@ import path from "node:path";
 import fc from "fast-check";
 import { createAdapter, NedbAdapter, SqliteAdapter, type CollectionSpec, type DbAdapter } from "../../mixins/db.mixin";
 import type { TransactionStatus, TransactionType } from "../../contracts/money";
+import { type AuthStores, EXTRA_COLLECTIONS, purgeExpired } from "../../services/auth/stores";
 import { partiesOf, partyQuery, TRANSACTIONS, type TransactionEntity } from "../../services/transactions/views";
 import { testConfig } from "../helpers/mint";
 import { CONTRACT_SPEC, storeRoundTrip, type ContractDoc } from "../helpers/store-contract";
@@ -455,6 +456,33 @@ describe("SQLite store's filtered lists", () => {
 			expect(await store.count({ query: partyQuery("bob", { type: "TopUp" }) })).toBe(0);
 		} finally {
 			await store.disconnect();
+		}
+	});
+});
+
+describe("SQLite store under auth's hourly purge", () => {
+	it("reads the expired rows only, from the expiry indexes, however many live ones there are", async () => {
+		const c = config();
+		const stores = await Promise.all(EXTRA_COLLECTIONS.map(spec => open<Record<string, unknown>>(c, "auth", spec)));
+		const byName = Object.fromEntries(EXTRA_COLLECTIONS.map((spec, i) => [spec.name, stores[i]]));
+		const db = byName as unknown as AuthStores;
+		const now = Date.now();
+		try {
+			// 300 rows of each kind, 10 of them expired.
+			const at = (i: number) => (i < 10 ? now - 1000 - i : now + 60_000 + i);
+			await byName.sessions.insertMany(Array.from({ length: 300 }, (_, i) => ({ _id: `s${i}`, familyId: `f${i}`, userId: `u${i}`, expiresAt: at(i) })));
+			await byName.families.insertMany(Array.from({ length: 300 }, (_, i) => ({ _id: `f${i}`, userId: `u${i}`, absoluteExpiresAt: at(i) })));
+			await byName.oneTimeTokens.insertMany(Array.from({ length: 300 }, (_, i) => ({ _id: `t${i}`, userId: `u${i}`, expiresAt: at(i) })));
+			await byName.revocations.insertMany(Array.from({ length: 300 }, (_, i) => ({ _id: `f${i}`, expiresAt: at(i) })));
+			const parse = jest.spyOn(JSON, "parse");
+			const purged = await purgeExpired(db, now);
+			const read = parse.mock.calls.length;
+			parse.mockRestore();
+			expect(purged).toEqual({ oneTimeTokens: 10, sessions: 10, families: 10, revocations: 10 });
+			expect(read).toBe(40);
+			expect(await db.sessions.count({})).toBe(290);
+		} finally {
+			await Promise.all(stores.map(store => store.disconnect()));
 		}
 	});
 });
