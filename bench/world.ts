@@ -106,10 +106,12 @@ export async function generateWorld(dir: string, transactions: number, format: W
 	const walletIds: string[] = [];
 	const balance = new Float64Array(users);
 	const version = new Uint32Array(users);
-	const created = at();
+	// Each user signed up a millisecond after the one before (as people do: not all at once).
+	const created: string[] = [];
 	for (let u = 0; u < users; u++) {
 		const id = crypto.randomUUID();
 		userIds.push(id);
+		created.push(at());
 		walletIds.push(crypto.randomUUID());
 		const heavy = u === 0;
 		files.users.add({
@@ -119,9 +121,9 @@ export async function generateWorld(dir: string, transactions: number, format: W
 			email: heavy ? HEAVY_EMAIL : `world-${u}@example.com`,
 			passwordHash: heavy ? heavyHash : otherHash,
 			role: "user",
-			emailVerifiedAt: created,
-			createdAt: created,
-			updatedAt: created,
+			emailVerifiedAt: created[u],
+			createdAt: created[u],
+			updatedAt: created[u],
 		});
 	}
 
@@ -199,7 +201,7 @@ export async function generateWorld(dir: string, transactions: number, format: W
 			balanceMinor: balance[u],
 			version: version[u],
 			currency: "USD",
-			createdAt: created,
+			createdAt: created[u],
 			updatedAt: end,
 		});
 	}

@@ -150,14 +150,15 @@ const countTableName = (fields: string[]): string => `n_${fields.map(field => fi
 
 /**
  * A document's keys for a list of fields (an index's or a count's): a row per element of an array first field
- * (each once), the other fields' values whole; none for a sparse index's missing first field.
+ * (each once; an empty array is one key, itself, so that every document has a row in an index that is not
+ * sparse), the other fields' values whole; none for a sparse index's missing first field.
  */
 function keysOf(fields: string[], doc: Doc, sparse = false): Key[][] {
 	const [first, ...rest] = fields.map(field => model.getDotValue(doc, field));
 	if (first === undefined && sparse) return [];
 	const tail = rest.map(indexKey);
 	const heads = new Map<string, Key>();
-	for (const element of Array.isArray(first) ? first : [first]) {
+	for (const element of Array.isArray(first) && first.length > 0 ? first : [first]) {
 		const key = indexKey(element);
 		heads.set(keyText(key), key);
 	}
@@ -563,7 +564,7 @@ export class SqliteAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> 
 		}
 		const filter = withMongoNulls(query);
 		if (sort && limit !== undefined) {
-			const page = this.pageInKeyOrder(plan, filter, sort, skip + limit);
+			const page = this.pageInKeyOrder(plan.keys ? plan : this.orderPlan(sort), filter, sort, skip + limit);
 			if (page) return page.slice(skip);
 		}
 		const docs: Doc[] = [];
@@ -620,6 +621,19 @@ export class SqliteAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> 
 			if (docs.length >= count) break;
 		}
 		return docs;
+	}
+
+	/**
+	 * For a filter no index narrows, sorted by an index's first field (the admin's list of users, oldest
+	 * first): every document by that index, read in its order by pageInKeyOrder, which stops at the page's
+	 * end. Not a sparse index (it leaves out the documents without the field; any other has a row for every
+	 * document, keysOf); a document listed twice (an array) is read once.
+	 */
+	private orderPlan(sort: Record<string, 1 | -1>): Plan {
+		const first = Object.keys(sort)[0];
+		const keys = this.keyTables.find(k => k.fields[0] === first && !k.spec.sparse);
+		const from = keys ? `"${keys.table}" x JOIN docs d ON d.id = x.id` : "docs d";
+		return { from, where: "1", params: [], exact: false, keys, prefix: 0, repeats: true };
 	}
 
 	/**

@@ -21,6 +21,8 @@ export const USERS: CollectionSpec = {
 	indexes: [
 		{ fields: { email: 1 }, unique: true },
 		{ fields: { unpublished: 1 }, sparse: true },
+		// The admin's list, oldest first: SQLite reads a page of it in this index's order.
+		{ fields: { createdAt: 1 } },
 	],
 };
 

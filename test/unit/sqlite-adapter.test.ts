@@ -12,7 +12,7 @@ import path from "node:path";
 import fc from "fast-check";
 import { createAdapter, NedbAdapter, SqliteAdapter, type CollectionSpec, type DbAdapter } from "../../mixins/db.mixin";
 import type { TransactionStatus, TransactionType } from "../../contracts/money";
-import { type AuthStores, EXTRA_COLLECTIONS, purgeExpired } from "../../services/auth/stores";
+import { type AuthStores, EXTRA_COLLECTIONS, purgeExpired, USERS } from "../../services/auth/stores";
 import { partiesOf, partyQuery, TRANSACTIONS, type TransactionEntity } from "../../services/transactions/views";
 import { testConfig } from "../helpers/mint";
 import { CONTRACT_SPEC, storeRoundTrip, type ContractDoc } from "../helpers/store-contract";
@@ -487,6 +487,74 @@ describe("SQLite store under auth's hourly purge", () => {
 	});
 });
 
+describe("SQLite store under the admin's list of users", () => {
+	it("reads a page of every user, oldest first, in the createdAt index's order: not every user", async () => {
+		const c = config();
+		const store = await open<Record<string, unknown>>(c, "auth", USERS);
+		try {
+			// 500 users signed up in a shuffled order, two of them in one millisecond (the page order then goes by _id).
+			const users = Array.from({ length: 500 }, (_, i) => ({
+				_id: `u${String((i * 7919) % 500).padStart(3, "0")}`,
+				email: `${i}@example.com`,
+				createdAt: new Date(Date.UTC(2026, 0, 1) + (i === 499 ? 100 : i) * 1000).toISOString(),
+			}));
+			for (const user of users) await store.insert(user);
+			const oldestFirst = [...users].sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a._id.localeCompare(b._id)).map(u => u._id);
+			const page = async (offset: number) => {
+				const parse = jest.spyOn(JSON, "parse");
+				try {
+					const rows = await store.find({ sort: ["createdAt", "_id"], limit: 10, offset });
+					return { ids: rows.map(r => r._id), read: parse.mock.calls.length };
+				} finally {
+					parse.mockRestore();
+				}
+			};
+			expect(await page(0)).toEqual({ ids: oldestFirst.slice(0, 10), read: 10 });
+			expect(await page(95)).toEqual({ ids: oldestFirst.slice(95, 105), read: 105 });
+			// A user without createdAt (the keys order it unlike NeDB would): the page is read the general way, and right.
+			await store.insert({ _id: "u-none", email: "none@example.com" });
+			const withNone = await page(0);
+			expect(withNone.ids).toEqual(["u-none", ...oldestFirst.slice(0, 9)]);
+			// (Its key is the first read: then all 501 users.)
+			expect(withNone.read).toBe(502);
+		} finally {
+			await store.disconnect();
+		}
+	});
+});
+
+describe("SQLite store's pages by an index's order, with no filter", () => {
+	it("finds a document whose indexed array is empty (one key of its own), as NeDB orders it", async () => {
+		const c = config();
+		const spec: CollectionSpec = { name: "listed", indexes: [{ fields: { parties: 1, createdAt: -1, _id: -1 } }] };
+		const sqlite = await open<Row>(c, "transactions", spec);
+		const nedb = new NedbAdapter<Row>(spec, path.join(c.dataDir, "nedb", "listed.db"));
+		nedb.init({}, { logger: console });
+		await nedb.connect();
+		try {
+			const rows: Row[] = [
+				{ _id: "d0", parties: [] },
+				{ _id: "d1", parties: "a" as never },
+				{ _id: "d2", parties: [] },
+				{ _id: "d3", parties: "b" as never },
+			];
+			for (const store of [sqlite, nedb]) await store.insertMany(rows.map(r => ({ ...r })));
+			for (const [offset, limit] of [
+				[0, 2],
+				[0, 4],
+				[2, 2],
+			]) {
+				const page = (store: DbAdapter<Row>) => store.find({ query: {}, sort: ["parties", "_id"], offset, limit });
+				expect((await page(sqlite)).map(r => r._id)).toEqual((await page(nedb)).map(r => r._id));
+			}
+			expect((await sqlite.find({ query: {}, sort: ["parties", "_id"], limit: 4 })).map(r => r._id)).toEqual(["d1", "d3", "d0", "d2"]);
+		} finally {
+			await sqlite.disconnect();
+			await nedb.disconnect();
+		}
+	});
+});
+
 describe("SQLite store against the NeDB store", () => {
 	const party = fc.constantFrom("p", "q", "r");
 	const doc = (i: number) =>
@@ -548,6 +616,14 @@ describe("SQLite store against the NeDB store", () => {
 			op: fc.constant("find" as const),
 			query: fc.record({ parties: party }),
 			sort: fc.constant<string[] | undefined>(["-createdAt", "-_id"]),
+			offset: fc.integer({ min: 0, max: 4 }),
+			limit: fc.integer({ min: 0, max: 5 }),
+		}),
+		// No filter, sorted by an index's first field (a sparse one leaves documents out: not used for it).
+		fc.record({
+			op: fc.constant("find" as const),
+			query: fc.constant({}),
+			sort: fc.constantFrom<string[] | undefined>(["owner", "_id"], ["due", "_id"], ["parties", "_id"]),
 			offset: fc.integer({ min: 0, max: 4 }),
 			limit: fc.integer({ min: 0, max: 5 }),
 		}),
