@@ -564,7 +564,9 @@ export class SqliteAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> 
 		}
 		const filter = withMongoNulls(query);
 		if (sort && limit !== undefined) {
-			const page = this.pageInKeyOrder(plan.keys ? plan : this.orderPlan(sort), filter, sort, skip + limit);
+			// Candidates from an index, or by _id, are read as planned; a scan of every document, in an index's order if one gives the sort.
+			const everyDocument = !plan.keys && plan.where === "1";
+			const page = this.pageInKeyOrder(everyDocument ? this.orderPlan(sort) : plan, filter, sort, skip + limit);
 			if (page) return page.slice(skip);
 		}
 		const docs: Doc[] = [];

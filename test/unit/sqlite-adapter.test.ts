@@ -511,6 +511,11 @@ describe("SQLite store under the admin's list of users", () => {
 			};
 			expect(await page(0)).toEqual({ ids: oldestFirst.slice(0, 10), read: 10 });
 			expect(await page(95)).toEqual({ ids: oldestFirst.slice(95, 105), read: 105 });
+			// Found by _id, sorted the same: the two documents are read, not the index in its order.
+			const parse = jest.spyOn(JSON, "parse");
+			const two = await store.find({ query: { _id: { $in: [oldestFirst[400], oldestFirst[3]] } }, sort: ["createdAt", "_id"], limit: 5 });
+			expect({ ids: two.map(r => r._id), read: parse.mock.calls.length }).toEqual({ ids: [oldestFirst[3], oldestFirst[400]], read: 2 });
+			parse.mockRestore();
 			// A user without createdAt (the keys order it unlike NeDB would): the page is read the general way, and right.
 			await store.insert({ _id: "u-none", email: "none@example.com" });
 			const withNone = await page(0);
