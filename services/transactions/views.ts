@@ -102,9 +102,10 @@ export const partiesOf = (draft: Pick<TransactionEntity, "userId" | "fromUserId"
  * field alone). The sweeper finds its work by the lease, the relay by the outbox count, both sparse (present
  * only while there is work); a user's list by `parties`, newest first, filtered by type, status or both:
  * SQLite and MongoDB read a page of each from its index, however rare the filter's matches among the user's
- * transactions (by `parties` alone, a page of a user's three TopUps among 95,000 transfers read all 95,000:
- * 1.5-2 s). SQLite also keeps each user's transactions counted by type and status, which a list's `total`
- * (partyQuery, filtered or not) sums: at most 8 rows, not a walk over the user's transactions (95,000: 11.5 ms from the index keys; 1.7-2.2 s by type or status).
+ * transactions (by `parties` alone, a page of a user's one TopUp among 90,000 transfers read all of them on
+ * SQLite: 1.5-2 s). SQLite also keeps each user's transactions counted by type and status, which a list's
+ * `total` (partyQuery, filtered or not) sums: at most 8 rows, not a walk over the user's transactions
+ * (95,000: 11.5 ms from the index keys; 1.7-2.2 s by type or status).
  */
 export const TRANSACTIONS: CollectionSpec = {
 	name: "transactions",
