@@ -139,14 +139,17 @@ const STATEMENT_CACHE = 256;
  */
 const WAL_KEEP_BYTES = 16 << 20;
 
+/** A field's name as part of a table name. */
+const tablePart = (field: string): string => field.replace(/[^A-Za-z0-9]/g, "_");
+
 /** The table name of an index: its fields and options, so that a changed index is a new table. */
 function keyTableName(index: IndexSpec): string {
-	const fields = Object.entries(index.fields).map(([field, dir]) => `${field.replace(/[^A-Za-z0-9]/g, "_")}_${dir === -1 ? "d" : "a"}`);
+	const fields = Object.entries(index.fields).map(([field, dir]) => `${tablePart(field)}_${dir === -1 ? "d" : "a"}`);
 	return `ix_${fields.join("__")}${index.unique ? "_u" : ""}${index.sparse ? "_s" : ""}`;
 }
 
 /** The table name of a count: its fields. */
-const countTableName = (fields: string[]): string => `n_${fields.map(field => field.replace(/[^A-Za-z0-9]/g, "_")).join("__")}`;
+const countTableName = (fields: string[]): string => `n_${fields.map(tablePart).join("__")}`;
 
 /**
  * A document's keys for a list of fields (an index's or a count's): a row per element of an array first field
