@@ -91,6 +91,8 @@ interface Storage {
 export interface ExactCacher {
 	/** Kills every entry of these scopes on this node (and, in Redis, for every node); never rejects. */
 	invalidate(scopes: readonly string[]): Promise<void>;
+	/** A cached action's entry for this call, if the cache holds one (ExactCache.peek); never rejects. */
+	peek(name: string, settings: CacheSettings, call: CacheCall): Promise<{ value: unknown } | undefined>;
 }
 
 const tokenKey = (scope: string) => `scope:${scope}`;
@@ -100,12 +102,28 @@ function isCacheSettings(value: unknown): value is CacheSettings {
 	return typeof s === "object" && s !== null && typeof s.scope === "string" && typeof s.ttl === "number" && s.ttl > 0;
 }
 
+/** What a cache key is made of: a call's params and meta. */
+export type CacheCall = Pick<Context, "params" | "meta">;
+
 /** A param (`id`) or meta (`#user.id`) value of a call, as Moleculer's cache keys name them. */
-function valueAt(path: string, ctx: Context): unknown {
+function valueAt(path: string, ctx: CacheCall): unknown {
 	const [source, dotted] = path.startsWith("#") ? [ctx.meta, path.slice(1)] : [ctx.params, path];
 	let value: unknown = source;
 	for (const part of dotted.split(".")) value = value === null || typeof value !== "object" ? undefined : (value as Record<string, unknown>)[part];
 	return value;
+}
+
+/**
+ * Where a call's result lives: its scope and its key (the action, the subject, and the params when the
+ * action declares any); undefined when the call has no subject (not cached).
+ */
+function entryOf(name: string, service: string, settings: CacheSettings, withParams: boolean, call: CacheCall): { scope: string; key: string } | undefined {
+	const subject = valueAt(settings.scope, call);
+	if (subject === undefined || subject === null || subject === "") return undefined;
+	return {
+		scope: cacheScope(service, String(subject)),
+		key: `${name}:${JSON.stringify(subject)}${withParams ? `|${JSON.stringify(call.params ?? null)}` : ""}`,
+	};
 }
 
 /** The protocol (tokens, lookups, fills, invalidation, failure), over either cacher's storage. */
@@ -156,10 +174,10 @@ class ExactCache {
 				const withParams = action.params !== undefined;
 				return async (ctx: Context) => {
 					if ((ctx.meta as { $cache?: boolean }).$cache === false) return handler(ctx);
-					const subject = valueAt(settings.scope, ctx);
-					if (subject === undefined || subject === null || subject === "") return handler(ctx);
-					const key = `${name}:${JSON.stringify(subject)}${withParams ? `|${JSON.stringify(ctx.params ?? null)}` : ""}`;
-					const lookup = await this.lookup(cacheScope(service, String(subject)), key);
+					const entry = entryOf(name, service, settings, withParams, ctx);
+					if (!entry) return handler(ctx);
+					const { key } = entry;
+					const lookup = await this.lookup(entry.scope, key);
 					if (!lookup) {
 						this.count(name, "unavailable");
 						return handler(ctx);
@@ -192,6 +210,22 @@ class ExactCache {
 				};
 			},
 		};
+	}
+
+	/**
+	 * What the cache holds for a call of a cached action that declares no params (the gateway answering
+	 * one without calling it, api/cached-reads.ts): the entry under its scope's current token, counted as
+	 * a hit, or undefined (nothing there, a strict read this cache may not hold, the cache unavailable):
+	 * then the action is called, and its own lookup counts the miss. Never stores anything but a scope's
+	 * first token.
+	 */
+	async peek(name: string, settings: CacheSettings, call: CacheCall): Promise<{ value: unknown } | undefined> {
+		if (settings.strict && !this.shared) return undefined;
+		const entry = entryOf(name, name.split(".")[0], settings, false, call);
+		const lookup = entry && (await this.lookup(entry.scope, entry.key));
+		if (!lookup?.hit) return undefined;
+		this.count(name, "hit");
+		return { value: lookup.value };
 	}
 
 	async invalidate(scopes: readonly string[]): Promise<void> {
@@ -314,6 +348,10 @@ export class MintMemoryCacher extends Cachers.MemoryLRU implements ExactCacher {
 	invalidate(scopes: readonly string[]): Promise<void> {
 		return this.exact.invalidate(scopes);
 	}
+
+	peek(name: string, settings: CacheSettings, call: CacheCall): Promise<{ value: unknown } | undefined> {
+		return this.exact.peek(name, settings, call);
+	}
 }
 
 /** The shared cacher (REDIS_URL). Redis out of reach makes commands fail at once (no offline queue), never wait. */
@@ -350,6 +388,16 @@ export class MintRedisCacher extends Cachers.Redis<Redis> implements ExactCacher
 	invalidate(scopes: readonly string[]): Promise<void> {
 		return this.exact.invalidate(scopes);
 	}
+
+	peek(name: string, settings: CacheSettings, call: CacheCall): Promise<{ value: unknown } | undefined> {
+		return this.exact.peek(name, settings, call);
+	}
+}
+
+/** A cached action's entry for this call through the broker's cacher (ExactCache.peek); undefined without a Mint cacher. */
+export function peekCache(broker: ServiceBroker, name: string, settings: CacheSettings, call: CacheCall): Promise<{ value: unknown } | undefined> {
+	const cacher = broker.cacher as Partial<ExactCacher> | undefined;
+	return typeof cacher?.peek === "function" ? cacher.peek(name, settings, call) : Promise.resolve(undefined);
 }
 
 /** Kills these scopes' entries through the broker's cacher (a Mint cacher; any other has none of ours). */

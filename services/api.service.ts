@@ -30,6 +30,7 @@ import { unauthorized } from "../lib/errors";
 import { consumerContract } from "../lib/events";
 import { NOT_READY_RETRY_AFTER_SEC, liveness, readiness } from "../lib/readiness";
 import { PeriodicJobs, type PeriodicVars } from "../mixins/periodic.mixin";
+import { answerFromCache, cachedReadOf, type CachedReadDeps } from "./api/cached-reads";
 import { routeThroughMoleculerWeb, writeMoleculerWebCorsHeaders, type CorsRoute, type GatewayContext, type GatewayVars } from "./api/gateway";
 import { answerClientError, compileTrustedProxies, cookiesOf, type Req, type Res, type RoutedReq } from "./api/http";
 import { jsonBody } from "./api/json-body";
@@ -51,6 +52,8 @@ const TRANSACTION_FIELDS = ["transactionId", "type", "status", "amountMinor", "c
 interface ApiVars extends GatewayVars, PeriodicVars {
 	verifier: AccessTokenVerifier;
 	sessions: SessionAuth;
+	/** What the cached reads need; undefined with tracing on (api/cached-reads.ts). */
+	cachedReads?: CachedReadDeps;
 	walletStreams: WalletStreams;
 	/** The port the server listens on (PORT=0 lets the system choose). */
 	listenPort?: number;
@@ -238,9 +241,12 @@ export default function createApiService(config: Config) {
 		},
 
 		methods: {
-			/** The server's request listener: the wallet stream is served here, everything else by moleculer-web's router. */
-			httpHandler(req: Req, res: Res, next?: unknown): Promise<void> {
-				return isWalletStreamRequest(req) ? openWalletStream(this, req, res) : routeThroughMoleculerWeb(this, req, res, next);
+			/** The server's request listener: the wallet stream and cache hits of cached reads are served here, everything else by moleculer-web's router. */
+			async httpHandler(req: Req, res: Res, next?: unknown): Promise<void> {
+				if (isWalletStreamRequest(req)) return openWalletStream(this, req, res);
+				const read = this.cachedReads ? cachedReadOf(req) : undefined;
+				if (read && this.cachedReads && (await answerFromCache(this.cachedReads, read, req, res))) return;
+				return routeThroughMoleculerWeb(this, req, res, next);
 			},
 
 			/** moleculer-web logs a 5xx itself, in loose pieces; onError logs each error once, as one structured line. */
@@ -295,6 +301,19 @@ export default function createApiService(config: Config) {
 				trustProxy,
 				secure,
 			});
+			// With tracing on, every request takes the whole way and is traced (api/cached-reads.ts).
+			this.cachedReads = this.broker.isTracingEnabled()
+				? undefined
+				: {
+						broker: this.broker,
+						sessions: this.sessions,
+						serviceName: this.fullName,
+						beginRequest: (req, res) => {
+							beginRequest({}, req, res, { trustProxy, secure, logger: this.logger });
+							// As moleculer-web's corsHandler writes them for every request of a route.
+							if (cors) writeCorsHeaders(this, { cors }, req, res, true);
+						},
+					};
 		},
 
 		started() {

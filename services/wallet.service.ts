@@ -13,10 +13,9 @@
  * Events are published and checked against their contracts in lib/events.ts.
  */
 import type { Context } from "moleculer";
-import type { SignedInMeta } from "../contracts/gateway";
+import { WALLET_MINE_CACHE, type SignedInMeta } from "../contracts/gateway";
 import type { EventPayload } from "../contracts/events";
 import type { MovementResult, TransactionFacts, WalletView } from "../contracts/money";
-import type { CacheSettings } from "../lib/cacher";
 import type { Config } from "../lib/config";
 import { defineService } from "../lib/define-service";
 import { consumerContract } from "../lib/events";
@@ -70,8 +69,8 @@ export default function createWalletService(config: Config) {
 			/** GET /wallet/user: the caller's wallet, created now if the signup event has not arrived yet. */
 			mine: {
 				auth: "required",
-				// A balance is never stale: strict (lib/cacher.ts).
-				cache: { scope: "#user.id", ttl: 300, strict: true } satisfies CacheSettings,
+				// A balance is never stale: strict (lib/cacher.ts). The gateway reads the same entries (contracts/gateway.ts).
+				cache: WALLET_MINE_CACHE,
 				handler(ctx: Context<unknown, SignedInMeta>): Promise<WalletView> {
 					return this.wallets.view(ctx, ctx.meta.user.id);
 				},

@@ -7,6 +7,7 @@
  */
 import type { Logger } from "moleculer";
 import type { Caller, RevokedSession, SessionResult } from "../../contracts/users";
+import type { AccessClaims } from "../../lib/access-tokens";
 import type { Config } from "../../lib/config";
 import {
 	ACCESS_COOKIE,
@@ -15,6 +16,7 @@ import {
 	bearerTokenOf,
 	checkOrigin,
 	clearedSessionCookies,
+	cookiesOf,
 	isTrustedPeer,
 	isUnsafeMethod,
 	sessionCookies,
@@ -52,6 +54,8 @@ export interface AuthenticatedSession {
 /** A silent refresh: auth.refresh with the refresh cookie's token, called in the request's context. */
 export type RefreshSession = (refreshToken: string) => Promise<SessionResult>;
 
+const sessionOf = (claims: AccessClaims): AuthenticatedSession => ({ caller: { id: claims.sub, sid: claims.sid }, accessExpiresAt: claims.exp * 1000 });
+
 export class SessionAuth {
 	private revocationsLoadedAt?: number;
 	private revocationsLoading?: Promise<void>;
@@ -87,7 +91,7 @@ export class SessionAuth {
 			const claims = await verifier.verify(token);
 			if (claims) {
 				if (!bearer) fromOurPage();
-				return { caller: { id: claims.sub, sid: claims.sid }, accessExpiresAt: claims.exp * 1000 };
+				return sessionOf(claims);
 			}
 		}
 		if (!refreshToken || USES_REFRESH_COOKIE.has(action) || SESSION_ISSUING.has(action)) return null;
@@ -101,6 +105,21 @@ export class SessionAuth {
 			appendSetCookie(res, clearedSessionCookies(secure));
 			return null;
 		}
+	}
+
+	/**
+	 * For a read (GET) only: the session a valid, unrevoked access token
+	 * names (Bearer, else its cookie), or null, with no silent refresh. What
+	 * the gateway's cached reads take (api/cached-reads.ts); a null sends the
+	 * request the whole way, through session().
+	 */
+	async accessSession(req: Req): Promise<AuthenticatedSession | null> {
+		if (req.method !== "GET") return null;
+		const token = bearerTokenOf(req) ?? (req.$cookies ?? cookiesOf(req))[ACCESS_COOKIE];
+		if (!token) return null;
+		await this.ensureRevocationsLoaded();
+		const claims = await this.opts.verifier.verify(token);
+		return claims ? sessionOf(claims) : null;
 	}
 
 	/**

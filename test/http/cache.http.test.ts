@@ -3,6 +3,8 @@
  * that dominate are served from it, every change invalidates exactly what it
  * affects before it is answered, and hits and misses are counted per action.
  */
+import http from "node:http";
+import type { AddressInfo } from "node:net";
 import type { ServiceBroker } from "moleculer";
 import { checkEvent } from "../../lib/events";
 import { CACHE_LOOKUPS_METRIC } from "../../lib/cacher";
@@ -17,6 +19,12 @@ function lookups(broker: ServiceBroker, action: string, result: Result): number 
 	return (broker.metrics.getMetric(CACHE_LOOKUPS_METRIC)?.get({ action, result }) as { value?: number } | null)?.value ?? 0;
 }
 
+/** Runs of an action, whoever called it (Moleculer's request counter; the gateway counts its own answers as api.rest). */
+function runs(broker: ServiceBroker, action: string): number {
+	const metric = broker.metrics.getMetric("moleculer.request.total") as unknown as { values: Map<string, { labels: { action: string }; value: number }> };
+	return [...metric.values.values()].filter(item => item.labels.action === action).reduce((sum, item) => sum + item.value, 0);
+}
+
 /** What a block of reads did to one action's counts. */
 async function countsOf(broker: ServiceBroker, action: string, reads: () => Promise<unknown>): Promise<Record<Result, number>> {
 	const before = { hit: lookups(broker, action, "hit"), miss: lookups(broker, action, "miss"), unavailable: lookups(broker, action, "unavailable") };
@@ -28,10 +36,11 @@ async function countsOf(broker: ServiceBroker, action: string, reads: () => Prom
 	};
 }
 
+const ORIGIN = "https://app.example.com";
 let mint: TestMint;
 const userUpdates: Record<string, unknown>[] = [];
 beforeAll(async () => {
-	mint = await startTestMint();
+	mint = await startTestMint({ ALLOWED_ORIGINS: ORIGIN });
 	// The helper's recorder predates user.updated: record it here (a broadcast reaches every subscriber).
 	await mint.broker.createService({
 		name: "user-updates",
@@ -74,6 +83,119 @@ describe("GET /wallet/user through the cache", () => {
 			for (const q of ["a=1", "b=2", "_=3"]) expect((await mint.http.get(`/api/v1/wallet/user?${q}`).set("Cookie", dave.cookie)).status).toBe(200);
 		});
 		expect(counts).toEqual({ hit: 3, miss: 0, unavailable: 0 });
+	});
+});
+
+describe("GET /wallet/user answered by the gateway on a hit (api/cached-reads.ts)", () => {
+	const bearer = (s: Session) => mint.http.get("/api/v1/wallet/user").set("Authorization", `Bearer ${s.access}`);
+	/** A response's headers but those that differ between any two answers. */
+	const comparable = (headers: Record<string, string>) => {
+		const { date: _date, "x-request-id": _id, ...rest } = headers;
+		return rest;
+	};
+
+	it("without calling wallet.mine: the status, headers and body the action's answer had, and one access-log line", async () => {
+		const alice = await signup(mint);
+		expect((await topUp(mint, alice, 20)).status).toBe(201);
+		const api = mint.broker.getLocalService("api") as unknown as { logger: { info: (...args: unknown[]) => void } };
+		const logged = jest.spyOn(api.logger, "info");
+		try {
+			const before = { wallet: runs(mint.broker, "wallet.mine"), rest: runs(mint.broker, "api.rest") };
+			const whole = await bearer(alice).set("Origin", ORIGIN);
+			expect(runs(mint.broker, "wallet.mine")).toBe(before.wallet + 1);
+			const hits = lookups(mint.broker, "wallet.mine", "hit");
+			const answered = await bearer(alice).set("Origin", ORIGIN);
+			expect(runs(mint.broker, "wallet.mine")).toBe(before.wallet + 1);
+			expect(lookups(mint.broker, "wallet.mine", "hit")).toBe(hits + 1);
+			// Both counted as the gateway's requests, as the dashboards and the error-rate alert count them.
+			expect(runs(mint.broker, "api.rest")).toBe(before.rest + 2);
+
+			expect([answered.status, answered.body]).toEqual([200, whole.body]);
+			expect(answered.body.balance).toBe(20);
+			expect(answered.text).toBe(whole.text);
+			expect(comparable(answered.headers)).toEqual(comparable(whole.headers));
+			expect(answered.headers["access-control-allow-origin"]).toBe(ORIGIN);
+			expect(answered.headers["x-request-id"]).toMatch(/^[0-9a-f-]{36}$/);
+			expect(answered.headers["x-request-id"]).not.toBe(whole.headers["x-request-id"]);
+			const lines = logged.mock.calls.filter(call => call[1] === "http request").map(call => call[0] as { requestId: string; status: number; path: string });
+			expect(lines.map(l => [l.requestId, l.status, l.path])).toEqual([
+				// The path within the route, as moleculer-web leaves it for the line (README, Logs).
+				[whole.headers["x-request-id"], 200, "/wallet/user"],
+				[answered.headers["x-request-id"], 200, "/wallet/user"],
+			]);
+		} finally {
+			logged.mockRestore();
+		}
+	});
+
+	it("by its cookie too, in any case and with a trailing slash or a query string; a body, a HEAD or another path takes the whole way", async () => {
+		const bob = await signup(mint);
+		expect((await wallet(bob)).status).toBe(200);
+		const wholeWay = async (send: () => Promise<{ status: number }>) => {
+			const before = runs(mint.broker, "wallet.mine");
+			const res = await send();
+			return { status: res.status, wholeWay: runs(mint.broker, "wallet.mine") - before };
+		};
+		for (const path of ["/api/v1/wallet/user", "/API/v1/Wallet/User", "/api/v1/wallet/user/", "/api/v1/wallet/user?x=1"]) {
+			expect(await wholeWay(() => mint.http.get(path).set("Cookie", bob.cookie))).toEqual({ status: 200, wholeWay: 0 });
+		}
+		expect(await wholeWay(() => mint.http.get("/api/v1/wallet/user").set("Cookie", bob.cookie).set("Content-Type", "application/json").send("{}"))).toEqual({
+			status: 200,
+			wholeWay: 1,
+		});
+		// HEAD is no alias of moleculer-web's: not found, as before.
+		expect(await wholeWay(() => mint.http.head("/api/v1/wallet/user").set("Cookie", bob.cookie))).toEqual({ status: 404, wholeWay: 0 });
+		expect(await wholeWay(() => mint.http.get("/wallet/user").set("Cookie", bob.cookie))).toEqual({ status: 404, wholeWay: 0 });
+	});
+
+	it("an invalid or revoked access token is never answered from the cache: a silent refresh, or a 401, the whole way", async () => {
+		const carol = await signup(mint);
+		expect((await bearer(carol)).status).toBe(200);
+		expect((await bearer(carol)).status).toBe(200);
+		// A bad access cookie beside a good refresh cookie: refreshed silently (new cookies), the balance answered.
+		const refreshed = await mint.http.get("/api/v1/wallet/user").set("Cookie", `access.token=${carol.access}x; refresh.token=${carol.refresh}`);
+		expect(refreshed.status).toBe(200);
+		expect(refreshed.body.balance).toBe(0);
+		expect(String(refreshed.headers["set-cookie"])).toContain("access.token=");
+		// Logged out: the session is revoked, its still-unexpired access token refused though its wallet is cached.
+		expect((await mint.http.post("/api/v1/auth/logout").set("Authorization", `Bearer ${carol.access}`)).status).toBe(204);
+		const refused = await bearer(carol);
+		expect([refused.status, refused.body.error?.status]).toEqual([401, 401]);
+		expect((await mint.http.get("/api/v1/wallet/user")).status).toBe(401);
+	});
+});
+
+describe("with tracing on", () => {
+	it("every GET /wallet/user takes the whole way, so that each one is traced: a hit is wallet.mine's own", async () => {
+		const spans: { name: string; traceId: string }[] = [];
+		const collector = http.createServer((req, res) => {
+			let body = "";
+			req.on("data", chunk => (body += chunk));
+			req.on("end", () => {
+				spans.push(...JSON.parse(body));
+				res.writeHead(202).end();
+			});
+		});
+		await new Promise<void>(resolve => collector.listen(0, "127.0.0.1", resolve));
+		const traced = await startTestMint({ ZIPKIN_URL: `http://127.0.0.1:${(collector.address() as AddressInfo).port}` });
+		try {
+			const dan = await signup(traced);
+			const read = () => traced.http.get("/api/v1/wallet/user").set("Authorization", `Bearer ${dan.access}`);
+			expect((await read()).status).toBe(200);
+			const before = { runs: runs(traced.broker, "wallet.mine"), hits: lookups(traced.broker, "wallet.mine", "hit") };
+			const hit = await read();
+			expect(hit.status).toBe(200);
+			expect([runs(traced.broker, "wallet.mine"), lookups(traced.broker, "wallet.mine", "hit")]).toEqual([before.runs + 1, before.hits + 1]);
+			const traceId = String(hit.headers["x-request-id"]).replaceAll("-", "");
+			const names = await waitFor(() => {
+				const ofHit = spans.filter(span => span.traceId === traceId).map(span => span.name);
+				return ofHit.includes("action 'wallet.mine'") ? ofHit : undefined;
+			}, 5000);
+			expect(names.length).toBeGreaterThanOrEqual(2);
+		} finally {
+			await traced.stop();
+			await new Promise(resolve => collector.close(resolve));
+		}
 	});
 });
 

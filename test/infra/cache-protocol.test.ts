@@ -39,12 +39,16 @@ class Ledger {
 	}
 }
 
+const MINE_CACHE = { scope: "#user.id", ttl: 60 };
+
 function probeService(ledger: Ledger, cache: Record<string, unknown>) {
 	return {
 		name: "probe",
 		actions: {
 			view: { cache, params: { id: "string" }, handler: (ctx: Context<{ id: string }>) => ledger.read(ctx.params.id) },
 			strictView: { cache: { ...cache, strict: true }, params: { id: "string" }, handler: (ctx: Context<{ id: string }>) => ledger.read(ctx.params.id) },
+			/** The caller's own, without params (as wallet.mine): what a gateway may peek at. */
+			mine: { cache: MINE_CACHE, handler: (ctx: Context<unknown, { user: { id: string } }>) => ledger.read(ctx.meta.user.id) },
 		},
 	};
 }
@@ -132,6 +136,35 @@ describe("in memory", () => {
 		for (let i = 0; i < 3; i++) await node.call("probe.view", { id: "s" });
 		expect(ledger.reads).toBe(4);
 		expect([lookups(node, "probe.strictView", "miss"), lookups(node, "probe.strictView", "hit"), lookups(node, "probe.view", "hit")]).toEqual([0, 0, 2]);
+	});
+
+	it("peek: the entry a call without params would be answered from, counted as a hit, the action not run; nothing once invalidated", async () => {
+		const ledger = new Ledger();
+		const cacher = new MintMemoryCacher({ singleProcess: true, prefix: "t" });
+		const node = await startNode(cacher, ledger);
+		brokers.push(node);
+		const call = { meta: { user: { id: "p" } }, params: {} };
+		ledger.balances.set("p", 7);
+		expect(await cacher.peek("probe.mine", MINE_CACHE, call)).toBeUndefined();
+		expect(await node.call("probe.mine", {}, { meta: { user: { id: "p" } } })).toEqual({ id: "p", balance: 7 });
+		expect(await cacher.peek("probe.mine", MINE_CACHE, call)).toEqual({ value: { id: "p", balance: 7 } });
+		expect(await cacher.peek("probe.mine", MINE_CACHE, { meta: { user: { id: "q" } }, params: {} })).toBeUndefined();
+		expect(await cacher.peek("probe.mine", MINE_CACHE, { meta: {}, params: {} })).toBeUndefined();
+		expect([ledger.reads, lookups(node, "probe.mine", "miss"), lookups(node, "probe.mine", "hit")]).toEqual([1, 1, 1]);
+		await cacher.invalidate([cacheScope("probe", "p")]);
+		expect(await cacher.peek("probe.mine", MINE_CACHE, call)).toBeUndefined();
+		expect(lookups(node, "probe.mine", "hit")).toBe(1);
+	});
+
+	it("peek: a strict read is never answered from a cache per node, though an entry is there", async () => {
+		const ledger = new Ledger();
+		const cacher = new MintMemoryCacher({ singleProcess: false, prefix: "t" });
+		const node = await startNode(cacher, ledger);
+		brokers.push(node);
+		const call = { meta: { user: { id: "r" } }, params: {} };
+		await node.call("probe.mine", {}, { meta: { user: { id: "r" } } });
+		expect(await cacher.peek("probe.mine", MINE_CACHE, call)).toEqual({ value: { id: "r", balance: 0 } });
+		expect(await cacher.peek("probe.mine", { ...MINE_CACHE, strict: true }, call)).toBeUndefined();
 	});
 
 	it("refuses cache settings it cannot invalidate exactly", async () => {
