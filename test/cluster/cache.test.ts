@@ -14,7 +14,7 @@ import { CACHE_LOOKUPS_METRIC } from "../../lib/cacher";
 import { startMint } from "../../server";
 import { browserAgent, newPerson, sessionFrom, signupBody, type Person, type Session } from "../helpers/http";
 import { RABBITMQ_URL, describeWithInfra, rabbitmqNeed, removeFromRabbitmq, tcpReachable } from "../helpers/infra";
-import { testConfig } from "../helpers/mint";
+import { actionRuns, testConfig } from "../helpers/mint";
 
 const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
 const redisHost = new URL(REDIS_URL);
@@ -30,16 +30,6 @@ async function removeNamespaceFromRabbitmq(namespace: string): Promise<void> {
 
 const lookups = (broker: ServiceBroker, action: string, result: string) =>
 	(broker.metrics.getMetric(CACHE_LOOKUPS_METRIC)?.get({ action, result }) as { value?: number } | null)?.value ?? 0;
-
-/** Runs of an action on this node, whoever called it (Moleculer's request counter). */
-const runs = (broker: ServiceBroker, action: string) =>
-	[
-		...(
-			broker.metrics.getMetric("moleculer.request.total") as unknown as { values: Map<string, { labels: { action: string }; value: number }> }
-		).values.values(),
-	]
-		.filter(item => item.labels.action === action)
-		.reduce((sum, item) => sum + item.value, 0);
 
 describeWithInfra(
 	"the cache in a cluster with Redis",
@@ -95,12 +85,12 @@ describeWithInfra(
 			await http[1].get("/api/v1/transactions").set("Authorization", bearer(alice));
 			await http[1].get("/api/v1/transactions").set("Authorization", bearer(bob));
 			const hits = walletHits();
-			const coreRuns = runs(core, "wallet.mine");
+			const coreRuns = actionRuns(core, "wallet.mine");
 			for (const s of [alice, bob, carol]) await balance(http[0], s);
 			expect(walletHits()).toBe(hits + 3);
 			// Answered by the gateway from Redis: no call reached the wallet's node.
 			expect(lookups(gateways[0], "wallet.mine", "hit")).toBeGreaterThanOrEqual(3);
-			expect(runs(core, "wallet.mine")).toBe(coreRuns);
+			expect(actionRuns(core, "wallet.mine")).toBe(coreRuns);
 			const redis = new Redis(REDIS_URL);
 			expect((await redis.keys(`${namespace}:cache-wallet.mine:*`)).length).toBeGreaterThanOrEqual(3);
 			await redis.quit();

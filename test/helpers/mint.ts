@@ -96,6 +96,12 @@ export async function startTestMint(env: Record<string, string> = {}, middleware
 	};
 }
 
+/** Runs of an action on this node, whoever called it (Moleculer's request counter; the gateway's own cached answers count as api.rest). */
+export function actionRuns(broker: ServiceBroker, action: string): number {
+	const metric = broker.metrics.getMetric("moleculer.request.total") as unknown as { values: Map<string, { labels: { action: string }; value: number }> };
+	return [...metric.values.values()].filter(item => item.labels.action === action).reduce((sum, item) => sum + item.value, 0);
+}
+
 export async function waitFor<T>(probe: () => T | undefined | Promise<T | undefined>, timeoutMs = 3000): Promise<T> {
 	const deadline = Date.now() + timeoutMs;
 	for (;;) {
