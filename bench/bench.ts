@@ -64,6 +64,7 @@ import autocannon from "autocannon";
 import Redis from "ioredis";
 import { DURABLE_SUBSCRIPTIONS } from "../contracts/events";
 import { loadConfig } from "../lib/config";
+import { nodeOptions } from "../lib/node-options";
 import { importData } from "../scripts/data";
 import { generateWorld, HEAVY_EMAIL, HEAVY_PASSWORD, type World } from "./world";
 
@@ -586,7 +587,7 @@ async function startServer(
 	const metricsPort = await freePort();
 	const profile = CPU_PROF ? ["--cpu-prof", `--cpu-prof-dir=${CPU_PROF}`, `--cpu-prof-name=${name}.cpuprofile`] : [];
 	const { child, match } = await spawnNode(
-		[...profile, "dist/server.js"],
+		[...profile, ...nodeOptions(), "dist/server.js"],
 		{ ...env, DATA_DIR: dataDir, METRICS_PORT: String(metricsPort) },
 		readyLine,
 		readyWithinMs,

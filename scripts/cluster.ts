@@ -31,6 +31,7 @@ import os from "node:os";
 import path from "node:path";
 import readline from "node:readline";
 import { ConfigError, loadConfig, type ServiceName } from "../lib/config";
+import { nodeOptions } from "../lib/node-options";
 import { nodeSecrets } from "../lib/secrets";
 
 export const DEFAULT_TRANSPORTER = "amqp://guest:guest@127.0.0.1:5672";
@@ -135,7 +136,7 @@ export interface RunningNode {
 
 /** Starts one node (`server.js` with the node's environment), passing each line it prints to `log`. */
 export function launchNode(serverJs: string, spec: NodeSpec, log: (node: string, line: string) => void): RunningNode {
-	const child = spawn(process.execPath, [serverJs], { env: spec.env, stdio: ["ignore", "pipe", "pipe"] });
+	const child = spawn(process.execPath, [...nodeOptions(), serverJs], { env: spec.env, stdio: ["ignore", "pipe", "pipe"] });
 	const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>(resolve => {
 		child.once("error", () => resolve({ code: null, signal: null }));
 		child.once("close", (code, signal) => resolve({ code, signal }));

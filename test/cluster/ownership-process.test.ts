@@ -13,6 +13,7 @@ import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import amqp from "amqplib";
+import { nodeOptions } from "../../lib/node-options";
 import { RABBITMQ_URL, describeWithInfra, rabbitmqNeed, removeFromRabbitmq } from "../helpers/infra";
 
 const ROOT = path.resolve(__dirname, "../..");
@@ -96,7 +97,7 @@ describeWithInfra("the ownership lock across processes", rabbitmqNeed(), () => {
 	const startNode = (env: Record<string, string> = {}): Node => {
 		const dataDir = env.DATA_DIR ?? fs.mkdtempSync(path.join(os.tmpdir(), "mint-ownership-"));
 		dataDirs.push(dataDir);
-		const child = spawn(process.execPath, [path.join(build, "server.js")], {
+		const child = spawn(process.execPath, [...nodeOptions(), path.join(build, "server.js")], {
 			cwd: ROOT,
 			env: {
 				PATH: process.env.PATH ?? "",

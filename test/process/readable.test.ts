@@ -8,6 +8,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { stripVTControlCharacters } from "node:util";
+import { nodeOptions } from "../../lib/node-options";
 import { bannerDetails } from "../../server";
 import { buildMint, type BuiltMint } from "../helpers/dist";
 import { describeWithInfra } from "../helpers/infra";
@@ -41,8 +42,10 @@ afterAll(() => {
 function start(env: Record<string, string>, { pty = false } = {}): Running {
 	const server = path.join(build.dist, "server.js");
 	const child: ChildProcess = pty
-		? spawn("script", ["-qfec", `'${process.execPath}' '${server}'`, "/dev/null"], { env: { ...baseEnv(), TERM: "xterm-256color", ...env } })
-		: spawn(process.execPath, [server], { env: { ...baseEnv(), ...env } });
+		? spawn("script", ["-qfec", `'${process.execPath}' ${nodeOptions().join(" ")} '${server}'`, "/dev/null"], {
+				env: { ...baseEnv(), TERM: "xterm-256color", ...env },
+			})
+		: spawn(process.execPath, [...nodeOptions(), server], { env: { ...baseEnv(), ...env } });
 	let output = "";
 	const exit = new Promise<number | null>(resolve => child.on("exit", code => resolve(code)));
 	const banner = new Promise<string[]>((resolve, reject) => {

@@ -9,6 +9,7 @@ import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { nodeOptions } from "../../lib/node-options";
 import { buildMint, type BuiltMint } from "../helpers/dist";
 import { describeWithInfra } from "../helpers/infra";
 
@@ -81,7 +82,7 @@ describeWithInfra("the README's curl walkthrough", bashCurlSed, () => {
 
 	/** `npm start`'s server on a fresh DATA_DIR and a free port; resolves with its origin. */
 	function startMint(dataDir: string): Promise<string> {
-		const child = spawn(process.execPath, [path.join(build.dist, "server.js")], {
+		const child = spawn(process.execPath, [...nodeOptions(), path.join(build.dist, "server.js")], {
 			env: { PATH: process.env.PATH ?? "", PORT: "0", DATA_DIR: dataDir, JWT_KEY_BITS: "2048", LOG_LEVEL: "warn" },
 		});
 		server = child;

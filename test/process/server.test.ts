@@ -3,6 +3,7 @@ import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { ASYNC_CONTEXT_FRAME, nodeOptions } from "../../lib/node-options";
 
 const ROOT = path.resolve(__dirname, "../..");
 const SERVER = path.join(ROOT, "dist/server.js");
@@ -19,7 +20,8 @@ interface Running {
 	exit: Promise<number | null>;
 }
 
-function start(env: Record<string, string>, nodeArgs: string[] = []): Promise<Running> {
+/** The built server, started as `npm start` starts it: with the Node.js options of lib/node-options.ts unless others are given. */
+function start(env: Record<string, string>, nodeArgs: string[] = nodeOptions()): Promise<Running> {
 	const child = spawn(process.execPath, [...nodeArgs, SERVER], {
 		cwd: ROOT,
 		env: { PATH: process.env.PATH ?? "", PORT: "0", JWT_KEY_BITS: "2048", LOG_LEVEL: "warn", ...env },
@@ -81,31 +83,47 @@ describe("npm start's entry point", () => {
 		}
 	}, 60_000);
 
-	it("writes the request's X-Request-Id on the log lines of the services that served it", async () => {
-		const mint = await start({ DATA_DIR: dataDir, LOG_LEVEL: "info" });
-		try {
-			const res = await fetch(`${mint.url}/api/v1/auth/signup`, {
-				method: "POST",
-				headers: { "Content-Type": "application/json", "X-Request-Id": "req-log-check-42" },
-				body: JSON.stringify({ firstName: "Ada", lastName: "Lovelace", email: "ada@example.com", password: "correct horse", passwordConfirm: "correct horse" }),
-			});
-			expect(res.status).toBe(201);
-			await new Promise(r => setTimeout(r, 300));
-			const lines = mint
-				.output()
-				.split("\n")
-				.filter(l => l.startsWith("{"))
-				.map(l => JSON.parse(l));
-			const tagged = lines.filter(l => l.requestId === "req-log-check-42");
-			expect(tagged.map(l => l.msg)).toEqual(expect.arrayContaining(["user signed up", "http request"]));
-			expect([...new Set(tagged.map(l => l.svc))]).toEqual(expect.arrayContaining(["auth", "api", "notifications"]));
-			// Nothing secret on any line.
-			expect(mint.output()).not.toContain("correct horse");
-		} finally {
-			mint.child.kill("SIGTERM");
-			expect(await mint.exit).toBe(0);
-		}
-	}, 60_000);
+	// Started as npm start does, and without the option (as `node dist/server.js` alone on Node 22: AsyncLocalStorage on async_hooks): the same lines, and a warning.
+	it.each([
+		["with", nodeOptions()],
+		["without", ["--no-experimental-async-context-frame"]],
+	])(
+		"writes the request's X-Request-Id on the log lines of the services that served it, started %s Node's async context frames",
+		async (mode, nodeArgs) => {
+			const mint = await start({ DATA_DIR: dataDir, LOG_LEVEL: "info" }, nodeArgs);
+			try {
+				const res = await fetch(`${mint.url}/api/v1/auth/signup`, {
+					method: "POST",
+					headers: { "Content-Type": "application/json", "X-Request-Id": "req-log-check-42" },
+					body: JSON.stringify({
+						firstName: "Ada",
+						lastName: "Lovelace",
+						email: "ada@example.com",
+						password: "correct horse",
+						passwordConfirm: "correct horse",
+					}),
+				});
+				expect(res.status).toBe(201);
+				await new Promise(r => setTimeout(r, 300));
+				const lines = mint
+					.output()
+					.split("\n")
+					.filter(l => l.startsWith("{"))
+					.map(l => JSON.parse(l));
+				const tagged = lines.filter(l => l.requestId === "req-log-check-42");
+				expect(tagged.map(l => l.msg)).toEqual(expect.arrayContaining(["user signed up", "http request"]));
+				expect([...new Set(tagged.map(l => l.svc))]).toEqual(expect.arrayContaining(["auth", "api", "notifications"]));
+				const warned = lines.filter(l => l.level === 40 && l.msg.startsWith(`started without ${ASYNC_CONTEXT_FRAME}`));
+				expect(warned).toHaveLength(mode === "with" ? 0 : 1);
+				// Nothing secret on any line.
+				expect(mint.output()).not.toContain("correct horse");
+			} finally {
+				mint.child.kill("SIGTERM");
+				expect(await mint.exit).toBe(0);
+			}
+		},
+		60_000,
+	);
 
 	it("refuses to start on a bad variable, naming it, with exit code 2", async () => {
 		for (const [env, variable] of [
@@ -153,7 +171,7 @@ describe("npm start's entry point", () => {
 			// Fault injection from outside the product: a preloaded script raises the fault on SIGUSR2.
 			const injector = path.join(dataDir, "inject-fault.js");
 			fs.writeFileSync(injector, `process.on("SIGUSR2", () => { ${fault}; });\n`);
-			const mint = await start({ DATA_DIR: dataDir }, ["--require", injector]);
+			const mint = await start({ DATA_DIR: dataDir }, [...nodeOptions(), "--require", injector]);
 			expect((await fetch(`${mint.url}/api/v1/health`)).status).toBe(200);
 			mint.child.kill("SIGUSR2");
 			expect(await mint.exit).toBe(1);

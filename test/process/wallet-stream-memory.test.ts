@@ -9,6 +9,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { nodeOptions } from "../../lib/node-options";
 import { buildMint, type BuiltMint } from "../helpers/dist";
 import { openStream, type SseStream } from "../helpers/sse";
 
@@ -40,7 +41,7 @@ function rssMb(pid: number): number {
 const sleep = (ms: number) => new Promise(resolve => setTimeout(resolve, ms));
 
 it(`${STREAMS} idle streams: memory per stream, every other request still served, all ended on SIGTERM`, async () => {
-	const node = spawn(process.execPath, [path.join(built.dist, "server.js")], {
+	const node = spawn(process.execPath, [...nodeOptions(), path.join(built.dist, "server.js")], {
 		cwd: path.dirname(built.dist),
 		env: { PATH: process.env.PATH ?? "", PORT: "0", DATA_DIR: dataDir, JWT_KEY_BITS: "2048", LOG_LEVEL: "warn", STREAMS_PER_USER: String(STREAMS) },
 	});
