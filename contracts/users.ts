@@ -1,4 +1,5 @@
 /** Who is calling, and how users look to each other: what auth hands the gateway and other services. */
+import type { CacheSettings } from "../lib/cacher";
 
 /** The authenticated caller, as the gateway puts it in ctx.meta.user. */
 export interface Caller {
@@ -39,6 +40,13 @@ export interface DirectoryEntry {
 	lastName: string;
 	email: string;
 }
+
+/**
+ * The cache of auth's actions about a user by id (getUser, contactOf, exists): may lag a node by an
+ * event where each node has its own cache. Notifications reads contactOf's entries itself
+ * (callCached, lib/cacher.ts) before calling it.
+ */
+export const USER_BY_ID_CACHE = { scope: "id", ttl: 600 } as const satisfies CacheSettings;
 
 /** Who to write to (auth.contactOf, for notifications' receipts). */
 export interface Contact {

@@ -46,7 +46,7 @@
  */
 import crypto from "node:crypto";
 import type Redis from "ioredis";
-import { Cachers, type Context, type ServiceBroker } from "moleculer";
+import { Cachers, type CallingOptions, type Context, type ServiceBroker } from "moleculer";
 
 /** An action's `cache` settings (a type, not an interface: it must fit the schema's `Record<string, unknown>`). */
 export type CacheSettings = {
@@ -92,7 +92,7 @@ export interface ExactCacher {
 	/** Kills every entry of these scopes on this node (and, in Redis, for every node); never rejects. */
 	invalidate(scopes: readonly string[]): Promise<void>;
 	/** A cached action's entry for this call, if the cache holds one (ExactCache.peek); never rejects. */
-	peek(name: string, settings: CacheSettings, call: CacheCall): Promise<{ value: unknown } | undefined>;
+	peek(name: string, settings: CacheSettings, call: CacheCall, declaresParams?: boolean): Promise<{ value: unknown } | undefined>;
 }
 
 const tokenKey = (scope: string) => `scope:${scope}`;
@@ -213,15 +213,16 @@ class ExactCache {
 	}
 
 	/**
-	 * What the cache holds for a call of a cached action that declares no params (the gateway answering
-	 * one without calling it, api/cached-reads.ts): the entry under its scope's current token, counted as
-	 * a hit, or undefined (nothing there, a strict read this cache may not hold, the cache unavailable):
-	 * then the action is called, and its own lookup counts the miss. Never stores anything but a scope's
-	 * first token.
+	 * What the cache holds for a call of a cached action, without calling it (the gateway answering
+	 * wallet.mine, api/cached-reads.ts; callCached below): the entry under its scope's current token,
+	 * counted as a hit, or undefined (nothing there, a strict read this cache may not hold, the cache
+	 * unavailable): then the action is called, and its own lookup counts the miss. `declaresParams`
+	 * must say what the action's schema says (its key holds the params then). Never stores anything
+	 * but a scope's first token.
 	 */
-	async peek(name: string, settings: CacheSettings, call: CacheCall): Promise<{ value: unknown } | undefined> {
+	async peek(name: string, settings: CacheSettings, call: CacheCall, declaresParams = false): Promise<{ value: unknown } | undefined> {
 		if (settings.strict && !this.shared) return undefined;
-		const entry = entryOf(name, name.split(".")[0], settings, false, call);
+		const entry = entryOf(name, name.split(".")[0], settings, declaresParams, call);
 		const lookup = entry && (await this.lookup(entry.scope, entry.key));
 		if (!lookup?.hit) return undefined;
 		this.count(name, "hit");
@@ -349,8 +350,8 @@ export class MintMemoryCacher extends Cachers.MemoryLRU implements ExactCacher {
 		return this.exact.invalidate(scopes);
 	}
 
-	peek(name: string, settings: CacheSettings, call: CacheCall): Promise<{ value: unknown } | undefined> {
-		return this.exact.peek(name, settings, call);
+	peek(name: string, settings: CacheSettings, call: CacheCall, declaresParams?: boolean): Promise<{ value: unknown } | undefined> {
+		return this.exact.peek(name, settings, call, declaresParams);
 	}
 }
 
@@ -389,15 +390,35 @@ export class MintRedisCacher extends Cachers.Redis<Redis> implements ExactCacher
 		return this.exact.invalidate(scopes);
 	}
 
-	peek(name: string, settings: CacheSettings, call: CacheCall): Promise<{ value: unknown } | undefined> {
-		return this.exact.peek(name, settings, call);
+	peek(name: string, settings: CacheSettings, call: CacheCall, declaresParams?: boolean): Promise<{ value: unknown } | undefined> {
+		return this.exact.peek(name, settings, call, declaresParams);
 	}
 }
 
 /** A cached action's entry for this call through the broker's cacher (ExactCache.peek); undefined without a Mint cacher. */
-export function peekCache(broker: ServiceBroker, name: string, settings: CacheSettings, call: CacheCall): Promise<{ value: unknown } | undefined> {
+export function peekCache(
+	broker: ServiceBroker,
+	name: string,
+	settings: CacheSettings,
+	call: CacheCall,
+	declaresParams = false,
+): Promise<{ value: unknown } | undefined> {
 	const cacher = broker.cacher as Partial<ExactCacher> | undefined;
-	return typeof cacher?.peek === "function" ? cacher.peek(name, settings, call) : Promise.resolve(undefined);
+	return typeof cacher?.peek === "function" ? cacher.peek(name, settings, call, declaresParams) : Promise.resolve(undefined);
+}
+
+/**
+ * Calls a cached action that declares params (its `cache` given as `settings`), answered from the
+ * cache when it holds this call's entry: no call at all, so on a cluster with Redis no hop to the
+ * action's node (notifications asking auth.contactOf for every receipt). A miss is the call, and the
+ * action's own lookup fills the entry. With tracing on it always calls, so that the trace shows it.
+ */
+export async function callCached<T>(ctx: Context, name: string, settings: CacheSettings, params: Record<string, unknown>, opts?: CallingOptions): Promise<T> {
+	if (!ctx.broker.isTracingEnabled()) {
+		const hit = await peekCache(ctx.broker, name, settings, { params, meta: ctx.meta }, true);
+		if (hit) return hit.value as T;
+	}
+	return ctx.call<T, Record<string, unknown>>(name, params, opts);
 }
 
 /** Kills these scopes' entries through the broker's cacher (a Mint cacher; any other has none of ours). */

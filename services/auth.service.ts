@@ -16,7 +16,15 @@
  */
 import type { Context } from "moleculer";
 import type { CallMeta, SignedInMeta } from "../contracts/gateway";
-import type { Contact, DirectoryEntry, IssuedSession, PublicProfile, PublicUser, SessionResult } from "../contracts/users";
+import {
+	USER_BY_ID_CACHE,
+	type Contact,
+	type DirectoryEntry,
+	type IssuedSession,
+	type PublicProfile,
+	type PublicUser,
+	type SessionResult,
+} from "../contracts/users";
 import type { CacheSettings } from "../lib/cacher";
 import type { Config } from "../lib/config";
 import { defineService } from "../lib/define-service";
@@ -37,7 +45,6 @@ import { toContact, toDirectoryEntry, toPublicProfile, toPublicUser, type NameCh
 const clientIp = (ctx: Context<unknown, CallMeta>) => ctx.meta.clientIp ?? "unknown";
 /** The caller's own user is strict (read right after PUT /users/me); others' profiles and contacts may lag a node by an event. */
 const OWN_USER: CacheSettings = { scope: "#user.id", ttl: 600, strict: true };
-const USER_BY_ID: CacheSettings = { scope: "id", ttl: 600 };
 
 export default function createAuthService(config: Config) {
 	const auth = config.auth;
@@ -180,7 +187,7 @@ export default function createAuthService(config: Config) {
 			/** Another user's profile: never the email. */
 			getUser: {
 				auth: "required",
-				cache: USER_BY_ID,
+				cache: USER_BY_ID_CACHE,
 				params: { $$strict: true, id: USER_ID },
 				async handler(ctx: Context<{ id: string }>): Promise<PublicProfile> {
 					return toPublicProfile(await this.users.get(ctx.params.id));
@@ -199,7 +206,7 @@ export default function createAuthService(config: Config) {
 			/** For other services: who to write to (notifications' receipts). */
 			contactOf: {
 				visibility: "public",
-				cache: USER_BY_ID,
+				cache: USER_BY_ID_CACHE,
 				params: { id: USER_ID },
 				async handler(ctx: Context<{ id: string }>): Promise<Contact> {
 					return toContact(await this.users.get(ctx.params.id));
@@ -209,7 +216,7 @@ export default function createAuthService(config: Config) {
 			/** For other services: does this user exist? (transfers check recipients). */
 			exists: {
 				visibility: "public",
-				cache: USER_BY_ID,
+				cache: USER_BY_ID_CACHE,
 				params: { id: USER_ID },
 				handler(ctx: Context<{ id: string }>): Promise<boolean> {
 					return this.users.exists(ctx.params.id);

@@ -8,8 +8,9 @@
 import crypto from "node:crypto";
 import Redis from "ioredis";
 import { Cachers, ServiceBroker, type Context } from "moleculer";
-import { CACHE_LOOKUPS_METRIC, cacheScope, MintMemoryCacher, MintRedisCacher, type ExactCacher } from "../../lib/cacher";
+import { CACHE_LOOKUPS_METRIC, callCached, cacheScope, MintMemoryCacher, MintRedisCacher, type ExactCacher } from "../../lib/cacher";
 import { describeWithInfra, tcpReachable } from "../helpers/infra";
+import { actionRuns } from "../helpers/mint";
 import { redisOptionsOf } from "../../moleculer.config";
 
 const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
@@ -53,10 +54,31 @@ function probeService(ledger: Ledger, cache: Record<string, unknown>) {
 	};
 }
 
-async function startNode(cacher: ExactCacher | InstanceType<typeof Cachers.Memory>, ledger: Ledger, cache: Record<string, unknown> = { scope: "id", ttl: 60 }) {
-	const broker = new ServiceBroker({ logger: false, cacher: cacher as InstanceType<typeof Cachers.Memory>, metrics: { enabled: true } });
+const VIEW_CACHE = { scope: "id", ttl: 60 };
+
+/** Another service reading probe.view through callCached, as notifications reads auth.contactOf. */
+const readerService = {
+	name: "reader",
+	actions: {
+		view: { handler: (ctx: Context<{ id: string }>) => callCached(ctx, "probe.view", VIEW_CACHE, { id: ctx.params.id }) },
+	},
+};
+
+async function startNode(
+	cacher: ExactCacher | InstanceType<typeof Cachers.Memory>,
+	ledger: Ledger,
+	cache: Record<string, unknown> = VIEW_CACHE,
+	options: { tracing?: boolean } = {},
+) {
+	const broker = new ServiceBroker({
+		logger: false,
+		cacher: cacher as InstanceType<typeof Cachers.Memory>,
+		metrics: { enabled: true },
+		tracing: { enabled: options.tracing ?? false, exporter: [] },
+	});
 	// Moleculer types `cache` as its own options; ours (scope, strict) are Mint's.
 	broker.createService(probeService(ledger, cache) as any);
+	broker.createService(readerService);
 	await broker.start();
 	return broker;
 }
@@ -167,6 +189,36 @@ describe("in memory", () => {
 		expect(await cacher.peek("probe.mine", { ...MINE_CACHE, strict: true }, call)).toBeUndefined();
 	});
 
+	it("callCached: an action with params answered from its entry (a hit, no call); a miss, another subject or an invalidated entry calls it", async () => {
+		const ledger = new Ledger();
+		const node = await startNode(new MintMemoryCacher({ singleProcess: true, prefix: "t" }), ledger);
+		brokers.push(node);
+		ledger.balances.set("c", 3);
+		const viaReader = (id: string) => node.call<{ balance: number }, { id: string }>("reader.view", { id });
+		expect(await viaReader("c")).toEqual({ id: "c", balance: 3 });
+		expect([actionRuns(node, "probe.view"), ledger.reads, lookups(node, "probe.view", "miss")]).toEqual([1, 1, 1]);
+		// The entry the action stored (its key holds the params): no call at all, counted as a hit.
+		expect(await viaReader("c")).toEqual({ id: "c", balance: 3 });
+		expect([actionRuns(node, "probe.view"), ledger.reads, lookups(node, "probe.view", "hit")]).toEqual([1, 1, 1]);
+		// A direct call is answered from the same entry by the action's own lookup.
+		expect(await node.call("probe.view", { id: "c" })).toEqual({ id: "c", balance: 3 });
+		expect([actionRuns(node, "probe.view"), ledger.reads, lookups(node, "probe.view", "hit")]).toEqual([2, 1, 2]);
+		expect(await viaReader("d")).toEqual({ id: "d", balance: 0 });
+		expect([actionRuns(node, "probe.view"), ledger.reads]).toEqual([3, 2]);
+		ledger.balances.set("c", 4);
+		await (node.cacher as unknown as ExactCacher).invalidate([cacheScope("probe", "c")]);
+		expect(await viaReader("c")).toEqual({ id: "c", balance: 4 });
+		expect([actionRuns(node, "probe.view"), ledger.reads]).toEqual([4, 3]);
+	});
+
+	it("callCached: with tracing on it always calls, so that the trace has the call's span", async () => {
+		const ledger = new Ledger();
+		const node = await startNode(new MintMemoryCacher({ singleProcess: true, prefix: "t" }), ledger, VIEW_CACHE, { tracing: true });
+		brokers.push(node);
+		for (let i = 0; i < 2; i++) expect(await node.call("reader.view", { id: "t" })).toEqual({ id: "t", balance: 0 });
+		expect([actionRuns(node, "probe.view"), ledger.reads, lookups(node, "probe.view", "hit")]).toEqual([2, 1, 1]);
+	});
+
 	it("refuses cache settings it cannot invalidate exactly", async () => {
 		const broker = new ServiceBroker({ logger: false, cacher: new MintMemoryCacher({ singleProcess: true, prefix: "t" }) });
 		expect(() => broker.createService({ name: "bad", actions: { read: { cache: { keys: ["id"] }, handler: () => 1 } } })).toThrow(/scope, ttl/);
@@ -214,6 +266,15 @@ describeWithInfra(
 			const hits = lookups(nodeA, "probe.view", "hit") + lookups(nodeB, "probe.view", "hit");
 			for (const node of [nodeA, nodeB]) expect((await node.call<{ balance: number }, { id: string }>("probe.view", { id: "r" })).balance).toBe(5);
 			expect(lookups(nodeA, "probe.view", "hit") + lookups(nodeB, "probe.view", "hit")).toBe(hits + 2);
+		});
+
+		it("callCached on one node is answered from the entry the other node's action stored, without running it", async () => {
+			ledger.balances.set("shared", 9);
+			expect(await nodeA.call("probe.view", { id: "shared" })).toEqual({ id: "shared", balance: 9 });
+			await new Promise(resolve => setTimeout(resolve, 20)); // its store has landed
+			const before = [actionRuns(nodeB, "probe.view"), ledger.reads, lookups(nodeB, "probe.view", "hit")];
+			expect(await nodeB.call("reader.view", { id: "shared" })).toEqual({ id: "shared", balance: 9 });
+			expect([actionRuns(nodeB, "probe.view"), ledger.reads, lookups(nodeB, "probe.view", "hit")]).toEqual([before[0], before[1], before[2] + 1]);
 		});
 	},
 );

@@ -3,7 +3,7 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { login, newPerson, signup } from "../helpers/http";
-import { startTestMint, waitFor, type TestMint } from "../helpers/mint";
+import { actionRuns, startTestMint, waitFor, type TestMint } from "../helpers/mint";
 import { topUp, transfer } from "../helpers/money";
 import { closedPort, mailsTo, startSmtp, type TestSmtp } from "../helpers/smtp";
 
@@ -68,6 +68,28 @@ describe("with an SMTP server", () => {
 		const received = await waitFor(() => mailsTo(smtp, recipient.person.email).find(m => m.subject.startsWith("You received")));
 		expect(received.subject).toBe("You received 7.05 USD from Sam Sender");
 		expect(mailsTo(smtp, recipient.person.email).filter(m => m.subject.startsWith("You sent"))).toEqual([]);
+	});
+
+	it("takes the receipts' names and addresses from auth's cache once it holds them, and a renamed sender's next receipt has the new name", async () => {
+		const sender = await signup(mint, newPerson({ firstName: "Cass", lastName: "Cached" }));
+		const recipient = await signup(mint, newPerson({ firstName: "Rory", lastName: "Reader" }));
+		expect((await topUp(mint, sender, 10)).status).toBe(201);
+		const receivedFrom = async (name: string) => {
+			const subject = `You received 1.00 USD from ${name}`;
+			const before = mailsTo(smtp, recipient.person.email).filter(m => m.subject === subject).length;
+			expect((await transfer(mint, sender, 1, recipient.user.id)).status).toBe(201);
+			await waitFor(() => mailsTo(smtp, recipient.person.email).filter(m => m.subject === subject).length > before);
+		};
+		await receivedFrom("Cass Cached");
+		// Both contacts are cached now: the next receipts ask auth nothing.
+		const asked = actionRuns(mint.broker, "auth.contactOf");
+		await receivedFrom("Cass Cached");
+		await waitFor(() => mailsTo(smtp, sender.person.email).filter(m => m.subject === "You sent 1.00 USD to Rory Reader").length === 2);
+		expect(actionRuns(mint.broker, "auth.contactOf")).toBe(asked);
+		// A rename invalidates the sender's entries: the next receipt asks auth for that contact, and has the new name.
+		expect((await mint.http.put("/api/v1/users/me").set("Cookie", sender.cookie).send({ firstName: "Cassandra" })).status).toBe(200);
+		await receivedFrom("Cassandra Cached");
+		expect(actionRuns(mint.broker, "auth.contactOf")).toBe(asked + 1);
 	});
 
 	it("retries after 4xx answers and delivers once the server recovers", async () => {

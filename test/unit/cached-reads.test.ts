@@ -71,7 +71,7 @@ describe("answerFromCache", () => {
 		const { res, written, counted, peek, deps, begun } = setup({});
 		const request = req("GET", "/api/v1/wallet/user?x=1");
 		expect(await answerFromCache(deps, read, request, res)).toBe(true);
-		expect(peek).toHaveBeenCalledWith("wallet.mine", WALLET_MINE_CACHE, { meta: { user: caller }, params: {} });
+		expect(peek).toHaveBeenCalledWith("wallet.mine", WALLET_MINE_CACHE, { meta: { user: caller }, params: {} }, false);
 		expect(written).toEqual({ status: 200, headers: { "Content-Type": "application/json; charset=utf-8" }, body: '{"balance":1.5}' });
 		expect(counted).toEqual([[METRIC.MOLECULER_REQUEST_TOTAL, { service: "api", action: "api.rest", caller: null, type: "local" }]]);
 		expect(begun).toEqual([request]);
