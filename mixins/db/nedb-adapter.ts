@@ -10,6 +10,7 @@ import path from "node:path";
 import Nedb from "@seald-io/nedb";
 import { storeOperationCounter } from "../../lib/business-metrics";
 import { AppendLog } from "./append-log";
+import { indexUpdatesInPlace } from "./nedb-index-update";
 import {
 	checkFilter,
 	isOperatorObject,
@@ -86,6 +87,7 @@ export class NedbAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> {
 		const log = await AppendLog.attach(db);
 		try {
 			await this.prepareIndexes(db);
+			indexUpdatesInPlace(db);
 			await log.written();
 		} catch (err) {
 			// A connect that fails is tried again: it keeps no file open.
