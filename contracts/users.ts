@@ -43,8 +43,8 @@ export interface DirectoryEntry {
 
 /**
  * The cache of auth's actions about a user by id (getUser, contactOf, exists): may lag a node by an
- * event where each node has its own cache. Notifications reads contactOf's entries itself
- * (callCached, lib/cacher.ts) before calling it.
+ * event where each node has its own cache. Notifications reads contactOf's entries, and
+ * transactions exists's, itself (callCached, lib/cacher.ts) before calling.
  */
 export const USER_BY_ID_CACHE = { scope: "id", ttl: 600 } as const satisfies CacheSettings;
 

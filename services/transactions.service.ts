@@ -12,7 +12,7 @@
  * Consumes: its own transaction.* on every node (cache cleaning)
  * Cache:    list, get, history, per caller (scope transactions:<userId>); each recorded change
  *           invalidates its parties' before it is announced
- * Calls:    wallet.debit, wallet.credit, wallet.balanceOf, auth.exists
+ * Calls:    wallet.debit, wallet.credit, wallet.balanceOf, auth.exists (its cache entry read first: lib/cacher.ts callCached)
  * Jobs:     sweep (re-drives transactions whose lease ran out), outbox-relay
  *
  * Exactly once: the process holding a transaction's lease (its creator, or
@@ -34,8 +34,9 @@ import {
 	type TransactionView,
 } from "../contracts/money";
 import type { SignedInMeta } from "../contracts/gateway";
+import { USER_BY_ID_CACHE } from "../contracts/users";
 import { transactionMetrics } from "../lib/business-metrics";
-import type { CacheSettings } from "../lib/cacher";
+import { callCached, type CacheSettings } from "../lib/cacher";
 import type { Config } from "../lib/config";
 import { defineService } from "../lib/define-service";
 import { notFound } from "../lib/errors";
@@ -121,10 +122,10 @@ export default function createTransactionsService(config: Config) {
 				return this.processor.sweepStuck();
 			},
 
-			/** A transfer's request-time checks, made on the caller's context (its request id and trace). */
+			/** A transfer's request-time checks, made on the caller's context (its request id and trace); the recipient from auth's cache entry when it holds one. */
 			transferChecks(ctx: Context): TransferChecks {
 				return {
-					recipientExists: id => ctx.call<boolean, { id: string }>("auth.exists", { id }),
+					recipientExists: id => callCached<boolean>(ctx, "auth.exists", USER_BY_ID_CACHE, { id }),
 					balanceOf: userId => ctx.call<number, { userId: string }>("wallet.balanceOf", { userId }, WALLET_CALL),
 				};
 			},

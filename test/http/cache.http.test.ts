@@ -240,6 +240,20 @@ describe("transactions through the cache", () => {
 	});
 });
 
+describe("a transfer's recipient check through the cache", () => {
+	it("asks auth.exists once per recipient: later transfers read its entry (callCached), and an unknown recipient is still a 404", async () => {
+		const [lena, mo] = [await signup(mint), await signup(mint)];
+		expect((await topUp(mint, lena, 5)).status).toBe(201);
+		const runs = actionRuns(mint.broker, "auth.exists");
+		const hits = lookups(mint.broker, "auth.exists", "hit");
+		for (let i = 0; i < 3; i++) expect((await transfer(mint, lena, 1, mo.user.id)).status).toBe(201);
+		expect([actionRuns(mint.broker, "auth.exists") - runs, lookups(mint.broker, "auth.exists", "hit") - hits]).toEqual([1, 2]);
+		const unknown = "00000000-0000-4000-8000-000000000000";
+		for (let i = 0; i < 2; i++) expect((await transfer(mint, lena, 1, unknown)).status).toBe(404);
+		expect((await mint.http.get("/api/v1/wallet/user").set("Cookie", lena.cookie)).body.balance).toBe(2);
+	});
+});
+
 describe("users through the cache", () => {
 	it("PUT /users/me is seen at once by the owner and by others; a verification changes the own view at once", async () => {
 		const [jack, kim] = [await signup(mint), await signup(mint)];
