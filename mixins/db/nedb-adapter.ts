@@ -11,6 +11,7 @@ import Nedb from "@seald-io/nedb";
 import { storeOperationCounter } from "../../lib/business-metrics";
 import { AppendLog } from "./append-log";
 import { indexUpdatesInPlace } from "./nedb-index-update";
+import { chunkedRewrites } from "./nedb-rewrite";
 import {
 	checkFilter,
 	isOperatorObject,
@@ -83,6 +84,7 @@ export class NedbAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> {
 
 	async connect(): Promise<void> {
 		const db = new Nedb<T>({ filename: this.filename });
+		chunkedRewrites(db);
 		await db.loadDatabaseAsync();
 		const log = await AppendLog.attach(db);
 		try {

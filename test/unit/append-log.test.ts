@@ -148,8 +148,9 @@ describe("AppendLog on a NeDB data file", () => {
 		const adapter = await openAdapter(file);
 		const db = (adapter as unknown as { db: Nedb<Doc> }).db;
 		const storage = require("@seald-io/nedb/lib/storage");
-		// NeDB writes the compacted file aside and renames it: failing there leaves the old file as it was.
-		const rewrite = jest.spyOn(storage, "crashSafeWriteFileLinesAsync").mockRejectedValueOnce(Object.assign(new Error("EIO: i/o error"), { code: "EIO" }));
+		// The rewrite (mixins/db/nedb-rewrite.ts) writes the compacted file aside and renames it: failing on its way (its first
+		// fsync, through NeDB's storage) leaves the old file as it was.
+		const rewrite = jest.spyOn(storage, "flushToStorageAsync").mockRejectedValueOnce(Object.assign(new Error("EIO: i/o error"), { code: "EIO" }));
 		try {
 			await adapter.insert({ _id: "before", n: 1 });
 			const writes = [adapter.insert({ _id: "during", n: 2 })];
