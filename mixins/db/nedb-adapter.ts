@@ -11,6 +11,7 @@ import Nedb from "@seald-io/nedb";
 import { storeOperationCounter } from "../../lib/business-metrics";
 import { AppendLog } from "./append-log";
 import { indexUpdatesInPlace } from "./nedb-index-update";
+import { countMatching, sortedPage } from "./nedb-reads";
 import { chunkedRewrites } from "./nedb-rewrite";
 import {
 	checkFilter,
@@ -162,7 +163,8 @@ export class NedbAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> {
 		const { skip, limit } = paging(params);
 		if (limit) cursor.limit(limit);
 		if (skip) cursor.skip(skip);
-		return cursor.execAsync();
+		// A sorted page: kept as the matches are read, not sorted whole (mixins/db/nedb-reads.ts).
+		return sortedPage<T>(cursor) ?? cursor.execAsync();
 	}
 
 	async findOne(query: object): Promise<T | null> {
@@ -180,12 +182,15 @@ export class NedbAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> {
 		return this.store.findAsync({ _id: { $in: ids } }).execAsync();
 	}
 
-	// Counts in place: no copy of each matching document, unlike find().
+	// Counts in place: no copy of each matching document, unlike find(); and without skip or limit, matching
+	// only what the index NeDB reads from does not already say (mixins/db/nedb-reads.ts).
 	async count(params?: CursorParams | null): Promise<number> {
 		this.counted("count");
 		refuseSearch(params, "NedbAdapter");
-		const cursor = this.store.countAsync(this.filter(params?.query));
+		const query = this.filter(params?.query) as Record<string, unknown>;
 		const { skip, limit } = paging(params);
+		if (!skip && !limit) return countMatching<T>(this.store, query);
+		const cursor = this.store.countAsync(query);
 		if (limit) cursor.limit(limit);
 		if (skip) cursor.skip(skip);
 		return cursor.execAsync();
