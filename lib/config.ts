@@ -89,6 +89,8 @@ export interface Config {
 		pollMs: number;
 		/** Days a sent email's delivery record is kept (for operators, and to send a redelivered event's email once); then it is removed. */
 		keepSentDays: number;
+		/** Without SMTP_URL: how many .eml files DATA_DIR/mail keeps, the newest (0: all). */
+		dirKeep: number;
 	};
 	metricsPort: number;
 	/** Where METRICS_PORT listens: METRICS_HOST, else HOST (0.0.0.0 for a Prometheus in another container or on another host). */
@@ -385,6 +387,7 @@ export function loadConfig(env: Env = process.env): Config {
 			retryMaxMs: int(env, "MAIL_RETRY_MAX_MS", 600_000, 1, 86_400_000),
 			pollMs: int(env, "MAIL_POLL_MS", 1000, 10, 600_000),
 			keepSentDays: int(env, "MAIL_KEEP_SENT_DAYS", 90, 1, 36_500),
+			dirKeep: int(env, "MAIL_DIR_KEEP", 1000, 0, 100_000_000),
 		},
 		metricsPort: int(env, "METRICS_PORT", 0, 0, 65535),
 		metricsHost: listenAddress(env, "METRICS_HOST", host),

@@ -100,6 +100,7 @@ export function createMailTransport(config: Config): MailTransport {
 	}
 	const dir = path.join(config.dataDir, "mail");
 	const transporter = nodemailer.createTransport({ streamTransport: true, buffer: true, newline: "unix" });
+	const mailbox = new KeptNewest(dir, config.mail.dirKeep);
 	return {
 		async send(mail) {
 			const info = await transporter.sendMail({ from, messageId: messageIdFor(from), ...mail });
@@ -118,11 +119,58 @@ export function createMailTransport(config: Config): MailTransport {
 			} catch (err) {
 				if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
 				fs.mkdirSync(dir, { recursive: true });
+				mailbox.forget();
 				fs.writeFileSync(partial, message);
 			}
 			fs.renameSync(partial, file);
+			mailbox.added(path.basename(file));
 			return { messageId: info.messageId, file };
 		},
 		close: () => transporter.close(),
 	};
+}
+
+/**
+ * The development mail-catcher keeps the newest `keep` .eml files (MAIL_DIR_KEEP, as Mailpit keeps
+ * its newest 500): the folder does not grow for ever, nor keep every link ever sent. Their names
+ * start with the time they were written, so their order is the names'. The folder is listed once,
+ * at the first email (and again after it had to be made anew); 0 keeps everything.
+ */
+class KeptNewest {
+	private names: string[] | undefined;
+
+	constructor(
+		private readonly dir: string,
+		private readonly keep: number,
+	) {}
+
+	/** The folder was made anew: list it again at the next email. */
+	forget(): void {
+		this.names = undefined;
+	}
+
+	/** A new file is in the folder: the oldest beyond `keep` go. Never throws: the email is out; what could not go is tried again next time. */
+	added(name: string): void {
+		if (this.keep === 0) return;
+		try {
+			if (this.names) this.names.push(name);
+			else
+				this.names = fs
+					.readdirSync(this.dir)
+					.filter(file => file.endsWith(".eml"))
+					.sort();
+		} catch {
+			this.names = undefined;
+			return;
+		}
+		while (this.names.length > this.keep) {
+			const oldest = this.names[0];
+			try {
+				fs.unlinkSync(path.join(this.dir, oldest));
+			} catch (err) {
+				if ((err as NodeJS.ErrnoException).code !== "ENOENT") return;
+			}
+			this.names.shift();
+		}
+	}
 }

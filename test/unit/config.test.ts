@@ -149,6 +149,8 @@ describe("loadConfig refuses bad variables, naming them", () => {
 		["METRICS_HOST", "metrics host"],
 		["LOG_FORMAT", "yaml"],
 		["LOG_FORMAT", "auto"],
+		["MAIL_DIR_KEEP", "-1"],
+		["MAIL_DIR_KEEP", "many"],
 		["MONGO_URI", "http://x"],
 		["MONGO_URI", "not a url"],
 		["MONGO_URI", "mongodb://"],

@@ -262,6 +262,34 @@ describe("retryDelayMs", () => {
 });
 
 describe("the embedded mail transport (no SMTP_URL)", () => {
+	const emlIn = (folder: string) =>
+		fs
+			.readdirSync(folder)
+			.filter(f => f.endsWith(".eml"))
+			.sort();
+
+	it("keeps the newest MAIL_DIR_KEEP .eml files, those already there counted, other files left alone; 0 keeps them all", async () => {
+		const mailDir = path.join(dir, "mail");
+		fs.mkdirSync(mailDir);
+		const old = ["2020-01-01T00-00-00-000Z-aaaaaaaa.eml", "2020-01-02T00-00-00-000Z-bbbbbbbb.eml"];
+		for (const name of [...old, "notes.txt"]) fs.writeFileSync(path.join(mailDir, name), "x");
+		const transport = createMailTransport(testConfig({ DATA_DIR: dir, MAIL_DIR_KEEP: "3" }));
+		const first = await sendOne(transport, "one@example.com");
+		expect(emlIn(mailDir)).toEqual([...old, path.basename(first)]);
+		const sent = [first];
+		for (const to of ["two@example.com", "three@example.com", "four@example.com"]) sent.push(await sendOne(transport, to));
+		expect(emlIn(mailDir)).toEqual(sent.slice(1).map(f => path.basename(f)));
+		expect(fs.existsSync(path.join(mailDir, "notes.txt"))).toBe(true);
+		// A file removed by hand meanwhile is no trouble.
+		fs.rmSync(sent[1]);
+		sent.push(await sendOne(transport, "five@example.com"));
+		expect(emlIn(mailDir)).toEqual(sent.slice(2).map(f => path.basename(f)));
+
+		const keepAll = createMailTransport(testConfig({ DATA_DIR: dir, MAIL_DIR_KEEP: "0" }));
+		for (const to of ["a@example.com", "b@example.com", "c@example.com"]) await sendOne(keepAll, to);
+		expect(emlIn(mailDir)).toHaveLength(6);
+	});
+
 	it("writes each email as an .eml file under DATA_DIR/mail, making the folder when it is missing, even after it was removed", async () => {
 		const mailDir = path.join(dir, "mail");
 		const transport = createMailTransport(testConfig({ DATA_DIR: dir }));
