@@ -130,6 +130,9 @@ export function createMailTransport(config: Config): MailTransport {
 	};
 }
 
+/** Old .eml files removed per email written, at most. */
+const PRUNE_PER_EMAIL = 10;
+
 /**
  * The development mail-catcher keeps the newest `keep` .eml files (MAIL_DIR_KEEP, as Mailpit keeps
  * its newest 500): the folder does not grow for ever, nor keep every link ever sent. Their names
@@ -163,14 +166,17 @@ class KeptNewest {
 			this.names = undefined;
 			return;
 		}
-		while (this.names.length > this.keep) {
-			const oldest = this.names[0];
+		// At most PRUNE_PER_EMAIL a time: a folder left far over the bound (by an older version) drains over
+		// the next emails instead of blocking this one for thousands of removals.
+		const excess = Math.min(this.names.length - this.keep, PRUNE_PER_EMAIL);
+		let removed = 0;
+		for (; removed < excess; removed++) {
 			try {
-				fs.unlinkSync(path.join(this.dir, oldest));
+				fs.unlinkSync(path.join(this.dir, this.names[removed]));
 			} catch (err) {
-				if ((err as NodeJS.ErrnoException).code !== "ENOENT") return;
+				if ((err as NodeJS.ErrnoException).code !== "ENOENT") break;
 			}
-			this.names.shift();
 		}
+		this.names.splice(0, removed);
 	}
 }

@@ -285,6 +285,17 @@ describe("the embedded mail transport (no SMTP_URL)", () => {
 		sent.push(await sendOne(transport, "five@example.com"));
 		expect(emlIn(mailDir)).toEqual(sent.slice(2).map(f => path.basename(f)));
 
+		// A folder far over the bound drains ten old files an email, not all at once.
+		for (let i = 0; i < 25; i++) fs.writeFileSync(path.join(mailDir, `2019-01-01T00-00-00-000Z-${String(i).padStart(8, "0")}.eml`), "x");
+		const draining = createMailTransport(testConfig({ DATA_DIR: dir, MAIL_DIR_KEEP: "3" }));
+		const counts: number[] = [];
+		for (let i = 0; i < 4; i++) {
+			sent.push(await sendOne(draining, `drain${i}@example.com`));
+			counts.push(emlIn(mailDir).length);
+		}
+		expect(counts).toEqual([19, 10, 3, 3]);
+		expect(emlIn(mailDir)).toEqual(sent.slice(-3).map(f => path.basename(f)));
+
 		const keepAll = createMailTransport(testConfig({ DATA_DIR: dir, MAIL_DIR_KEEP: "0" }));
 		for (const to of ["a@example.com", "b@example.com", "c@example.com"]) await sendOne(keepAll, to);
 		expect(emlIn(mailDir)).toHaveLength(6);
