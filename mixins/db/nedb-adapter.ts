@@ -11,6 +11,7 @@ import Nedb from "@seald-io/nedb";
 import { storeOperationCounter } from "../../lib/business-metrics";
 import { AppendLog } from "./append-log";
 import { indexUpdatesInPlace } from "./nedb-index-update";
+import { fastDocumentJson } from "./nedb-json";
 import { countMatching, sortedPage } from "./nedb-reads";
 import { chunkedRewrites } from "./nedb-rewrite";
 import {
@@ -84,6 +85,7 @@ export class NedbAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> {
 	}
 
 	async connect(): Promise<void> {
+		fastDocumentJson();
 		const db = new Nedb<T>({ filename: this.filename });
 		chunkedRewrites(db);
 		await db.loadDatabaseAsync();
