@@ -10,6 +10,7 @@ import path from "node:path";
 import Nedb from "@seald-io/nedb";
 import { storeOperationCounter } from "../../lib/business-metrics";
 import { AppendLog } from "./append-log";
+import { bulkIndexLoads } from "./nedb-index-load";
 import { indexUpdatesInPlace } from "./nedb-index-update";
 import { fastDocumentJson } from "./nedb-json";
 import { countMatching, sortedPage } from "./nedb-reads";
@@ -86,6 +87,7 @@ export class NedbAdapter<T> extends PlainDocuments<T> implements DbAdapter<T> {
 
 	async connect(): Promise<void> {
 		fastDocumentJson();
+		bulkIndexLoads();
 		const db = new Nedb<T>({ filename: this.filename });
 		chunkedRewrites(db);
 		await db.loadDatabaseAsync();
