@@ -23,7 +23,8 @@
  *   with `$` or holding a `.`, has nothing NeDB's replacer changes or
  *   refuses: JSON.stringify alone gives the same line. Anything else (a
  *   Date, a `$$deleted` marker, a class instance, a key NeDB refuses, a
- *   document too deep or cyclic to walk here) takes NeDB's own.
+ *   cycle, a document of more than 10,000 objects and arrays) takes NeDB's
+ *   own.
  *
  * Relies on NeDB 3's model module being one shared object (pinned by
  * package-lock.json); test/unit/nedb-json.test.ts checks both functions
