@@ -15,6 +15,7 @@ import { promisify } from "node:util";
 import amqp from "amqplib";
 import { nodeOptions } from "../../lib/node-options";
 import { RABBITMQ_URL, describeWithInfra, rabbitmqNeed, removeFromRabbitmq } from "../helpers/infra";
+import { jsonLines } from "../helpers/json-lines";
 
 const ROOT = path.resolve(__dirname, "../..");
 
@@ -197,12 +198,7 @@ describeWithInfra("the ownership lock across processes", rabbitmqNeed(), () => {
 			proxy.refuse(false);
 
 			expect(await owner.exit).toBe(1);
-			const fatal = owner
-				.output()
-				.split("\n")
-				.filter(l => l.startsWith("{"))
-				.map(l => JSON.parse(l))
-				.filter(l => l.level === 60);
+			const fatal = jsonLines(owner.output()).filter(l => l.level === 60);
 			expect(fatal.map(l => l.msg)).toEqual([
 				`Lost the ownership of wallet: another node in namespace "${namespace}" took it while this node was cut off from RabbitMQ. ` +
 					"Stopping at once, so that two nodes do not write the same data; a restart takes it back once that node is gone, or is refused.",

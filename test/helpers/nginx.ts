@@ -13,6 +13,7 @@ import { freePort } from "./ports";
 import os from "node:os";
 import path from "node:path";
 import { tcpReachable } from "./infra";
+import { jsonLines } from "./json-lines";
 
 export const NGINX_BIN = "/usr/sbin/nginx";
 export const ENVSUBST_BIN = "/usr/bin/envsubst";
@@ -130,12 +131,7 @@ export async function startNginx(opts: { gateways: [string, string]; port?: numb
 		port,
 		origin: `http://127.0.0.1:${port}`,
 		rendered,
-		accessLog: () =>
-			fs
-				.readFileSync(accessLogPath, "utf8")
-				.split("\n")
-				.filter(line => line.startsWith("{"))
-				.map(line => JSON.parse(line) as AccessLogLine),
+		accessLog: () => jsonLines<AccessLogLine>(fs.readFileSync(accessLogPath, "utf8")),
 		errorLog,
 		async stop() {
 			// SIGTERM: nginx's fast shutdown, open streams included.

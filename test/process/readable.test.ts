@@ -14,6 +14,7 @@ import { buildMint, type BuiltMint } from "../helpers/dist";
 import { describeWithInfra } from "../helpers/infra";
 import { testConfig } from "../helpers/mint";
 import { freePort } from "../helpers/ports";
+import { jsonLines } from "../helpers/json-lines";
 
 interface Running {
 	output: () => string;
@@ -110,11 +111,7 @@ describe("the start banner", () => {
 			// Through a pipe, log lines stay pino's JSON lines, with the same fields as ever.
 			expect((await signup(base, "req-json-7")).status).toBe(201);
 			await new Promise(resolve => setTimeout(resolve, 300));
-			const lines = mint
-				.output()
-				.split("\n")
-				.filter(l => l.startsWith("{"))
-				.map(l => JSON.parse(l));
+			const lines = jsonLines(mint.output());
 			const request = lines.find(l => l.msg === "http request" && l.requestId === "req-json-7");
 			expect(Object.keys(request)).toEqual([
 				"level",

@@ -4,6 +4,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { ASYNC_CONTEXT_FRAME, nodeOptions } from "../../lib/node-options";
+import { jsonLines } from "../helpers/json-lines";
 
 const ROOT = path.resolve(__dirname, "../..");
 const SERVER = path.join(ROOT, "dist/server.js");
@@ -105,11 +106,7 @@ describe("npm start's entry point", () => {
 				});
 				expect(res.status).toBe(201);
 				await new Promise(r => setTimeout(r, 300));
-				const lines = mint
-					.output()
-					.split("\n")
-					.filter(l => l.startsWith("{"))
-					.map(l => JSON.parse(l));
+				const lines = jsonLines(mint.output());
 				const tagged = lines.filter(l => l.requestId === "req-log-check-42");
 				expect(tagged.map(l => l.msg)).toEqual(expect.arrayContaining(["user signed up", "http request"]));
 				expect([...new Set(tagged.map(l => l.svc))]).toEqual(expect.arrayContaining(["auth", "api", "notifications"]));
@@ -175,12 +172,7 @@ describe("npm start's entry point", () => {
 			expect((await fetch(`${mint.url}/api/v1/health`)).status).toBe(200);
 			mint.child.kill("SIGUSR2");
 			expect(await mint.exit).toBe(1);
-			const fatal = mint
-				.output()
-				.split("\n")
-				.filter(l => l.startsWith("{"))
-				.map(l => JSON.parse(l))
-				.find(l => l.level === 60);
+			const fatal = jsonLines(mint.output()).find(l => l.level === 60);
 			expect(fatal.msg).toBe(`${logged}; exiting for the supervisor to restart this node`);
 			expect(fatal.err.message).toBe("injected fault");
 		},
