@@ -5,7 +5,6 @@
  * file write fails the writes it carried.
  */
 import fs from "node:fs";
-import fsp from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import Nedb from "@seald-io/nedb";
@@ -93,31 +92,62 @@ describe("AppendLog on a NeDB data file", () => {
 		expect(back.get("c99")).toEqual({ _id: "c99", n: 199 });
 	});
 
+	/** Replaces fs.writeSync on the data file's descriptor (AppendLog writes there synchronously); other writes pass. */
+	function onFileWrites(file: string, write: (real: typeof fs.writeSync, fd: number, data: Buffer, offset: number) => number) {
+		const real = fs.writeSync.bind(fs) as typeof fs.writeSync;
+		const isFile = (fd: number) => {
+			try {
+				return fs.readlinkSync(`/proc/self/fd/${fd}`) === file;
+			} catch {
+				return false;
+			}
+		};
+		return jest
+			.spyOn(fs, "writeSync")
+			.mockImplementation(((fd: number, data: Buffer, offset: number, ...rest: never[]) =>
+				isFile(fd) ? write(real, fd, data, offset) : real(fd, data, offset, ...rest)) as typeof fs.writeSync);
+	}
+
 	it("fails the writes a failed file write carried, and writes them with the next ones: the file never misses what memory has", async () => {
 		const file = path.join(dir, "docs.db");
-		const realOpen = fsp.open;
 		let failures = 0;
-		jest.spyOn(fsp, "open").mockImplementation(async (...args: Parameters<typeof fsp.open>) => {
-			const handle = await realOpen(...args);
-			const append = handle.appendFile.bind(handle);
-			handle.appendFile = async (...a: Parameters<typeof handle.appendFile>) => {
-				if (failures-- > 0) throw Object.assign(new Error("ENOSPC: no space left on device"), { code: "ENOSPC" });
-				return append(...a);
-			};
-			return handle;
+		const spy = onFileWrites(file, (real, fd, data, offset) => {
+			if (failures-- > 0) throw Object.assign(new Error("ENOSPC: no space left on device"), { code: "ENOSPC" });
+			return real(fd, data, offset);
 		});
 		const adapter = await openAdapter(file);
 		try {
 			// The first try and the retry fail: the write is told.
 			failures = 2;
 			await expect(adapter.insert({ _id: "lost", n: 1 })).rejects.toMatchObject({ code: "ENOSPC" });
+			// The retry, on its own a moment later, fails too; the next write carries both lines.
+			for (let waited = 0; waited < 100 && failures > 0; waited++) await new Promise(resolve => setTimeout(resolve, 20));
+			expect(failures).toBe(0);
 			await adapter.insert({ _id: "kept", n: 2 });
 			expect(fs.readFileSync(file, "utf8")).toContain('"_id":"kept"');
+			expect(spy.mock.calls.length).toBeGreaterThanOrEqual(3);
 		} finally {
 			await adapter.disconnect();
 		}
 		jest.restoreAllMocks();
 		expect([...(await reload(file)).keys()].sort()).toEqual(["kept", "lost"]);
+	});
+
+	it("goes on where a short write stopped: every line whole in the file", async () => {
+		const file = path.join(dir, "docs.db");
+		// The file takes at most 7 bytes a write.
+		const spy = onFileWrites(file, (real, fd, data, offset) => real(fd, data, offset, Math.min(7, data.length - offset)));
+		const adapter = await openAdapter(file);
+		try {
+			await Promise.all(Array.from({ length: 20 }, (_, i) => adapter.insert({ _id: `s${i}`, n: i })));
+			expect(spy.mock.calls.length).toBeGreaterThan(20);
+		} finally {
+			await adapter.disconnect();
+		}
+		jest.restoreAllMocks();
+		const back = await reload(file);
+		expect(back.size).toBe(20);
+		for (let i = 0; i < 20; i++) expect(back.get(`s${i}`)).toEqual({ _id: `s${i}`, n: i });
 	});
 
 	it("compacts the file once what was appended outgrows it (and 4 MiB), not before; the documents stay", async () => {
