@@ -6,11 +6,13 @@
  * shared by two nodes.
  */
 import crypto from "node:crypto";
+import type { Socket } from "node:net";
 import Redis from "ioredis";
 import { Cachers, ServiceBroker, type Context } from "moleculer";
 import { CACHE_LOOKUPS_METRIC, callCached, cacheScope, MintMemoryCacher, MintRedisCacher, type ExactCacher } from "../../lib/cacher";
 import { describeWithInfra, tcpReachable } from "../helpers/infra";
 import { actionRuns } from "../helpers/mint";
+import { countSocketWrites } from "../helpers/socket-writes";
 import { redisOptionsOf } from "../../moleculer.config";
 
 const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
@@ -266,6 +268,31 @@ describeWithInfra(
 			const hits = lookups(nodeA, "probe.view", "hit") + lookups(nodeB, "probe.view", "hit");
 			for (const node of [nodeA, nodeB]) expect((await node.call<{ balance: number }, { id: string }>("probe.view", { id: "r" })).balance).toBe(5);
 			expect(lookups(nodeA, "probe.view", "hit") + lookups(nodeB, "probe.view", "hit")).toBe(hits + 2);
+		});
+
+		it("sends a turn's cache commands in one socket write (ioredis's auto-pipelining), each answered as its own", async () => {
+			const ids = Array.from({ length: 20 }, (_, i) => `p${i}`);
+			ids.forEach((id, i) => ledger.balances.set(id, i));
+			// (ioredis's typings leave its socket out.)
+			const writes = countSocketWrites((cacherB.client as unknown as { stream: Socket }).stream);
+			try {
+				// 20 lookups (a scope's token and the entry each: 40 GETs), all misses, in one turn.
+				const views = await Promise.all(ids.map(id => nodeB.call<{ balance: number }, { id: string }>("probe.view", { id })));
+				expect(views.map(view => view.balance)).toEqual(ids.map((_, i) => i));
+				const lookupWrites = writes.count();
+				expect(lookupWrites).toBeGreaterThan(0);
+				expect(lookupWrites).toBeLessThan(10);
+				// 20 invalidations in one turn: one write, each one done (the next reads are misses).
+				writes.reset();
+				await Promise.all(ids.map(id => cacherB.invalidate([cacheScope("probe", id)])));
+				expect(writes.count()).toBe(1);
+			} finally {
+				writes.stop();
+			}
+			const misses = lookups(nodeB, "probe.view", "miss");
+			for (const id of ids.slice(0, 3))
+				expect((await nodeB.call<{ balance: number }, { id: string }>("probe.view", { id })).balance).toBe(ledger.balances.get(id));
+			expect(lookups(nodeB, "probe.view", "miss")).toBe(misses + 3);
 		});
 
 		it("callCached on one node is answered from the entry the other node's action stored, without running it", async () => {
