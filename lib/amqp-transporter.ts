@@ -6,9 +6,11 @@
  * unhandled rejection, which server.ts treats as fatal, so a node could exit
  * 1 on a clean stop. While the transporter disconnects, a packet that cannot
  * go out any more is dropped, as it would be a moment later; at any other
- * time a failed publish still fails.
+ * time a failed publish still fails. And its frames of a turn go out in one
+ * socket write (lib/amqp-corked-writes.ts).
  */
 import { Transporters } from "moleculer";
+import { corkAmqpWrites } from "./amqp-corked-writes";
 
 /** Moleculer's AMQP options, and amqplib's socket options, which it passes on (its typings leave them out). */
 type AmqpOptions = Exclude<ConstructorParameters<typeof Transporters.AMQP>[0], string | undefined> & { socketOptions?: Record<string, unknown> };
@@ -16,6 +18,8 @@ type AmqpOptions = Exclude<ConstructorParameters<typeof Transporters.AMQP>[0], s
 export class StoppingSafeAmqpTransporter extends Transporters.AMQP {
 	constructor(opts: AmqpOptions) {
 		super(opts);
+		// Each connection's frames of a turn go out in one socket write (lib/amqp-corked-writes.ts).
+		corkAmqpWrites();
 	}
 
 	send(topic: string, data: Buffer, meta: object): Promise<void> {

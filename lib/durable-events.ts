@@ -23,6 +23,7 @@
 import crypto from "node:crypto";
 import amqp from "amqplib";
 import type { Middleware, ServiceBroker } from "moleculer";
+import { corkAmqpWrites } from "./amqp-corked-writes";
 import { defineMiddleware } from "./middleware";
 import { currentTrace, type TraceHeaders } from "./request-context";
 import { DURABLE_EVENTS, DURABLE_SUBSCRIPTIONS } from "../contracts/events";
@@ -254,6 +255,7 @@ export class DurableEvents {
 
 	/** A connection and its confirm channel, with the topology declared before anything is published on it. */
 	private async connect(): Promise<amqp.ConfirmChannel> {
+		corkAmqpWrites();
 		const connection = await amqp.connect(this.url, { noDelay: true });
 		let channel: amqp.ConfirmChannel | undefined;
 		const lost = (reason: string) => (err?: unknown) => {
