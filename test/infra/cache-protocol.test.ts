@@ -272,7 +272,7 @@ describeWithInfra(
 
 		it("sends a turn's cache commands in one socket write (ioredis's auto-pipelining), each answered as its own", async () => {
 			const ids = Array.from({ length: 20 }, (_, i) => `p${i}`);
-			ids.forEach((id, i) => ledger.balances.set(id, i));
+			for (const [i, id] of ids.entries()) ledger.balances.set(id, i);
 			// (ioredis's typings leave its socket out.)
 			const writes = countSocketWrites((cacherB.client as unknown as { stream: Socket }).stream);
 			try {
