@@ -142,7 +142,8 @@ export async function generateWorld(dir: string, transactions: number, format: W
 			at: when,
 		});
 	};
-	const completed = (fields: object, amountMinor: number, requestedBy: string) => {
+	// As made without an Idempotency-Key: neither the key nor the request's hash stored.
+	const completed = (fields: object, amountMinor: number) => {
 		const id = crypto.randomUUID();
 		const [pending, processing, done] = [at(), at(), at()];
 		return {
@@ -152,10 +153,8 @@ export async function generateWorld(dir: string, transactions: number, format: W
 				_id: id,
 				...fields,
 				amountMinor,
-				requestedBy,
 				status: "Completed",
 				currency: "USD",
-				requestHash: crypto.randomBytes(32).toString("hex"),
 				history: [
 					{ status: "Pending", at: pending },
 					{ status: "Processing", at: processing },
@@ -169,7 +168,7 @@ export async function generateWorld(dir: string, transactions: number, format: W
 
 	let heavyTransactions = 0;
 	for (let u = 0; u < users; u++) {
-		const tx = completed({ type: "TopUp", userId: userIds[u], parties: [userIds[u]] }, TOP_UP_MINOR, userIds[u]);
+		const tx = completed({ type: "TopUp", userId: userIds[u], parties: [userIds[u]] }, TOP_UP_MINOR);
 		move(u, tx.id, "credit", TOP_UP_MINOR, tx.done);
 		files.transactions.add(tx.doc);
 		if (u === 0) heavyTransactions++;
@@ -183,11 +182,7 @@ export async function generateWorld(dir: string, transactions: number, format: W
 		if (from === to) to = to === users - 1 ? 1 : to + 1;
 		const amountMinor = 1 + Math.floor(random() * 100);
 		if (balance[from] < amountMinor) continue;
-		const tx = completed(
-			{ type: "Transfer", fromUserId: userIds[from], toUserId: userIds[to], parties: [userIds[from], userIds[to]] },
-			amountMinor,
-			userIds[from],
-		);
+		const tx = completed({ type: "Transfer", fromUserId: userIds[from], toUserId: userIds[to], parties: [userIds[from], userIds[to]] }, amountMinor);
 		move(from, tx.id, "debit", -amountMinor, tx.done);
 		move(to, tx.id, "credit", amountMinor, tx.done);
 		files.transactions.add(tx.doc);

@@ -62,21 +62,25 @@ export function replayOf(tx: TransactionEntity, requestHash: string): SubmitResu
 	return { transaction: toTransactionView(tx), replayed: true, final: isFinal(tx.status) };
 }
 
-/** A new transaction, Pending, its creation recorded and counted in the outbox; no undefined fields stored. */
+/**
+ * A new transaction, Pending, its creation recorded and counted in the outbox; no undefined fields stored.
+ * The key and the request's hash only with an Idempotency-Key (nothing else replays a transaction);
+ * who asked is the key's scope, already in its id, and the top-up's user or the sender anyway.
+ */
 export function newTransaction(
 	id: string,
 	draft: TransactionDraft,
 	fields: { currency: string; idempotencyKey?: string; requestHash: string; leaseUntil: number; now: string },
 ): TransactionEntity {
 	const { currency, idempotencyKey, requestHash, leaseUntil, now } = fields;
+	const { requestedBy: _asker, ...asked } = draft;
 	const tx: TransactionEntity = {
 		_id: id,
-		...draft,
+		...asked,
 		parties: partiesOf(draft),
 		status: "Pending",
 		currency,
-		...(idempotencyKey !== undefined ? { idempotencyKey } : {}),
-		requestHash,
+		...(idempotencyKey !== undefined ? { idempotencyKey, requestHash } : {}),
 		leaseUntil,
 		unpublished: 1,
 		history: [{ status: "Pending", at: now }],

@@ -20,11 +20,14 @@ export interface TransactionEntity {
 	userId?: string; // top-up
 	fromUserId?: string; // transfer
 	toUserId?: string; // transfer
-	/** Who asked for it: the top-up's user or the transfer's sender. */
-	requestedBy: string;
 	reason?: string;
+	/**
+	 * Only for a request with an Idempotency-Key: the key, and what a repeat of it is compared with
+	 * (requestHashOf). A transaction without a key is never replayed, so it keeps neither (80 bytes
+	 * of each transfer's document). Transactions of older versions may still hold both, and `requestedBy`.
+	 */
 	idempotencyKey?: string;
-	requestHash: string;
+	requestHash?: string;
 	/**
 	 * Until when the process that holds the transaction drives it; then the sweeper may.
 	 * Only while it is unfinished: the final move removes it, so its (sparse) index holds the
@@ -43,8 +46,8 @@ export interface TransactionEntity {
 	updatedAt: string;
 }
 
-/** What a request asks for, before it becomes a transaction. */
-export type TransactionDraft = Pick<TransactionEntity, "type" | "amountMinor" | "userId" | "fromUserId" | "toUserId" | "requestedBy">;
+/** What a request asks for, before it becomes a transaction, and who asks (the top-up's user or the transfer's sender: the key's scope). */
+export type TransactionDraft = Pick<TransactionEntity, "type" | "amountMinor" | "userId" | "fromUserId" | "toUserId"> & { requestedBy: string };
 
 export const toTransactionView = (tx: TransactionEntity): TransactionView => ({
 	id: tx._id,

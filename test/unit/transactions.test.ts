@@ -367,6 +367,10 @@ describe("TransactionSubmitter", () => {
 		expect(stored.unpublished).toBeUndefined();
 		expect(stored.leaseUntil).toBeUndefined();
 		expect(stored.history.map(h => h.status)).toEqual(["Pending", "Processing", "Completed"]);
+		// Without an Idempotency-Key nothing can replay it: no key, no request hash, no separate asker stored.
+		expect(Object.keys(stored).sort()).toEqual(
+			["_id", "amountMinor", "createdAt", "currency", "fromUserId", "history", "parties", "status", "toUserId", "type", "updatedAt"].sort(),
+		);
 	});
 
 	it("answers a repeated Idempotency-Key with the original transaction, and moves the money once", async () => {
@@ -376,6 +380,30 @@ describe("TransactionSubmitter", () => {
 		expect(first).toMatchObject({ replayed: false, final: true, transaction: { id: transactionIdFor("u1", "key-1"), status: "Completed", amount: 4 } });
 		expect(again).toEqual({ ...first, replayed: true });
 		expect(wallet.balances).toEqual({ u1: 600, u2: 400 });
+		// With a key, the key and what a repeat is compared with are kept.
+		const stored = await load(first.transaction.id);
+		expect(stored).toMatchObject({ idempotencyKey: "key-1", requestHash: requestHashOf(transferDraft(4, "u1", "u2", 50_000_00)) });
+		expect(stored).not.toHaveProperty("requestedBy");
+	});
+
+	it("replays a transaction an older version stored with its asker, and still refuses another request under its key", async () => {
+		const { submitter, checks } = submitterWith({ u1: 1000 });
+		const id = transactionIdFor("u1", "old-key");
+		const draft = transferDraft(3, "u1", "u2", 50_000_00);
+		const { requestedBy, ...asked } = draft;
+		await store.insert({
+			...newTransaction(id, draft, { currency: "USD", requestHash: requestHashOf(draft), leaseUntil: 1, now: at }),
+			...asked,
+			requestedBy,
+			idempotencyKey: "old-key",
+			requestHash: requestHashOf(draft),
+			status: "Completed",
+		} as TransactionEntity);
+		await expect(submitter.submit(transferDraft(3, "u1", "u2", 50_000_00), "old-key", checks)).resolves.toMatchObject({
+			replayed: true,
+			transaction: { id, amount: 3 },
+		});
+		await expect(submitter.submit(transferDraft(5, "u1", "u2", 50_000_00), "old-key", checks)).rejects.toMatchObject({ code: 422 });
 	});
 
 	it("refuses the same key with another request (422), and checks a transfer before recording it", async () => {
