@@ -135,8 +135,6 @@ export async function generateWorld(dir: string, transactions: number, format: W
 			walletId: walletIds[u],
 			seq: version[u],
 			movement: `${txId}:${direction}`,
-			txId,
-			direction,
 			deltaMinor,
 			balanceAfterMinor: balance[u],
 			at: when,

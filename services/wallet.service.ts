@@ -59,7 +59,7 @@ export default function createWalletService(config: Config) {
 		name: "wallet",
 		mixins: [
 			DbMixin(config, "wallet", { name: "wallets", indexes: [{ fields: { userId: 1 }, unique: true }] }, [
-				{ name: "entries", indexes: [{ fields: { movement: 1 }, unique: true }, { fields: { walletId: 1 } }, { fields: { txId: 1 } }] },
+				{ name: "entries", indexes: [{ fields: { movement: 1 }, unique: true }, { fields: { walletId: 1 } }] },
 			]),
 			HealthMixin("wallet"),
 			CacheCleaner({ "wallet.created": ["userId"], "wallet.credited": ["userId"], "wallet.debited": ["userId"] }),

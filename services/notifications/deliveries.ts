@@ -33,8 +33,10 @@ import type { MailTemplates, MailTransport, RenderedMail, SentMail, TemplateName
 export type DeliveryStatus = "pending" | "sent" | "failed-retrying" | "dead";
 
 export interface DeliveryEntity {
+	/** deliveryIdFor(event id, template, recipient): what makes a duplicated event's email a duplicate. */
 	_id: string;
-	eventId: string;
+	/** In records written before 2026-12-02 only: no query, view or index reads it (the `_id` holds it hashed). */
+	eventId?: string;
 	template: TemplateName;
 	to: string;
 	userId: string;
@@ -53,7 +55,8 @@ export interface DeliveryEntity {
 	nextAttemptAt?: number;
 	/** When it became a dead letter: only while it is one (sparse index). */
 	deadAt?: string;
-	leaseUntil: number;
+	/** Claimed by a sender until then (0: not claimed); gone once the email is sent. */
+	leaseUntil?: number;
 	lastError?: string;
 	messageId?: string;
 	createdAt: string;
@@ -177,7 +180,6 @@ export class Deliveries {
 		const { subject } = this.deps.templates.render(template, { ...publicVars, ...masked });
 		const delivery: DeliveryEntity = {
 			_id: deliveryIdFor(eventId, template, contact.email),
-			eventId,
 			template,
 			to: contact.email.toLowerCase(),
 			userId: contact.id,
@@ -298,15 +300,15 @@ export class Deliveries {
 
 	/**
 	 * Unconditional (the email is out, whoever holds the lease now). What it was rendered from (its variables,
-	 * sealed or not, an older record's rendering) is of no more use: the record keeps what an operator reads.
+	 * sealed or not, an older record's rendering) and its claim are of no more use: the record keeps what an operator reads.
 	 */
 	private async recordSent(delivery: DeliveryEntity, attempts: number, sent: SentMail): Promise<void> {
 		const at = new Date().toISOString();
 		await this.deps.store.updateOne(
 			{ _id: delivery._id },
 			{
-				$set: { status: "sent", attempts, messageId: sent.messageId, sentAt: at, updatedAt: at, leaseUntil: 0 },
-				$unset: { nextAttemptAt: true, deadAt: true, lastError: true, vars: true, sealedVars: true, html: true, text: true },
+				$set: { status: "sent", attempts, messageId: sent.messageId, sentAt: at, updatedAt: at },
+				$unset: { nextAttemptAt: true, deadAt: true, lastError: true, leaseUntil: true, vars: true, sealedVars: true, html: true, text: true },
 			},
 		);
 	}

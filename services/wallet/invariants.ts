@@ -4,7 +4,7 @@
  * quiet system: a transaction in flight shows up as a violation until it ends.
  */
 import type { TransactionFact, TransactionFacts } from "../../contracts/money";
-import type { LedgerEntry, WalletDoc } from "./ledger";
+import { type LedgerEntry, Ledger, type WalletDoc } from "./ledger";
 
 export interface InvariantReport {
 	ok: boolean;
@@ -33,12 +33,13 @@ export function checkLedger(wallets: WalletDoc[], entries: LedgerEntry[], facts:
 		}
 	}
 
-	const entriesByTx = groupBy(entries, e => e.txId);
+	const movements = entries.map(e => ({ ...Ledger.movementOf(e), entry: e }));
+	const movementsByTx = groupBy(movements, m => m.txId);
 	const known = new Set(facts.transactions.map(t => t.id));
-	for (const txId of entriesByTx.keys()) if (!known.has(txId)) violations.push(`entries for unknown transaction ${txId}`);
+	for (const txId of movementsByTx.keys()) if (!known.has(txId)) violations.push(`entries for unknown transaction ${txId}`);
 
 	for (const tx of facts.transactions) {
-		const moves = (entriesByTx.get(tx.id) ?? []).map(e => `${e.direction}:${userOfWallet.get(e.walletId)}:${e.deltaMinor}`).sort();
+		const moves = (movementsByTx.get(tx.id) ?? []).map(({ direction, entry }) => `${direction}:${userOfWallet.get(entry.walletId)}:${entry.deltaMinor}`).sort();
 		const expected = expectedMoves(tx, moves);
 		if (expected && !sameList(moves, expected)) {
 			violations.push(`transaction ${tx.id} (${tx.type} ${tx.status}) moved [${moves.join(" ")}], expected [${expected.join(" ")}]`);

@@ -39,9 +39,8 @@ export interface LedgerEntry {
 	_id: string; // walletId:seq
 	walletId: string;
 	seq: number;
-	movement: string; // txId:direction, unique
-	txId: string;
-	direction: Direction;
+	/** `<txId>:<direction>`, unique: the transaction and the direction, kept in this one field (Ledger.movementOf reads them back). */
+	movement: string;
 	deltaMinor: number; // signed
 	balanceAfterMinor: number;
 	at: string;
@@ -68,6 +67,12 @@ export class Ledger {
 		return `${txId}:${direction}`;
 	}
 
+	/** The transaction and the direction of an entry's movement (a txId may hold a colon; a direction never does). */
+	static movementOf(entry: Pick<LedgerEntry, "movement">): { txId: string; direction: Direction } {
+		const colon = entry.movement.lastIndexOf(":");
+		return { txId: entry.movement.slice(0, colon), direction: entry.movement.slice(colon + 1) as Direction };
+	}
+
 	/**
 	 * Applies a signed amount to a wallet once per (txId, direction). `known`
 	 * is the wallet as the caller just read it, if it did.
@@ -86,16 +91,16 @@ export class Ledger {
 		const movement = Ledger.movementKey(txId, direction);
 		const wallet = known?._id === walletId ? known : await this.wallets.findOne({ _id: walletId });
 		if (!wallet) throw new WalletNotFound(`No wallet ${walletId}`);
-		const entry = this.entryAfter(wallet, movement, txId, direction, deltaMinor);
+		const entry = this.entryAfter(wallet, movement, deltaMinor);
 		if (entry.balanceAfterMinor >= 0 && (await this.logged(entry))) {
 			await this.advance(wallet, entry);
 			return { outcome: "applied", entry, balanceMinor: entry.balanceAfterMinor };
 		}
-		return this.applyCarefully(walletId, movement, txId, direction, deltaMinor);
+		return this.applyCarefully(walletId, movement, deltaMinor);
 	}
 
 	/** The careful way: settle, look the movement up, then log and apply it, again while other writers win. */
-	private async applyCarefully(walletId: string, movement: string, txId: string, direction: Direction, deltaMinor: number): Promise<ApplyResult> {
+	private async applyCarefully(walletId: string, movement: string, deltaMinor: number): Promise<ApplyResult> {
 		for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
 			const wallet = await this.settle(walletId);
 			const existing = await this.entries.findOne({ movement });
@@ -107,7 +112,7 @@ export class Ledger {
 				if (existing.seq > wallet.version) continue;
 				return { outcome: "already-applied", entry: existing, balanceMinor: wallet.balanceMinor };
 			}
-			const entry = this.entryAfter(wallet, movement, txId, direction, deltaMinor);
+			const entry = this.entryAfter(wallet, movement, deltaMinor);
 			if (entry.balanceAfterMinor < 0) return { outcome: "insufficient-funds", balanceMinor: wallet.balanceMinor };
 			// A clash: another writer took this seq or this movement.
 			if (!(await this.logged(entry))) continue;
@@ -118,15 +123,13 @@ export class Ledger {
 	}
 
 	/** The entry that would follow the wallet's version. */
-	private entryAfter(wallet: WalletDoc, movement: string, txId: string, direction: Direction, deltaMinor: number): LedgerEntry {
+	private entryAfter(wallet: WalletDoc, movement: string, deltaMinor: number): LedgerEntry {
 		const seq = wallet.version + 1;
 		return {
 			_id: `${wallet._id}:${seq}`,
 			walletId: wallet._id,
 			seq,
 			movement,
-			txId,
-			direction,
 			deltaMinor,
 			balanceAfterMinor: wallet.balanceMinor + deltaMinor,
 			at: this.now().toISOString(),

@@ -1,6 +1,8 @@
 /** Money at service level: concurrency, retries after a timeout, crashes between steps, the sweeper. */
 import { Errors } from "moleculer";
+import { MOVEMENT_DIRECTIONS } from "../../contracts/money";
 import { defineMiddleware } from "../../lib/middleware";
+import { Ledger, type LedgerEntry } from "../../services/wallet/ledger";
 import { startTestMint, waitFor, type TestMint } from "../helpers/mint";
 import { newPerson, signup, type Session } from "../helpers/http";
 import { expectInvariants } from "../helpers/money";
@@ -33,8 +35,11 @@ async function insertAbandoned(mint: TestMint, tx: { _id: string; status: "Pendi
 	});
 }
 
+/** A transaction's ledger entries, found by their unique movement keys, with the direction each holds. */
 async function entriesOf(mint: TestMint, txId: string) {
-	return (mint.broker.getLocalService("wallet") as any).stores.entries.find({ query: { txId } });
+	const movement = { $in: MOVEMENT_DIRECTIONS.map(direction => Ledger.movementKey(txId, direction)) };
+	const entries: LedgerEntry[] = await (mint.broker.getLocalService("wallet") as any).stores.entries.find({ query: { movement } });
+	return entries.map(entry => ({ ...entry, ...Ledger.movementOf(entry) }));
 }
 
 describe("500 concurrent mixed transfers among 20 users, some overdrawing", () => {

@@ -52,7 +52,7 @@ describeWithInfra("money on MongoDB", MONGO_NEED, () => {
 			expect(results.filter(r => r.outcome === "applied")).toHaveLength(1);
 			const cas = await Promise.all(Array.from({ length: 10 }, (_, i) => nodes[i % 2].wallets.updateOne({ _id: "w1", version: 1 }, { $inc: { version: 1 } })));
 			expect(cas.reduce((a, b) => a + b, 0)).toBe(1);
-			expect(await nodes[1].entries.count({ query: { txId: "tx-race" } })).toBe(1);
+			expect(await nodes[1].entries.count({ query: { movement: "tx-race:credit" } })).toBe(1);
 			expect((await nodes[1].ledger.settle("w1")).balanceMinor).toBe(100);
 		} finally {
 			for (const node of nodes) {

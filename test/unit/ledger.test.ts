@@ -83,6 +83,21 @@ function ledgerSuite(): void {
 			expect(await balance()).toBe(500);
 		});
 
+		it("stores an entry with its movement in one field, read back as transaction and direction", async () => {
+			await ledger.apply("w1", "topup:7", "credit", 500);
+			const [entry] = await entries.find({});
+			expect(entry).toEqual({
+				_id: "w1:1",
+				walletId: "w1",
+				seq: 1,
+				movement: "topup:7:credit",
+				deltaMinor: 500,
+				balanceAfterMinor: 500,
+				at: expect.any(String),
+			});
+			expect(Ledger.movementOf(entry)).toEqual({ txId: "topup:7", direction: "credit" });
+		});
+
 		it("keeps debit and credit of one transaction apart", async () => {
 			await ledger.apply("w1", "tx1", "credit", 500);
 			expect((await ledger.apply("w1", "tx1", "debit", -200)).outcome).toBe("applied");
@@ -103,8 +118,6 @@ function ledgerSuite(): void {
 				walletId: "w1",
 				seq: 2,
 				movement: "tx2:credit",
-				txId: "tx2",
-				direction: "credit",
 				deltaMinor: 250,
 				balanceAfterMinor: 750,
 				at: "t",
@@ -201,7 +214,7 @@ describeWithInfra("on MongoDB", MONGO_NEED, () => {
 		expect((await interrupted.apply("w1", "tx1", "credit", 500)).outcome).toBe("applied");
 		expect((await ledger.apply("w1", "tx1", "credit", 500)).outcome).toBe("already-applied");
 		expect(await ledger.settle("w1")).toMatchObject({ balanceMinor: 500, version: 1 });
-		expect(await entries.count({ query: { txId: "tx1" } })).toBe(1);
+		expect(await entries.count({ query: { movement: "tx1:credit" } })).toBe(1);
 	}, 120_000);
 
 	it("a primary step-down in the middle of transition() moves the transaction once", async () => {
