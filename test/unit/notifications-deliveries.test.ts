@@ -295,12 +295,37 @@ describe("the embedded mail transport (no SMTP_URL)", () => {
 			sent.push(await sendOne(draining, `drain${i}@example.com`));
 			counts.push(emlIn(mailDir).length);
 		}
-		expect(counts).toEqual([19, 10, 3, 3]);
+		// (Each new email written over the oldest file, then ten more removed.)
+		expect(counts).toEqual([18, 8, 3, 3]);
 		expect(emlIn(mailDir)).toEqual(sent.slice(-3).map(f => path.basename(f)));
 
 		const keepAll = createMailTransport(testConfig({ DATA_DIR: dir, MAIL_DIR_KEEP: "0" }));
 		for (const to of ["a@example.com", "b@example.com", "c@example.com"]) await sendOne(keepAll, to);
 		expect(emlIn(mailDir)).toHaveLength(6);
+	});
+
+	it("once the folder is full, writes each email over the oldest file, whole: no file created, none removed", async () => {
+		const mailDir = path.join(dir, "mail");
+		fs.mkdirSync(mailDir);
+		// Longer than any email: what is left of it must not show in the email written over it.
+		const oldNames = ["2020-01-01T00-00-00-000Z-aaaaaaaa.eml", "2020-01-02T00-00-00-000Z-bbbbbbbb.eml"];
+		for (const name of oldNames) fs.writeFileSync(path.join(mailDir, name), "x".repeat(20_000));
+		const inodes = oldNames.map(name => fs.statSync(path.join(mailDir, name)).ino);
+		const transport = createMailTransport(testConfig({ DATA_DIR: dir, MAIL_DIR_KEEP: "2" }));
+		const first = await sendOne(transport, "one@example.com");
+		const second = await sendOne(transport, "two@example.com");
+		expect(emlIn(mailDir)).toEqual([first, second].map(f => path.basename(f)));
+		expect([first, second].map(f => fs.statSync(f).ino)).toEqual(inodes);
+		for (const [file, to] of [
+			[first, "one@example.com"],
+			[second, "two@example.com"],
+		]) {
+			const text = fs.readFileSync(file, "utf8");
+			expect(text).toContain(`To: ${to}`);
+			expect(text).not.toContain("xxxx");
+			expect(text.length).toBeLessThan(5_000);
+		}
+		expect(fs.readdirSync(mailDir).sort()).toEqual(emlIn(mailDir));
 	});
 
 	it("writes each email as an .eml file under DATA_DIR/mail, making the folder when it is missing, even after it was removed", async () => {
