@@ -103,7 +103,10 @@ export default function createNotificationsService(config: Config) {
 
 			/** A delivery record (nothing when this event already produced this email), and the worker kicked to send it. */
 			async enqueue(...delivery: Parameters<Deliveries["enqueue"]>): Promise<void> {
-				if (await this.deliveries.enqueue(...delivery)) this.kick();
+				if (!(await this.deliveries.enqueue(...delivery))) return;
+				// Stopping (an event still in flight): this node sends nothing more, so the record is handed back now.
+				if (this.stopping) await this.deliveries.release();
+				else this.kick();
 			},
 
 			/** Dead letters (one, or all) back to pending, and the worker kicked; how many. */
@@ -260,6 +263,9 @@ export default function createNotificationsService(config: Config) {
 			this.stopping = true;
 			// Joins the worker's run in flight, if any (a new run sees `stopping` and returns at once): its email goes out before the transport closes.
 			await this.runJob(MAIL_WORKER);
+			// What this node inserted and did not send is due at once for the others (or for it, restarted), not a lease later.
+			const released = await this.deliveries.release();
+			if (released > 0) this.logger.info({ released }, "unsent emails handed back");
 			this.transport.close();
 		},
 	});

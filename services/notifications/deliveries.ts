@@ -51,7 +51,7 @@ export interface DeliveryEntity {
 	text?: string;
 	status: DeliveryStatus;
 	attempts: number;
-	/** When the next attempt is due: only while the email is pending or failed-retrying (sparse index). */
+	/** When the next attempt is due: only while the email is pending or failed-retrying (sparse index); while claimed, when the claim lapses. */
 	nextAttemptAt?: number;
 	/** When it became a dead letter: only while it is one (sparse index). */
 	deadAt?: string;
@@ -155,9 +155,17 @@ function sendError(err: unknown): string {
 	return `${e.responseCode ?? e.code ?? "error"}: ${String(e.message ?? err).slice(0, 300)}`;
 }
 
+/** A record to send in a pass: claimed when it was inserted here (its lease this node's), or to claim first. */
+interface DueDelivery {
+	delivery: DeliveryEntity;
+	claimed: boolean;
+}
+
 export class Deliveries {
 	/** When the dead letters were last counted (0: never, or a change since). */
 	private deadLettersCountedAt = 0;
+	/** Records this node inserted already claimed, oldest first: the next pass sends them without a claim of their own. */
+	private readonly inserted: DeliveryEntity[] = [];
 
 	constructor(private readonly deps: DeliveriesDeps) {}
 
@@ -165,6 +173,10 @@ export class Deliveries {
 	 * The delivery record; a second record for the same (event, template, recipient) is refused.
 	 * secretVars (one-time tokens and the links that carry them) are stored sealed only.
 	 * True when the record is new (there is something to send), false when this event already produced this email.
+	 *
+	 * Inserted claimed by this node, to be sent by its next pass: no claim of its own (one store write less
+	 * an email), and no other node's query finds it (it is due, for them, once the lease lapses: a node that
+	 * dies with it unsent leaves it to the others a lease later; one that stops hands it back, release()).
 	 */
 	async enqueue(
 		eventId: string,
@@ -188,13 +200,13 @@ export class Deliveries {
 			...(Object.keys(secretVars).length > 0 ? { sealedVars: seal(JSON.stringify(secretVars), this.deps.secrets.current, "mail-vars") } : {}),
 			status: "pending",
 			attempts: 0,
-			nextAttemptAt: Date.now(),
-			leaseUntil: 0,
+			...this.leaseFrom(Date.now()),
 			createdAt: now,
 			updatedAt: now,
 		};
 		try {
 			await this.deps.store.insert(delivery);
+			this.inserted.push(delivery);
 			return true;
 		} catch (err) {
 			if (isDuplicateKeyError(err)) return false;
@@ -202,40 +214,72 @@ export class Deliveries {
 		}
 	}
 
+	/** A claim from `now`: held until the lease lapses, when the email is due again for any node. */
+	private leaseFrom(now: number): { leaseUntil: number; nextAttemptAt: number } {
+		const leaseUntil = now + SENDING_LEASE_MS;
+		return { leaseUntil, nextAttemptAt: leaseUntil };
+	}
+
 	/**
-	 * One pass of the worker: claims and sends the records that are due, SEND_CONCURRENCY at a time, until
-	 * `stopping()` says otherwise. Whether more may be due (a full batch was found): the worker goes on at once.
+	 * One pass of the worker: sends what this node inserted since the last pass, and claims and sends the
+	 * records that are due (failed ones past their backoff, revived ones, those whose claim lapsed),
+	 * SEND_CONCURRENCY at a time, until `stopping()` says otherwise. Whether more may be due (a full batch
+	 * was found, or more were inserted meanwhile): the worker goes on at once.
 	 */
 	async deliverDue(stopping: () => boolean): Promise<boolean> {
 		if (stopping()) return false;
 		const now = Date.now();
-		const due = await this.deps.store.find({
+		// An inserted record whose lease is half gone is claimed anew first: its send must not outlive the lease.
+		const mine = this.inserted.splice(0, BATCH).map(delivery => ({ delivery, claimed: (delivery.leaseUntil ?? 0) - now > SENDING_LEASE_MS / 2 }));
+		const found = await this.deps.store.find({
 			query: { nextAttemptAt: { $lte: now }, leaseUntil: { $lt: now }, status: { $in: ["pending", "failed-retrying"] } },
 			sort: ["nextAttemptAt"],
 			limit: BATCH,
 		});
+		const due: DueDelivery[] = [...mine, ...found.map(delivery => ({ delivery, claimed: false }))];
 		let next = 0;
 		let failure: { err: unknown } | undefined;
 		const sender = async () => {
 			// A failed "sent" mark stops the pass: with the store failing, every email sent now would go twice.
 			while (next < due.length && !failure && !stopping()) {
-				const delivery = due[next++];
+				const { delivery, claimed } = due[next++];
 				try {
-					// Claim it: several notifications nodes may run this loop at once.
-					const claimed = await this.deps.store.updateOne(
-						{ _id: delivery._id, status: delivery.status, leaseUntil: delivery.leaseUntil },
-						{ $set: { leaseUntil: Date.now() + SENDING_LEASE_MS } },
-					);
-					if (claimed === 1) await this.attempt(delivery);
+					if (claimed || (await this.claim(delivery))) await this.attempt(delivery);
 				} catch (err) {
 					failure ??= { err };
 				}
 			}
 		};
 		await Promise.all(Array.from({ length: Math.min(SEND_CONCURRENCY, due.length) }, sender));
+		// This node's records the pass did not reach (stopping, or a failure) wait for the next pass, or release().
+		this.inserted.unshift(...due.slice(next, mine.length).map(d => d.delivery));
 		if (failure) throw failure.err;
 		await this.reportDeadLetters();
-		return due.length === BATCH;
+		return this.inserted.length > 0 || found.length === BATCH;
+	}
+
+	/** Claims a record as it was read: several notifications nodes may run their passes at once, one claim per lease wins. */
+	private async claim(delivery: DeliveryEntity): Promise<boolean> {
+		const lease = this.leaseFrom(Date.now());
+		const claimed = await this.deps.store.updateOne({ _id: delivery._id, status: delivery.status, leaseUntil: delivery.leaseUntil }, { $set: lease });
+		Object.assign(delivery, lease);
+		return claimed === 1;
+	}
+
+	/**
+	 * Hands back the records this node inserted and has not sent (it is stopping): due now for any node, as
+	 * if never claimed. Those another node claimed meanwhile (their lease lapsed here) are left to it. How many.
+	 */
+	async release(): Promise<number> {
+		const unsent = this.inserted.splice(0);
+		let released = 0;
+		for (const d of unsent) {
+			released += await this.deps.store.updateOne(
+				{ _id: d._id, status: d.status, leaseUntil: d.leaseUntil },
+				{ $set: { leaseUntil: 0, nextAttemptAt: Date.now() } },
+			);
+		}
+		return released;
 	}
 
 	/**

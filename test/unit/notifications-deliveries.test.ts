@@ -56,7 +56,12 @@ beforeEach(async () => {
 	sent = [];
 	refuse = undefined;
 	counted = [];
-	deliveries = new Deliveries({
+	deliveries = newDeliveries();
+});
+
+/** A notifications node's Deliveries on the test's store (a second one is another node). */
+const newDeliveries = () =>
+	new Deliveries({
 		store,
 		templates: new MailTemplates(),
 		transport,
@@ -65,7 +70,6 @@ beforeEach(async () => {
 		logger: { info() {}, warn() {} },
 		count: (template, result) => void counted.push([template, result]),
 	});
-});
 afterEach(async () => {
 	// Disconnecting stops NeDB's autocompaction timer, which would keep Jest alive.
 	await store.disconnect();
@@ -139,11 +143,70 @@ describe("Deliveries", () => {
 		expect(counted).toEqual([["welcome", "sent"]]);
 		await sendDue();
 		expect(sent).toHaveLength(1);
-		// The lease lapses: the email goes again (a duplicate, never a loss), and this time the mark sticks.
-		await store.updateOne({ _id: claimed._id }, { $set: { leaseUntil: 0 } });
+		// The lease lapses (and with it the email is due again): it goes again (a duplicate, never a loss), and this time the mark sticks.
+		expect(claimed.nextAttemptAt).toBe(claimed.leaseUntil);
+		await store.updateOne({ _id: claimed._id }, { $set: { leaseUntil: Date.now() - 1, nextAttemptAt: Date.now() - 1 } });
 		await sendDue();
 		expect(sent).toHaveLength(2);
 		expect(await record()).toMatchObject({ status: "sent", attempts: 1, messageId: "<2@test>" });
+	});
+
+	it("sends what it inserted with no claim of its own, and no other node finds it meanwhile", async () => {
+		const before = Date.now();
+		await welcome();
+		const inserted = await record();
+		expect(inserted.leaseUntil).toBeGreaterThanOrEqual(before + 60_000);
+		expect(inserted.nextAttemptAt).toBe(inserted.leaseUntil);
+		const other = newDeliveries();
+		expect(await other.deliverDue(() => false)).toBe(false);
+		expect(sent).toEqual([]);
+		const writes = jest.spyOn(store, "updateOne");
+		await sendDue();
+		// The "sent" mark only.
+		expect(writes).toHaveBeenCalledTimes(1);
+		writes.mockRestore();
+		expect(sent.map(m => m.to)).toEqual(["grace@example.com"]);
+		expect(await record()).toMatchObject({ status: "sent", attempts: 1 });
+	});
+
+	it("hands back what it inserted and did not send: due at once for another node, sent once", async () => {
+		await welcome();
+		expect(await deliveries.release()).toBe(1);
+		expect(await deliveries.release()).toBe(0);
+		expect(await record()).toMatchObject({ status: "pending", leaseUntil: 0 });
+		await newDeliveries().deliverDue(() => false);
+		await sendDue();
+		expect(sent).toHaveLength(1);
+		expect(await record()).toMatchObject({ status: "sent", attempts: 1 });
+	});
+
+	it("claims what it inserted once the lease is half gone, and sends nothing another node took after it lapsed", async () => {
+		const start = Date.now();
+		const clock = jest.spyOn(Date, "now");
+		try {
+			await welcome();
+			// 31 s later, unsent (a long backlog): claimed anew before it goes.
+			clock.mockReturnValue(start + 31_000);
+			const writes = jest.spyOn(store, "updateOne");
+			await sendDue();
+			expect(writes).toHaveBeenCalledTimes(2);
+			writes.mockRestore();
+			expect(sent).toHaveLength(1);
+
+			// Another email inserted here, unsent past its lease: another node claims and sends it; this one then sends nothing.
+			await deliveries.enqueue(EVENT_ID, "topup-completed", GRACE, { amount: "$1.00", transactionId: "t1", at: "now" });
+			clock.mockReturnValue(start + 31_000 + 61_000);
+			await newDeliveries().deliverDue(() => false);
+			expect(sent).toHaveLength(2);
+			await sendDue();
+			expect(sent).toHaveLength(2);
+			expect(counted).toEqual([
+				["welcome", "sent"],
+				["topup-completed", "sent"],
+			]);
+		} finally {
+			clock.mockRestore();
+		}
 	});
 
 	it("a failed attempt never overwrites the 'sent' mark of a sender that raced it", async () => {
@@ -307,9 +370,10 @@ describe("the embedded mail transport (no SMTP_URL)", () => {
 	it("once the folder is full, writes each email over the oldest file, whole: no file created, none removed", async () => {
 		const mailDir = path.join(dir, "mail");
 		fs.mkdirSync(mailDir);
-		// Longer than any email: what is left of it must not show in the email written over it.
+		// One longer than any email (what is left of it must not show in the email written over it), one shorter.
 		const oldNames = ["2020-01-01T00-00-00-000Z-aaaaaaaa.eml", "2020-01-02T00-00-00-000Z-bbbbbbbb.eml"];
-		for (const name of oldNames) fs.writeFileSync(path.join(mailDir, name), "x".repeat(20_000));
+		fs.writeFileSync(path.join(mailDir, oldNames[0]), "x".repeat(20_000));
+		fs.writeFileSync(path.join(mailDir, oldNames[1]), "x".repeat(10));
 		const inodes = oldNames.map(name => fs.statSync(path.join(mailDir, name)).ino);
 		const transport = createMailTransport(testConfig({ DATA_DIR: dir, MAIL_DIR_KEEP: "2" }));
 		const first = await sendOne(transport, "one@example.com");
@@ -322,6 +386,9 @@ describe("the embedded mail transport (no SMTP_URL)", () => {
 		]) {
 			const text = fs.readFileSync(file, "utf8");
 			expect(text).toContain(`To: ${to}`);
+			expect(text).toContain(`Subject: Hello ${to}`);
+			// Whole: the multipart message's closing boundary last, nothing of the old file after it.
+			expect(text).toMatch(/\n--[^\n]+--\n?$/);
 			expect(text).not.toContain("xxxx");
 			expect(text.length).toBeLessThan(5_000);
 		}
