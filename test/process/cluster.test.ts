@@ -86,7 +86,10 @@ const portFree = (port: number) =>
 /** The first of `count` consecutive free ports. */
 async function freePorts(count: number): Promise<number> {
 	for (let attempt = 0; attempt < 50; attempt++) {
-		const base = 20_000 + crypto.randomInt(40_000);
+		// Below Linux's ephemeral range (32768-60999): there any outgoing connection (this very cluster's, to
+		// RabbitMQ and Redis, or another test's) may take one of the four as its local port before its node
+		// listens on it (EADDRINUSE seen once in CI at 43388).
+		const base = 10_000 + crypto.randomInt(22_000 - count);
 		const free = await Promise.all(Array.from({ length: count }, (_, i) => portFree(base + i)));
 		if (free.every(Boolean)) return base;
 	}
