@@ -332,6 +332,8 @@ describe("the embedded mail transport (no SMTP_URL)", () => {
 			.readdirSync(folder)
 			.filter(f => f.endsWith(".eml"))
 			.sort();
+	/** The files' names in the order a listing sorts them (two emails of one millisecond sort by their random part, not by when they were sent). */
+	const namesOf = (files: string[]) => files.map(f => path.basename(f)).sort();
 
 	it("keeps the newest MAIL_DIR_KEEP .eml files, those already there counted, other files left alone; 0 keeps them all", async () => {
 		const mailDir = path.join(dir, "mail");
@@ -343,12 +345,12 @@ describe("the embedded mail transport (no SMTP_URL)", () => {
 		expect(emlIn(mailDir)).toEqual([...old, path.basename(first)]);
 		const sent = [first];
 		for (const to of ["two@example.com", "three@example.com", "four@example.com"]) sent.push(await sendOne(transport, to));
-		expect(emlIn(mailDir)).toEqual(sent.slice(1).map(f => path.basename(f)));
+		expect(emlIn(mailDir)).toEqual(namesOf(sent.slice(1)));
 		expect(fs.existsSync(path.join(mailDir, "notes.txt"))).toBe(true);
 		// A file removed by hand meanwhile is no trouble.
 		fs.rmSync(sent[1]);
 		sent.push(await sendOne(transport, "five@example.com"));
-		expect(emlIn(mailDir)).toEqual(sent.slice(2).map(f => path.basename(f)));
+		expect(emlIn(mailDir)).toEqual(namesOf(sent.slice(2)));
 
 		// A folder far over the bound drains ten old files an email, not all at once.
 		for (let i = 0; i < 25; i++) fs.writeFileSync(path.join(mailDir, `2019-01-01T00-00-00-000Z-${String(i).padStart(8, "0")}.eml`), "x");
@@ -360,7 +362,7 @@ describe("the embedded mail transport (no SMTP_URL)", () => {
 		}
 		// (Each new email written over the oldest file, then ten more removed.)
 		expect(counts).toEqual([18, 8, 3, 3]);
-		expect(emlIn(mailDir)).toEqual(sent.slice(-3).map(f => path.basename(f)));
+		expect(emlIn(mailDir)).toEqual(namesOf(sent.slice(-3)));
 
 		const keepAll = createMailTransport(testConfig({ DATA_DIR: dir, MAIL_DIR_KEEP: "0" }));
 		for (const to of ["a@example.com", "b@example.com", "c@example.com"]) await sendOne(keepAll, to);
@@ -378,7 +380,7 @@ describe("the embedded mail transport (no SMTP_URL)", () => {
 		const transport = createMailTransport(testConfig({ DATA_DIR: dir, MAIL_DIR_KEEP: "2" }));
 		const first = await sendOne(transport, "one@example.com");
 		const second = await sendOne(transport, "two@example.com");
-		expect(emlIn(mailDir)).toEqual([first, second].map(f => path.basename(f)));
+		expect(emlIn(mailDir)).toEqual(namesOf([first, second]));
 		expect([first, second].map(f => fs.statSync(f).ino)).toEqual(inodes);
 		for (const [file, to] of [
 			[first, "one@example.com"],
