@@ -108,6 +108,11 @@ export interface DeliveriesDeps {
 
 const SENDING_LEASE_MS = 60_000;
 const BATCH = 50;
+/**
+ * Records a node holds claimed in memory, at most: beyond that (a mail server down or slow while events
+ * keep coming) new ones are inserted unclaimed, due at once for any node, as the store's backlog.
+ */
+export const MAX_HELD = 2_000;
 /** Emails one worker sends at once (each waits on its store writes and the mail server, not on the CPU). */
 export const SEND_CONCURRENCY = 8;
 /** The store indexes these queries rely on: the sparse fields above, and the operator's lookup by user. */
@@ -177,6 +182,7 @@ export class Deliveries {
 	 * Inserted claimed by this node, to be sent by its next pass: no claim of its own (one store write less
 	 * an email), and no other node's query finds it (it is due, for them, once the lease lapses: a node that
 	 * dies with it unsent leaves it to the others a lease later; one that stops hands it back, release()).
+	 * Unclaimed, due at once, when this node already holds MAX_HELD.
 	 */
 	async enqueue(
 		eventId: string,
@@ -190,6 +196,7 @@ export class Deliveries {
 		// Rendered now as well, with the secrets masked: a template that cannot render fails the event, not the send.
 		const masked = Object.fromEntries(Object.keys(secretVars).map(name => [name, SEALED]));
 		const { subject } = this.deps.templates.render(template, { ...publicVars, ...masked });
+		const held = this.inserted.length < MAX_HELD;
 		const delivery: DeliveryEntity = {
 			_id: deliveryIdFor(eventId, template, contact.email),
 			template,
@@ -200,13 +207,13 @@ export class Deliveries {
 			...(Object.keys(secretVars).length > 0 ? { sealedVars: seal(JSON.stringify(secretVars), this.deps.secrets.current, "mail-vars") } : {}),
 			status: "pending",
 			attempts: 0,
-			...this.leaseFrom(Date.now()),
+			...(held ? this.leaseFrom(Date.now()) : { leaseUntil: 0, nextAttemptAt: Date.now() }),
 			createdAt: now,
 			updatedAt: now,
 		};
 		try {
 			await this.deps.store.insert(delivery);
-			this.inserted.push(delivery);
+			if (held) this.inserted.push(delivery);
 			return true;
 		} catch (err) {
 			if (isDuplicateKeyError(err)) return false;

@@ -6,6 +6,7 @@ import { createAdapter } from "../../mixins/db.mixin";
 import {
 	DELIVERY_INDEXES,
 	Deliveries,
+	MAX_HELD,
 	SEND_CONCURRENCY,
 	deliveryIdFor,
 	retryDelayMs,
@@ -207,6 +208,19 @@ describe("Deliveries", () => {
 		} finally {
 			clock.mockRestore();
 		}
+	});
+
+	it("holds at most MAX_HELD records claimed: the next ones are due at once for any node, and each is sent once", async () => {
+		const topUp = (i: number) => deliveries.enqueue(`event-${i}`, "topup-completed", GRACE, { amount: "$1.00", transactionId: `t${i}`, at: "now" });
+		for (let i = 0; i <= MAX_HELD; i++) await topUp(i);
+		expect(await store.count({ query: { leaseUntil: { $gt: Date.now() } } })).toBe(MAX_HELD);
+		await newDeliveries().deliverDue(() => false);
+		expect(sent).toHaveLength(1);
+		while (await sendDue());
+		expect(sent).toHaveLength(MAX_HELD + 1);
+		// Each email once: every transaction's, none twice.
+		expect(new Set(sent.map(m => /Transaction: (\S+)/.exec(m.text)?.[1])).size).toBe(MAX_HELD + 1);
+		expect(await store.count({ query: { status: "sent" } })).toBe(MAX_HELD + 1);
 	});
 
 	it("a failed attempt never overwrites the 'sent' mark of a sender that raced it", async () => {
