@@ -267,9 +267,10 @@ export class Deliveries {
 
 	/** Claims a record as it was read: several notifications nodes may run their passes at once, one claim per lease wins. */
 	private async claim(delivery: DeliveryEntity): Promise<boolean> {
-		const lease = this.leaseFrom(Date.now());
-		const claimed = await this.deps.store.updateOne({ _id: delivery._id, status: delivery.status, leaseUntil: delivery.leaseUntil }, { $set: lease });
-		Object.assign(delivery, lease);
+		const claimed = await this.deps.store.updateOne(
+			{ _id: delivery._id, status: delivery.status, leaseUntil: delivery.leaseUntil },
+			{ $set: this.leaseFrom(Date.now()) },
+		);
 		return claimed === 1;
 	}
 
