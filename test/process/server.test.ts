@@ -159,6 +159,39 @@ describe("npm start's entry point", () => {
 		}
 	}, 60_000);
 
+	it("on the embedded store without Redis, loads neither mongoose nor ioredis (it starts sooner and smaller without them); with REDIS_URL, ioredis", async () => {
+		// What the node loaded, listed from outside the product: a preloaded script writes its packages as it exits.
+		const lister = path.join(dataDir, "list-packages.js");
+		const listed = path.join(dataDir, "packages.json");
+		fs.writeFileSync(
+			lister,
+			`process.on("exit", () => require("node:fs").writeFileSync(${JSON.stringify(listed)}, JSON.stringify([...new Set(Object.keys(require.cache).map(f => /node_modules\\/((?:@[^/]+\\/)?[^/]+)/.exec(f)?.[1]).filter(Boolean))])));\n`,
+		);
+		const loaded = async (env: Record<string, string>): Promise<string[]> => {
+			const mint = await start({ DATA_DIR: dataDir, ...env }, [...nodeOptions(), "--require", lister]);
+			const signup = await fetch(`${mint.url}/api/v1/auth/signup`, {
+				method: "POST",
+				headers: { "Content-Type": "application/json" },
+				body: JSON.stringify({
+					firstName: "Ada",
+					lastName: "Lovelace",
+					email: `ada-${Date.now()}@example.com`,
+					password: "correct horse",
+					passwordConfirm: "correct horse",
+				}),
+			});
+			expect(signup.status).toBe(201);
+			mint.child.kill("SIGTERM");
+			expect(await mint.exit).toBe(0);
+			return JSON.parse(fs.readFileSync(listed, "utf8"));
+		};
+		const embedded = await loaded({});
+		expect(embedded).toEqual(expect.arrayContaining(["moleculer", "@seald-io/nedb", "nodemailer"]));
+		expect(embedded.filter(name => ["mongoose", "mongodb", "ioredis"].includes(name))).toEqual([]);
+		// The same node with REDIS_URL (this machine's Redis, or one that is down: the client is made either way) loads ioredis.
+		expect(await loaded({ REDIS_URL: process.env.REDIS_URL ?? "redis://127.0.0.1:6379" })).toContain("ioredis");
+	}, 60_000);
+
 	it.each([
 		["an uncaught exception", "setImmediate(() => { throw new Error('injected fault'); })", "uncaught exception"],
 		["an unhandled promise rejection", "Promise.reject(new Error('injected fault'))", "unhandled promise rejection"],

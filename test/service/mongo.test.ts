@@ -10,7 +10,8 @@
  */
 import os from "node:os";
 import { MongoMemoryServer } from "mongodb-memory-server-core";
-import { createAdapter, MongooseAdapter } from "../../mixins/db.mixin";
+import { createAdapter } from "../../mixins/db.mixin";
+import { MongooseAdapter } from "../../mixins/db/mongo-adapter";
 import { describeWithInfra } from "../helpers/infra";
 import { testConfig } from "../helpers/mint";
 import { CONTRACT_SPEC, storeRoundTrip, type ContractDoc } from "../helpers/store-contract";

@@ -13,8 +13,8 @@ import util from "node:util";
 import { ServiceBroker } from "moleculer";
 import mongoose from "mongoose";
 import { STORE_OPERATIONS } from "../../lib/business-metrics";
-import { createAdapter, DbMixin, isDuplicateKeyError, MONGO_CLIENT_OPTIONS, MongooseAdapter, NedbAdapter, type CollectionSpec } from "../../mixins/db.mixin";
-import { MONGO_EVENTS_METRIC } from "../../mixins/db/mongo-adapter";
+import { createAdapter, DbMixin, isDuplicateKeyError, NedbAdapter, type CollectionSpec } from "../../mixins/db.mixin";
+import { MONGO_CLIENT_OPTIONS, MONGO_EVENTS_METRIC, MongooseAdapter } from "../../mixins/db/mongo-adapter";
 import { testConfig } from "../helpers/mint";
 import { CONTRACT_SPEC, storeRoundTrip, type ContractDoc } from "../helpers/store-contract";
 
