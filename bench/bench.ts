@@ -724,9 +724,10 @@ const megabytes = (bytes: number) => `${(bytes / 1e6).toFixed(1)} MB`;
 
 /** Per 10,000 transfers: the growth of the data, or `+N kB` for a row without transfers. */
 function growthCell(cost: Cost): string {
-	if (cost.transfers > 0) return megabytes((cost.bytes / cost.transfers) * 10_000);
-	// (A row without transfers may shrink the data: NeDB compacts its files as it goes.)
-	return cost.bytes === 0 ? "0" : `${cost.bytes > 0 ? "+" : ""}${(cost.bytes / 1e3).toFixed(1)} kB, no transfer`;
+	// A row may shrink the data (NeDB compacts its files as it goes): a shrink is shown as it is, not per transfer.
+	if (cost.transfers > 0 && cost.bytes >= 0) return megabytes((cost.bytes / cost.transfers) * 10_000);
+	const change = cost.bytes === 0 ? "0" : `${cost.bytes > 0 ? "+" : ""}${(cost.bytes / 1e3).toFixed(1)} kB`;
+	return cost.transfers > 0 ? `${change} over ${cost.transfers} transfers (compacted meanwhile)` : cost.bytes === 0 ? "0" : `${change}, no transfer`;
 }
 
 /** A delta's largest entries for one metric, per request: `auth.users findOne 1.00, ...`. */
@@ -785,9 +786,11 @@ function report(rows: Row[], checks: string[], hitRates: string[], memory: strin
 		if (c.remoteCalls > 0) console.log(`  - remote: ${breakdown(c, "moleculer_request_total", ([, action]) => action, "remote ")}`);
 		if (c.transfers > 0) {
 			const parts = [...c.growth].sort((a, b) => b[1] - a[1]).map(([part, bytes]) => `${part} ${Math.round(bytes / c.transfers)}`);
-			console.log(
-				`  - data: ${Math.round(c.bytes / c.transfers)} bytes per transfer (${Math.round(c.diskBytes / c.transfers)} on disk, in blocks): ${parts.join(", ")}`,
-			);
+			const growth =
+				c.bytes >= 0
+					? `${Math.round(c.bytes / c.transfers)} bytes per transfer (${Math.round(c.diskBytes / c.transfers)} on disk, in blocks)`
+					: `${(c.bytes / 1e3).toFixed(1)} kB over ${c.transfers} transfers (files compacted meanwhile), per transfer`;
+			console.log(`  - data: ${growth}: ${parts.join(", ")}`);
 		}
 	}
 	console.log(`\nmoney after the load: ${checks.join("; ")}`);
