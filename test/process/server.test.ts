@@ -48,6 +48,15 @@ function start(env: Record<string, string>, nodeArgs: string[] = nodeOptions()):
 	});
 }
 
+/** Ada's signup, as each test here makes it: a 201 with her cookies. */
+function signUpAda(url: string, headers: Record<string, string> = {}): Promise<Response> {
+	return fetch(`${url}/api/v1/auth/signup`, {
+		method: "POST",
+		headers: { "Content-Type": "application/json", ...headers },
+		body: JSON.stringify({ firstName: "Ada", lastName: "Lovelace", email: "ada@example.com", password: "correct horse", passwordConfirm: "correct horse" }),
+	});
+}
+
 describe("npm start's entry point", () => {
 	let dataDir: string;
 	beforeEach(() => {
@@ -57,11 +66,7 @@ describe("npm start's entry point", () => {
 
 	it("prints its URL, serves, stops cleanly on SIGINT and keeps users and keys for the next start", async () => {
 		const first = await start({ DATA_DIR: dataDir });
-		const signup = await fetch(`${first.url}/api/v1/auth/signup`, {
-			method: "POST",
-			headers: { "Content-Type": "application/json" },
-			body: JSON.stringify({ firstName: "Ada", lastName: "Lovelace", email: "ada@example.com", password: "correct horse", passwordConfirm: "correct horse" }),
-		});
+		const signup = await signUpAda(first.url);
 		expect(signup.status).toBe(201);
 		const accessToken = /access\.token=([^;]+)/.exec(signup.headers.get("set-cookie") ?? "")?.[1];
 		expect(accessToken).toBeDefined();
@@ -93,17 +98,7 @@ describe("npm start's entry point", () => {
 		async (mode, nodeArgs) => {
 			const mint = await start({ DATA_DIR: dataDir, LOG_LEVEL: "info" }, nodeArgs);
 			try {
-				const res = await fetch(`${mint.url}/api/v1/auth/signup`, {
-					method: "POST",
-					headers: { "Content-Type": "application/json", "X-Request-Id": "req-log-check-42" },
-					body: JSON.stringify({
-						firstName: "Ada",
-						lastName: "Lovelace",
-						email: "ada@example.com",
-						password: "correct horse",
-						passwordConfirm: "correct horse",
-					}),
-				});
+				const res = await signUpAda(mint.url, { "X-Request-Id": "req-log-check-42" });
 				expect(res.status).toBe(201);
 				await new Promise(r => setTimeout(r, 300));
 				const lines = jsonLines(mint.output());
@@ -146,11 +141,7 @@ describe("npm start's entry point", () => {
 				body: `{"email":${'{"a":'.repeat(15_000)}1${"}".repeat(15_000)},"password":"x"}`,
 			});
 			expect([res.status, await res.json()]).toEqual([400, { error: { message: "The JSON body is nested deeper than 32 levels", status: 400 } }]);
-			const signup = await fetch(`${mint.url}/api/v1/auth/signup`, {
-				method: "POST",
-				headers: { "Content-Type": "application/json" },
-				body: JSON.stringify({ firstName: "Ada", lastName: "Lovelace", email: "ada@example.com", password: "correct horse", passwordConfirm: "correct horse" }),
-			});
+			const signup = await signUpAda(mint.url);
 			expect(signup.status).toBe(201);
 			expect(mint.output()).not.toContain("DeprecationWarning");
 		} finally {
@@ -170,17 +161,7 @@ describe("npm start's entry point", () => {
 		const loaded = async (env: Record<string, string>, serve: boolean): Promise<string[]> => {
 			const mint = await start({ DATA_DIR: dataDir, ...env }, [...nodeOptions(), "--require", lister]);
 			if (serve) {
-				const signup = await fetch(`${mint.url}/api/v1/auth/signup`, {
-					method: "POST",
-					headers: { "Content-Type": "application/json" },
-					body: JSON.stringify({
-						firstName: "Ada",
-						lastName: "Lovelace",
-						email: "ada@example.com",
-						password: "correct horse",
-						passwordConfirm: "correct horse",
-					}),
-				});
+				const signup = await signUpAda(mint.url);
 				expect(signup.status).toBe(201);
 			}
 			mint.child.kill("SIGTERM");
