@@ -728,7 +728,7 @@ async function main() {
 const fixed = (n: number, digits = 1) => (Number.isFinite(n) ? n.toFixed(digits) : "-");
 const megabytes = (bytes: number) => `${(bytes / 1e6).toFixed(1)} MB`;
 
-/** Per 10,000 transfers: the growth of the data, or `+N kB` for a row without transfers. */
+/** Per 10,000 transfers: the growth of the data; the change itself in kB for a row without transfers or whose data shrank. */
 function growthCell(cost: Cost): string {
 	// A row may shrink the data (NeDB compacts its files as it goes): a shrink is shown as it is, not per transfer.
 	if (cost.transfers > 0 && cost.bytes >= 0) return megabytes((cost.bytes / cost.transfers) * 10_000);
