@@ -732,8 +732,9 @@ const megabytes = (bytes: number) => `${(bytes / 1e6).toFixed(1)} MB`;
 function growthCell(cost: Cost): string {
 	// A row may shrink the data (NeDB compacts its files as it goes): a shrink is shown as it is, not per transfer.
 	if (cost.transfers > 0 && cost.bytes >= 0) return megabytes((cost.bytes / cost.transfers) * 10_000);
-	const change = cost.bytes === 0 ? "0" : `${cost.bytes > 0 ? "+" : ""}${(cost.bytes / 1e3).toFixed(1)} kB`;
-	return cost.transfers > 0 ? `${change} over ${cost.transfers} transfers (compacted meanwhile)` : cost.bytes === 0 ? "0" : `${change}, no transfer`;
+	if (cost.bytes === 0) return "0";
+	const change = `${cost.bytes > 0 ? "+" : ""}${(cost.bytes / 1e3).toFixed(1)} kB`;
+	return cost.transfers > 0 ? `${change} over ${cost.transfers} transfers (compacted meanwhile)` : `${change}, no transfer`;
 }
 
 /** A delta's largest entries for one metric, per request: `auth.users findOne 1.00, ...`. */
@@ -795,7 +796,7 @@ function report(rows: Row[], checks: string[], hitRates: string[], memory: strin
 			const growth =
 				c.bytes >= 0
 					? `${Math.round(c.bytes / c.transfers)} bytes per transfer (${Math.round(c.diskBytes / c.transfers)} on disk, in blocks)`
-					: `${(c.bytes / 1e3).toFixed(1)} kB over ${c.transfers} transfers (files compacted meanwhile), per transfer`;
+					: `${growthCell(c)}, per transfer`;
 			console.log(`  - data: ${growth}: ${parts.join(", ")}`);
 		}
 	}
